@@ -1,0 +1,1 @@
+"""The API gateway: REST endpoints of every component behind one FastAPI app."""

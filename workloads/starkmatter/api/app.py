@@ -1,0 +1,44 @@
+"""The API gateway application: one FastAPI app composed of every component's router."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import fastapi
+
+from starkmatter.api import failing, observing, resources
+from starkmatter.api.routes import auth, health
+from starkmatter.core import db, migrating, redis_client, settings
+from starkmatter.core.auth import keys
+
+
+def create_app(config: settings.Settings, *, migrate: bool = True) -> fastapi.FastAPI:
+    keypair = keys.load(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
+        pool = await db.create_pool(config)
+        redis = redis_client.create_redis(config)
+        try:
+            if migrate:
+                async with pool.acquire() as conn:
+                    await migrating.apply(conn)
+            app.state.resources = resources.build(config, pool, redis, keypair)
+            yield
+        finally:
+            await redis.aclose()
+            await pool.close()
+
+    app = fastapi.FastAPI(
+        title="StarkMatter API",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    failing.install(app)
+    app.add_middleware(observing.ObservingMiddleware)
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    return app

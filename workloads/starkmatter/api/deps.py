@@ -1,0 +1,90 @@
+"""Request dependencies, declared once and listed by routes.
+
+Every route declares who may call it: ``Public`` for the few open endpoints, otherwise a
+principal with a role (``CurrentUser`` = any signed-in user, ``TraderUser``, ``AdminUser``,
+``ServiceUser``). A test walks every route and fails on one that declares neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+import asyncpg
+import fastapi
+import redis.asyncio as aioredis
+from fastapi import security
+
+from starkmatter.api import resources
+from starkmatter.core import errors
+from starkmatter.core.auth import sessions, tokens
+
+_bearer = security.HTTPBearer(auto_error=False)
+
+
+def get_resources(request: fastapi.Request) -> resources.Resources:
+    res: resources.Resources = request.app.state.resources
+    return res
+
+
+ResourcesDep = Annotated[resources.Resources, fastapi.Depends(get_resources)]
+
+
+def get_pool(res: ResourcesDep) -> asyncpg.Pool:
+    return res.pool
+
+
+def get_redis(res: ResourcesDep) -> aioredis.Redis:
+    return res.redis
+
+
+DbDep = Annotated[asyncpg.Pool, fastapi.Depends(get_pool)]
+RedisDep = Annotated[aioredis.Redis, fastapi.Depends(get_redis)]
+
+
+def public() -> None:
+    """Marks a route as open to anyone (health, login, ...)."""
+
+
+Public = fastapi.Depends(public)
+
+
+async def current_principal(
+    res: ResourcesDep,
+    credentials: Annotated[security.HTTPAuthorizationCredentials | None, fastapi.Depends(_bearer)],
+) -> tokens.Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise errors.Unauthenticated()
+    return await sessions.authenticate(
+        res.redis, credentials.credentials, res.keys.public_pem, res.token_config
+    )
+
+
+def require_roles(*roles: str) -> Callable[..., Awaitable[tokens.Principal]]:
+    async def dependency(
+        principal: Annotated[tokens.Principal, fastapi.Depends(current_principal)],
+    ) -> tokens.Principal:
+        if not principal.has_role(*roles):
+            raise errors.Forbidden(f"requires role: {' or '.join(roles)}", code="forbidden")
+        return principal
+
+    dependency.required_roles = roles  # type: ignore[attr-defined]
+    return dependency
+
+
+CurrentUser = Annotated[
+    tokens.Principal, fastapi.Depends(require_roles("trader", "admin", "service"))
+]
+TraderUser = Annotated[tokens.Principal, fastapi.Depends(require_roles("trader", "admin"))]
+AdminUser = Annotated[tokens.Principal, fastapi.Depends(require_roles("admin"))]
+ServiceUser = Annotated[tokens.Principal, fastapi.Depends(require_roles("service", "admin"))]
+
+
+def client_address(request: fastapi.Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def endpoint_of(request: fastapi.Request) -> str:
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    return f"{request.method} {path}"

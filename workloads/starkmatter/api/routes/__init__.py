@@ -1,0 +1,1 @@
+"""Routers of the API gateway's own endpoints (auth, health)."""

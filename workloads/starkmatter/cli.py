@@ -1,0 +1,151 @@
+"""The ``starkmatter`` command: one image, many entry points."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from starkmatter.core import settings
+
+Handler = Callable[[argparse.Namespace, settings.Settings], int]
+
+
+def _cmd_dev(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter import dev
+
+    dev.run(config)
+    return 0
+
+
+def _cmd_api(args: argparse.Namespace, config: settings.Settings) -> int:
+    import uvicorn
+
+    from starkmatter.api import app
+
+    uvicorn.run(
+        app.create_app(config),
+        host=args.host or config.api_host,
+        port=config.api_port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter.core import db, migrating
+
+    async def run() -> list[int]:
+        pool = await db.create_pool(config)
+        try:
+            async with pool.acquire() as conn:
+                return await migrating.apply(conn)
+        finally:
+            await pool.close()
+
+    applied = asyncio.run(run())
+    print(f"applied migrations: {applied or 'none (up to date)'}")
+    return 0
+
+
+def _cmd_audit_verify(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter.core import audit, db
+
+    async def run() -> audit.ChainReport:
+        pool = await db.create_pool(config)
+        try:
+            async with pool.acquire() as conn:
+                return await audit.verify(conn)
+        finally:
+            await pool.close()
+
+    report = asyncio.run(run())
+    print(report.describe())
+    return 0 if report.ok else 1
+
+
+def _cmd_users_add(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter.core import audit, db
+    from starkmatter.core.auth import accounts
+
+    password = os.environ.get("STARKMATTER_NEW_USER_PASSWORD") or getpass.getpass("Password: ")
+
+    async def run() -> accounts.User:
+        pool = await db.create_pool(config)
+        try:
+            async with pool.acquire() as conn:
+                return await accounts.create_user(
+                    conn,
+                    audit.Actor(
+                        id=f"cli:{getpass.getuser()}",
+                        service="cli",
+                        endpoint="users add",
+                    ),
+                    email=args.email,
+                    password=password,
+                    display_name=args.name,
+                    roles=args.role,
+                    reason=args.reason,
+                )
+        finally:
+            await pool.close()
+
+    user = asyncio.run(run())
+    print(f"created user {user.id} with roles {', '.join(user.roles)}")
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    parser = argparse.ArgumentParser(prog="starkmatter", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    handlers: dict[str, Handler] = {}
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        handlers[name] = handler
+        return commands.add_parser(name, help=help_text, description=help_text)
+
+    add(
+        "dev",
+        _cmd_dev,
+        "run the whole platform locally on embedded PostgreSQL and Redis",
+    )
+    api = add("api", _cmd_api, "serve the REST API gateway")
+    api.add_argument("--host", help="address to bind (default STARKMATTER_API_HOST)")
+    add("migrate", _cmd_migrate, "apply database migrations and exit")
+    add("audit-verify", _cmd_audit_verify, "verify the audit trail's hash chain")
+    users = add("users-add", _cmd_users_add, "create a user (password from a prompt)")
+    users.add_argument("email")
+    users.add_argument("--name", default="")
+    users.add_argument("--role", action="append", choices=["trader", "admin", "service"])
+    users.add_argument("--reason", default="created by an operator")
+    return parser, handlers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, handlers = build_parser()
+    raw = list(sys.argv[1:] if argv is None else argv)
+    # Two-word commands read naturally: `starkmatter audit verify`, `starkmatter users add`.
+    if len(raw) >= 2 and f"{raw[0]}-{raw[1]}" in handlers:
+        raw = [f"{raw[0]}-{raw[1]}", *raw[2:]]
+    args = parser.parse_args(raw)
+    if getattr(args, "role", None) is None and args.command == "users-add":
+        args.role = ["trader"]
+    overrides: dict[str, object] = {"env": "dev"} if args.command == "dev" else {}
+    try:
+        config = settings.load(**overrides)
+    except settings.SettingsError as exc:
+        print(f"starkmatter: {exc}", file=sys.stderr)
+        return 2
+    from starkmatter.core import logs
+
+    logs.configure(config.log_level, json=config.log_json)
+    return handlers[args.command](args, config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared foundations: settings, database, Redis, auth, audit, metrics, logging."""

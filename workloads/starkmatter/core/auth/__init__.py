@@ -1,0 +1,1 @@
+"""Authentication: password hashing, JWT access tokens, revocable sessions, rate limits."""

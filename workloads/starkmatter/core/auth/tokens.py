@@ -1,0 +1,95 @@
+"""JWT access tokens: RS256 only, every registered claim required and checked."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+import jwt
+
+from starkmatter.core import errors
+
+ALGORITHMS = ["RS256"]
+"""The one allow-list: ``none`` and HMAC algorithms are refused, so a token signed with the
+public key as an HMAC secret (algorithm confusion) never verifies."""
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "jti", "sub", "sid", "roles"]
+ROLES = frozenset({"trader", "admin", "service"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who is asking: the token's subject, roles and session."""
+
+    user_id: str
+    roles: frozenset[str]
+    session_id: str
+    token_id: str
+
+    def has_role(self, *roles: str) -> bool:
+        return bool(self.roles.intersection(roles))
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenConfig:
+    issuer: str
+    audience: str
+    ttl_s: int
+    leeway_s: int
+
+
+def issue(
+    private_pem: str,
+    config: TokenConfig,
+    *,
+    user_id: str,
+    roles: Sequence[str],
+    session_id: str,
+    now: dt.datetime | None = None,
+) -> tuple[str, dt.datetime]:
+    issued = now or dt.datetime.now(dt.UTC)
+    expires = issued + dt.timedelta(seconds=config.ttl_s)
+    claims = {
+        "iss": config.issuer,
+        "aud": config.audience,
+        "sub": user_id,
+        "sid": session_id,
+        "jti": uuid.uuid4().hex,
+        "roles": sorted(roles),
+        "iat": issued,
+        "nbf": issued,
+        "exp": expires,
+    }
+    return jwt.encode(claims, private_pem, algorithm="RS256"), expires
+
+
+def decode(token: str, public_pem: str, config: TokenConfig) -> Principal:
+    """Verify signature and claims; every failure is the same 401 with a precise reason code."""
+    try:
+        claims = jwt.decode(
+            token,
+            public_pem,
+            algorithms=ALGORITHMS,
+            audience=config.audience,
+            issuer=config.issuer,
+            leeway=config.leeway_s,
+            options={"require": REQUIRED_CLAIMS, "verify_iat": True},
+        )
+    except jwt.ExpiredSignatureError:
+        raise errors.Unauthenticated("access token expired", code="token_expired") from None
+    except jwt.ImmatureSignatureError:
+        raise errors.Unauthenticated("access token not yet valid", code="token_invalid") from None
+    except jwt.InvalidTokenError as exc:
+        raise errors.Unauthenticated(
+            f"invalid access token: {type(exc).__name__}", code="token_invalid"
+        ) from None
+    roles = claims["roles"]
+    if not isinstance(roles, list) or not set(roles) <= ROLES:
+        raise errors.Unauthenticated("invalid access token: roles", code="token_invalid")
+    return Principal(
+        user_id=str(claims["sub"]),
+        roles=frozenset(roles),
+        session_id=str(claims["sid"]),
+        token_id=str(claims["jti"]),
+    )

@@ -1,0 +1,37 @@
+"""PostgreSQL access: one asyncpg pool per process, with query timing for /metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from starkmatter.core import metrics, settings
+
+
+async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
+    # jsonb columns round-trip as Python objects everywhere, one way.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    conn.add_query_logger(_observe_query)
+
+
+def _observe_query(record: asyncpg.connection.LoggedQuery) -> None:
+    metrics.DB_QUERY_SECONDS.observe(record.elapsed)
+    if record.exception is not None:
+        metrics.DB_ERRORS.inc()
+
+
+async def create_pool(config: settings.Settings, *, url: str | None = None) -> asyncpg.Pool:
+    dsn = url or config.database_url
+    if dsn is None:
+        raise settings.SettingsError("STARKMATTER_DATABASE_URL is not set")
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=config.db_pool_min,
+        max_size=config.db_pool_max,
+        init=_init_connection,
+        command_timeout=30,
+        server_settings={"application_name": f"starkmatter-{config.service_name}"},
+    )
+    return pool
