@@ -24,8 +24,9 @@ class Actor:
     endpoint: str
 
 
-def _jsonable(value: Any) -> Any:
-    return None if value is None else json.loads(json.dumps(value, default=str))
+def _json_text(value: Any) -> str | None:
+    # Sent as text and cast in SQL, so it works whatever codecs the connection has.
+    return None if value is None else json.dumps(value, default=str, sort_keys=True)
 
 
 async def record(
@@ -45,7 +46,7 @@ async def record(
     commit, and every audited writer queues behind it.
     """
     seq: int = await conn.fetchval(
-        "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9::text::jsonb)",
         actor.id,
         action,
         actor.service,
@@ -53,8 +54,8 @@ async def record(
         reason,
         entity_type,
         entity_id,
-        _jsonable(before),
-        _jsonable(after),
+        _json_text(before),
+        _json_text(after),
     )
     return seq
 

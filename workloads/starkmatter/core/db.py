@@ -10,7 +10,7 @@ import asyncpg
 from starkmatter.core import metrics, settings
 
 
-async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
+async def init_connection(conn: asyncpg.Connection[Any]) -> None:
     # jsonb columns round-trip as Python objects everywhere, one way.
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     conn.add_query_logger(_observe_query)
@@ -30,7 +30,7 @@ async def create_pool(config: settings.Settings, *, url: str | None = None) -> a
         dsn,
         min_size=config.db_pool_min,
         max_size=config.db_pool_max,
-        init=_init_connection,
+        init=init_connection,
         command_timeout=30,
         server_settings={"application_name": f"starkmatter-{config.service_name}"},
     )

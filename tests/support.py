@@ -1,0 +1,110 @@
+"""Helpers shared by test tiers: a live API server on loopback, signed-in users."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import uvicorn
+
+from starkmatter.api import app as api_app
+from starkmatter.core import embedded, settings
+
+
+@dataclasses.dataclass
+class LiveServer:
+    """A real uvicorn server on a loopback port, and an HTTP client bound to it."""
+
+    base_url: str
+    client: httpx.AsyncClient
+    config: settings.Settings
+
+
+@contextlib.asynccontextmanager
+async def serve_api(config: settings.Settings) -> AsyncIterator[LiveServer]:
+    port = embedded.free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            api_app.create_app(config),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("API server exited before it started")
+        await asyncio.sleep(0.01)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+            yield LiveServer(base_url, client, config)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@dataclasses.dataclass
+class SignedIn:
+    user_id: str
+    email: str
+    password: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+_emails = itertools.count(1)
+
+
+async def sign_up(client: httpx.AsyncClient, *, email: str | None = None) -> SignedIn:
+    """Register a new trader over HTTP and log in."""
+    email = email or f"trader{next(_emails)}@example.com"
+    password = "correct horse battery staple"
+    created = await client.post("/auth/register", json={"email": email, "password": password})
+    assert created.status_code == 201, created.text
+    tokens = await client.post("/auth/login", json={"email": email, "password": password})
+    assert tokens.status_code == 200, tokens.text
+    body = tokens.json()
+    return SignedIn(
+        created.json()["id"], email, password, body["access_token"], body["refresh_token"]
+    )
+
+
+async def sign_up_admin(live: LiveServer, db_url: str) -> SignedIn:
+    """Create an admin directly (admins are never self-registered), then log in over HTTP."""
+    from starkmatter.core import audit
+    from starkmatter.core.auth import accounts
+
+    email = f"admin{next(_emails)}@example.com"
+    password = "correct horse battery staple"
+    conn = await asyncpg.connect(db_url)
+    try:
+        user = await accounts.create_user(
+            conn,
+            audit.Actor(id="tests", service="tests", endpoint="conftest"),
+            email=email,
+            password=password,
+            display_name="Admin",
+            roles=("admin",),
+            reason="test set-up",
+        )
+    finally:
+        await conn.close()
+    tokens = (
+        await live.client.post("/auth/login", json={"email": email, "password": password})
+    ).json()
+    return SignedIn(user.id, email, password, tokens["access_token"], tokens["refresh_token"])
