@@ -1,0 +1,95 @@
+"""`make run` on a fresh machine: starts from nothing, answers /readyz, keeps data on restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from starkmatter.core import embedded
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_make_run_runs_the_dev_command_after_its_own_setup() -> None:
+    plan = subprocess.run(
+        ["make", "-n", "run"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert "starkmatter dev" in plan
+
+
+async def _start_dev(data_dir: Path, port: int) -> tuple[asyncio.subprocess.Process, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STARKMATTER_", "ANTHROPIC_"))}
+    env.update(STARKMATTER_DATA_DIR=str(data_dir), STARKMATTER_API_PORT=str(port))
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "starkmatter.cli",
+        "dev",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
+        for _ in range(600):
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    return proc, time.monotonic() - started
+            except httpx.TransportError:
+                pass
+            if proc.returncode is not None:
+                break
+            await asyncio.sleep(0.1)
+    proc.kill()
+    raise AssertionError("starkmatter dev never became ready")
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> int:
+    proc.send_signal(signal.SIGINT)
+    return await asyncio.wait_for(proc.wait(), timeout=60)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.mark.timeout(300)
+async def test_fresh_start_is_ready_and_a_restart_keeps_a_registered_user(data_dir: Path) -> None:
+    port = embedded.free_port()
+    proc, fresh_s = await _start_dev(data_dir, port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            created = await client.post(
+                "/auth/register",
+                json={"email": "keep@example.com", "password": "correct horse battery"},
+            )
+            assert created.status_code == 201
+    finally:
+        assert await _stop(proc) == 0
+    # Ctrl-C stopped the embedded servers too: nothing is left listening on their data.
+    assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()
+
+    proc, warm_s = await _start_dev(data_dir, port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            login = await client.post(
+                "/auth/login",
+                json={"email": "keep@example.com", "password": "correct horse battery"},
+            )
+            assert login.status_code == 200
+            me = await client.get(
+                "/auth/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"}
+            )
+            assert me.json()["email"] == "keep@example.com"
+    finally:
+        assert await _stop(proc) == 0
+    print(f"\ndev start-up: fresh {fresh_s:.2f}s, warm {warm_s:.2f}s")
