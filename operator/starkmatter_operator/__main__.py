@@ -1,0 +1,48 @@
+"""`python -m starkmatter_operator`: run the operator (what the chart's Deployment runs)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+
+import kopf
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="starkmatter-operator")
+    parser.add_argument(
+        "--liveness",
+        default=os.environ.get("STARKMATTER_OPERATOR_LIVENESS", "http://0.0.0.0:8080/healthz"),
+        help="URL the liveness endpoint listens on",
+    )
+    parser.add_argument(
+        "--peering",
+        default=os.environ.get("STARKMATTER_OPERATOR_PEERING", "starkmatter"),
+        help="ClusterKopfPeering name shared by the replicas (only one of them is active)",
+    )
+    parser.add_argument(
+        "--standalone", action="store_true", help="run without peering (a single replica)"
+    )
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+    )
+    import starkmatter_operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.run(
+        clusterwide=True,
+        liveness_endpoint=args.liveness,
+        standalone=args.standalone,
+        peering_name=None if args.standalone else args.peering,
+        # With peering, the replica with the highest priority works and the others wait;
+        # random priorities make exactly one of them win without any configuration.
+        priority=None if args.standalone else secrets.randbelow(10_000) + 1,
+    )
+
+
+if __name__ == "__main__":
+    main()

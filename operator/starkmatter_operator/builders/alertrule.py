@@ -1,0 +1,87 @@
+"""AlertRule -> one key of the alert evaluator's rules ConfigMap (+ a PrometheusRule).
+
+The evaluator reads one JSON file per rule from a single ConfigMap in its own namespace.
+Rules from every namespace share that ConfigMap, so each rule is applied with its own
+field manager: server-side apply then adds or removes exactly that rule's key, with no
+read-modify-write race between rules. A cross-namespace object cannot have an owner
+reference, so the operator removes the key itself when the rule is deleted.
+"""
+
+from __future__ import annotations
+
+from starkmatter_operator import config, validation
+from starkmatter_operator.builders import common
+
+
+def rule_key(body: common.Body) -> str:
+    return f"{common.namespace_of(body)}.{common.name_of(body)}.json"
+
+
+def field_manager(body: common.Body) -> str:
+    return f"{config.FIELD_MANAGER}.alertrule.{body['metadata']['uid']}"
+
+
+def rules_config_map(cfg: config.OperatorConfig, data: dict[str, str]) -> common.Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": cfg.alerts_configmap,
+            "namespace": cfg.alerts_namespace,
+            "labels": {
+                "app.kubernetes.io/name": "starkmatter",
+                "app.kubernetes.io/component": "alert-rules",
+                "app.kubernetes.io/part-of": "starkmatter",
+            },
+        },
+        **({"data": data} if data else {}),
+    }
+
+
+def build(
+    body: common.Body, cfg: config.OperatorConfig, *, prometheus_rules: bool = False
+) -> list[common.Manifest]:
+    rule = common.name_of(body)
+    spec = common.spec_of(body)
+    problems = validation.name_problems(rule) + validation.alertrule_problems(spec)
+    if problems:
+        raise common.InvalidSpec(problems)
+    payload = {"name": rule, "namespace": common.namespace_of(body), **spec}
+    manifests = [rules_config_map(cfg, {rule_key(body): common.canonical_json(payload)})]
+    if prometheus_rules:
+        alert_labels = {"severity": str(spec.get("severity", "warning"))}
+        if spec.get("feed"):
+            alert_labels["feed"] = str(spec["feed"])
+        if spec.get("symbol"):
+            alert_labels["symbol"] = str(spec["symbol"])
+        selector = f'namespace="{common.namespace_of(body)}",rule="{rule}"'
+        manifests.append(
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "PrometheusRule",
+                "metadata": common.metadata(body, f"{rule}-alert", "alert-rule"),
+                "spec": {
+                    "groups": [
+                        {
+                            "name": f"starkmatter.{common.namespace_of(body)}.{rule}",
+                            "rules": [
+                                {
+                                    "alert": f"StarkMatter{spec['condition']}",
+                                    # The evaluator exports one gauge per rule; Prometheus
+                                    # then routes it like any other alert.
+                                    "expr": f"max(starkmatter_alert_firing{{{selector}}}) > 0",
+                                    "for": str(spec.get("for", "5m")),
+                                    "labels": alert_labels,
+                                    "annotations": {
+                                        "summary": str(
+                                            spec.get("summary") or f"{spec['condition']} ({rule})"
+                                        )
+                                    },
+                                }
+                            ],
+                        }
+                    ]
+                },
+            }
+        )
+    return manifests

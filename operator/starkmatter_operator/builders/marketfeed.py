@@ -1,0 +1,200 @@
+"""MarketFeed -> ConfigMap, ingestion Deployment, gateway Deployment + Service (+ HPA)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starkmatter_operator import config, validation
+from starkmatter_operator.builders import common
+
+GATEWAY_PORT = 8001
+
+
+def names(feed: str) -> dict[str, str]:
+    return {
+        "config": f"{feed}-feed",
+        "ingest": f"{feed}-ingest",
+        "gateway": f"{feed}-gateway",
+    }
+
+
+def required_secrets(body: common.Body, cfg: config.OperatorConfig) -> list[common.SecretKeyRef]:
+    spec = common.spec_of(body)
+    db = spec.get("databaseSecretRef") or {}
+    rd = spec.get("redisSecretRef") or {}
+    refs = [
+        common.SecretKeyRef(
+            db.get("name", "starkmatter-database"), db.get("key", "url"), "spec.databaseSecretRef"
+        ),
+        common.SecretKeyRef(
+            rd.get("name", "starkmatter-redis"), rd.get("key", "url"), "spec.redisSecretRef"
+        ),
+        common.SecretKeyRef(cfg.jwt_secret, cfg.jwt_public_key, "the operator's JWT secret"),
+    ]
+    creds = spec.get("credentialsSecretRef")
+    if creds:
+        refs.append(
+            common.SecretKeyRef(
+                creds["name"], creds.get("key", "token"), "spec.credentialsSecretRef"
+            )
+        )
+    return refs
+
+
+def build(body: common.Body, cfg: config.OperatorConfig) -> list[common.Manifest]:
+    feed = common.name_of(body)
+    spec = common.spec_of(body)
+    problems = validation.name_problems(feed) + validation.marketfeed_problems(spec)
+    if problems:
+        raise common.InvalidSpec(problems)
+    n = names(feed)
+    feed_json = common.canonical_json({"name": feed, **spec})
+    template_annotations = {"starkmatter.io/config-hash": common.content_hash(feed_json)}
+
+    shared_env: list[dict[str, Any]] = [
+        common.secret_env(
+            "STARKMATTER_REDIS_URL", spec.get("redisSecretRef") or {}, "starkmatter-redis"
+        ),
+        {"name": "STARKMATTER_FEED_CONFIG", "value": f"{common.CONFIG_DIR}/feed.json"},
+    ]
+    ingest_env = [
+        common.secret_env(
+            "STARKMATTER_DATABASE_URL", spec.get("databaseSecretRef") or {}, "starkmatter-database"
+        ),
+        *shared_env,
+        {"name": "STARKMATTER_METRICS_PORT", "value": str(common.METRICS_PORT)},
+    ]
+    creds = spec.get("credentialsSecretRef")
+    if creds:
+        ingest_env.append(
+            {
+                "name": "STARKMATTER_FEED_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {"name": creds["name"], "key": creds.get("key", "token")}
+                },
+            }
+        )
+    ingest = spec.get("ingest") or {}
+    ingest_pod = common.pod_spec(
+        [
+            common.container(
+                cfg,
+                name="ingest",
+                args=["ingest", "--feed", feed],
+                env=ingest_env,
+                resources_spec=ingest.get("resources"),
+                ports=[{"name": "metrics", "containerPort": common.METRICS_PORT}],
+                probes=common.http_probes("metrics"),
+                mounts=[common.config_mount()],
+            )
+        ],
+        [common.config_volume(n["config"])],
+    )
+
+    gateway = spec.get("gateway") or {}
+    autoscaling = gateway.get("autoscaling") or {}
+    hpa_enabled = bool(autoscaling.get("enabled", False))
+    gateway_pod = common.pod_spec(
+        [
+            common.container(
+                cfg,
+                name="gateway",
+                args=["gateway"],
+                env=[
+                    *shared_env,
+                    {
+                        "name": "STARKMATTER_JWT_PUBLIC_KEY_FILE",
+                        "value": f"/etc/starkmatter/jwt/{cfg.jwt_public_key}",
+                    },
+                ],
+                resources_spec=gateway.get("resources"),
+                ports=[{"name": "http", "containerPort": GATEWAY_PORT}],
+                probes=common.http_probes("http"),
+                mounts=[
+                    common.config_mount(),
+                    {"name": "jwt", "mountPath": "/etc/starkmatter/jwt", "readOnly": True},
+                ],
+            )
+        ],
+        [
+            common.config_volume(n["config"]),
+            {
+                "name": "jwt",
+                "secret": {
+                    "secretName": cfg.jwt_secret,
+                    "items": [{"key": cfg.jwt_public_key, "path": cfg.jwt_public_key}],
+                },
+            },
+        ],
+    )
+
+    manifests = [
+        common.config_map(body, n["config"], "feed-config", "feed.json", feed_json),
+        common.deployment(
+            body,
+            name=n["ingest"],
+            component="ingest",
+            replicas=int(ingest.get("replicas", 1)),
+            pod=ingest_pod,
+            template_annotations=template_annotations,
+            # Two workers on one provider connection would store every tick twice.
+            strategy="Recreate",
+        ),
+        common.deployment(
+            body,
+            name=n["gateway"],
+            component="gateway",
+            replicas=None if hpa_enabled else int(gateway.get("replicas", 2)),
+            pod=gateway_pod,
+            template_annotations=template_annotations,
+        ),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": common.metadata(body, n["gateway"], "gateway"),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": common.selector(body, "gateway"),
+                "ports": [
+                    {
+                        "name": "http",
+                        "port": int(gateway.get("port", GATEWAY_PORT)),
+                        "targetPort": "http",
+                        "protocol": "TCP",
+                    }
+                ],
+            },
+        },
+    ]
+    if hpa_enabled:
+        manifests.append(
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": common.metadata(body, n["gateway"], "gateway"),
+                "spec": {
+                    "scaleTargetRef": {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": n["gateway"],
+                    },
+                    "minReplicas": int(autoscaling.get("minReplicas", 2)),
+                    "maxReplicas": int(autoscaling.get("maxReplicas", 10)),
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {
+                                "name": "cpu",
+                                "target": {
+                                    "type": "Utilization",
+                                    "averageUtilization": int(
+                                        autoscaling.get("targetCPUUtilizationPercentage", 70)
+                                    ),
+                                },
+                            },
+                        }
+                    ],
+                },
+            }
+        )
+    return manifests

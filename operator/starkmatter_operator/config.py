@@ -1,0 +1,59 @@
+"""Operator settings, read once from the environment (the chart sets them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+GROUP = "starkmatter.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+FIELD_MANAGER = "starkmatter-operator"
+MANAGED_BY = "starkmatter-operator"
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    """What the operator needs to know about the installation it belongs to."""
+
+    # The one platform image that every child workload runs (entry point chosen by args).
+    image: str = "starkmatter/starkmatter:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    # Secret (in each CR's namespace) with the PEM public key that gateways verify JWTs with.
+    jwt_secret: str = "starkmatter-jwt"  # noqa: S105 (a Secret name, not a secret)
+    jwt_public_key: str = "public.pem"
+    # Where AlertRules are delivered: one ConfigMap read by the alert evaluator.
+    alerts_namespace: str = "starkmatter"
+    alerts_configmap: str = "starkmatter-alert-rules"
+    # Optional: read feed heartbeats (ticks/s, last tick) for MarketFeed status.
+    redis_url: str | None = None
+    # Seconds between status refreshes from heartbeats and CronJob history.
+    status_interval_s: float = 30.0
+    metrics_port: int = 9090
+    # Seconds a burst of child events for one owner is collapsed into one reconcile.
+    debounce_s: float = 0.2
+    # Concurrent HTTP connections to the apiserver.
+    api_connections: int = 32
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def get(name: str, default: str) -> str:
+            return env.get(f"STARKMATTER_OPERATOR_{name}", default)
+
+        return cls(
+            image=get("IMAGE", defaults.image),
+            image_pull_policy=get("IMAGE_PULL_POLICY", defaults.image_pull_policy),
+            jwt_secret=get("JWT_SECRET", defaults.jwt_secret),
+            jwt_public_key=get("JWT_PUBLIC_KEY", defaults.jwt_public_key),
+            alerts_namespace=get("ALERTS_NAMESPACE", defaults.alerts_namespace),
+            alerts_configmap=get("ALERTS_CONFIGMAP", defaults.alerts_configmap),
+            redis_url=get("REDIS_URL", "") or None,
+            status_interval_s=float(get("STATUS_INTERVAL", str(defaults.status_interval_s))),
+            metrics_port=int(get("METRICS_PORT", str(defaults.metrics_port))),
+            debounce_s=float(get("DEBOUNCE", str(defaults.debounce_s))),
+            api_connections=int(get("API_CONNECTIONS", str(defaults.api_connections))),
+        )

@@ -1,0 +1,55 @@
+"""Watches the children the operator made: a change or deletion by anyone else is put
+back (drift correction), and their status (ready pods, last run) flows into the owner's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from starkmatter_operator import config, reconciling
+
+CHILD_RESOURCES = [
+    ("v1", "configmaps"),
+    ("v1", "services"),
+    ("apps/v1", "deployments"),
+    ("batch/v1", "cronjobs"),
+    ("autoscaling/v2", "horizontalpodautoscalers"),
+    ("monitoring.coreos.com/v1", "prometheusrules"),
+]
+OWNER_KINDS = {kind.lower(): kind for kind in reconciling.KINDS}
+
+
+async def on_child(event: kopf.RawEvent, resource: kopf.Resource, memo: Any, **_: Any) -> None:
+    raw: Any = event["object"]
+    obj = dict(raw)
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    owner_kind = OWNER_KINDS.get(str(labels.get("starkmatter.io/owner-kind", "")))
+    owner_name = labels.get("starkmatter.io/owner-name")
+    if owner_kind is None or not owner_name:
+        return
+    runtime: reconciling.Runtime = memo.runtime
+    obj["kind"] = resource.kind
+    obj["apiVersion"] = f"{resource.group}/{resource.version}" if resource.group else "v1"
+    child = reconciling.key_of(obj)
+    if event.get("type") == "DELETED":
+        runtime.observed.pop(child, None)
+        apply = True
+    else:
+        before = runtime.observed.get(child)
+        after = reconciling.trimmed(obj)
+        runtime.observed[child] = after
+        apply = before is not None and reconciling.spec_drifted(before, after)
+    memo.debouncer.poke((owner_kind, child[1], str(owner_name)), apply=apply)
+
+
+for _api_version, _plural in CHILD_RESOURCES:
+    _group, _, _version = _api_version.rpartition("/")
+    kopf.on.event(
+        _group,
+        _version,
+        _plural,
+        labels={"app.kubernetes.io/managed-by": config.MANAGED_BY},
+        id=f"child-{_plural}",
+    )(on_child)

@@ -1,0 +1,84 @@
+"""Start-up, login, probes and clean-up of the operator process."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from starkmatter_operator import config, heartbeat, kube, metrics, reconciling
+
+log = logging.getLogger(__name__)
+_login: list[kopf.ConnectionInfo] = []
+
+
+def _credentials() -> kube.Credentials:
+    if not _login:
+        raise RuntimeError("not logged in to the Kubernetes API yet")
+    info = _login[-1]
+    context: Any = False if info.insecure else info.as_ssl_context()
+    return kube.Credentials(server=info.server.rstrip("/"), token=info.token, ssl_context=context)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # In a pod: the service account; elsewhere (tests, a laptop): the kubeconfig.
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is not None:
+        _login.append(info)
+    return info
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # The CRDs' status schemas are strict, so Kopf keeps its bookkeeping in annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=config.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=config.GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{config.GROUP}/operator"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+    cfg = config.OperatorConfig.from_env()
+    client = kube.Kube(_credentials, connections=cfg.api_connections)
+    reader = heartbeat.Reader(cfg.redis_url) if cfg.redis_url else None
+
+    def post_event(body: Any, kind: str, reason: str, message: str) -> None:
+        kopf.event(body, type=kind, reason=reason, message=message[:1000])
+
+    runtime = reconciling.Runtime(cfg, client, reader, post_event=post_event)
+    memo.runtime = runtime
+    memo.debouncer = reconciling.Debouncer(cfg.debounce_s, _reconcile_owner(runtime))
+    if cfg.metrics_port:
+        metrics.serve(cfg.metrics_port)
+    log.info("event=operator.started image=%s", cfg.image)
+
+
+def _reconcile_owner(rt: reconciling.Runtime) -> Any:
+    async def run(owner: reconciling.Key, apply: bool) -> None:
+        kind, namespace, name = owner
+        body = await rt.kube.get(config.API_VERSION, kind, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return  # being deleted: garbage collection removes the children
+        await reconciling.reconcile(rt, body, trigger="child", apply=apply)
+
+    return run
+
+
+@kopf.on.probe(id="children")
+def children_seen(memo: kopf.Memo, **_: Any) -> int:
+    runtime = getattr(memo, "runtime", None)
+    return len(runtime.observed) if runtime is not None else 0
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    runtime: reconciling.Runtime | None = getattr(memo, "runtime", None)
+    if runtime is None:
+        return
+    await memo.debouncer.drain()
+    await runtime.kube.close()
+    if runtime.heartbeats is not None:
+        await runtime.heartbeats.close()

@@ -1,0 +1,408 @@
+"""One reconcile of one custom resource: build its children, apply them, report status.
+
+Everything here is idempotent: running it twice, or after a crash half-way, converges to
+the same children and the same status. Handlers (Kopf registrations) call into it; it
+does not know about Kopf except to raise TemporaryError for retryable failures and to post
+Kubernetes Events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+import kopf
+
+from starkmatter_operator import conditions, config, heartbeat, kube, metrics
+from starkmatter_operator.builders import alertrule, common, marketfeed, newssource, retentionpolicy
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class KindInfo:
+    plural: str
+    builder: ModuleType
+    # Child kinds that a spec change can make unnecessary, so they are pruned.
+    optional_children: tuple[tuple[str, str], ...]
+
+
+KINDS: dict[str, KindInfo] = {
+    "MarketFeed": KindInfo(
+        "marketfeeds", marketfeed, (("autoscaling/v2", "HorizontalPodAutoscaler"),)
+    ),
+    "NewsSource": KindInfo(
+        "newssources", newssource, (("batch/v1", "CronJob"), ("apps/v1", "Deployment"))
+    ),
+    "RetentionPolicy": KindInfo("retentionpolicies", retentionpolicy, ()),
+    "AlertRule": KindInfo(
+        "alertrules", alertrule, (("monitoring.coreos.com/v1", "PrometheusRule"),)
+    ),
+}
+# Kinds whose spec changes bump metadata.generation; others are compared by resourceVersion.
+GENERATION_KINDS = frozenset({"Deployment", "CronJob", "HorizontalPodAutoscaler"})
+
+
+@dataclasses.dataclass
+class Runtime:
+    """Process-wide state shared by every handler."""
+
+    cfg: config.OperatorConfig
+    kube: kube.Kube
+    heartbeats: heartbeat.Reader | None = None
+    # The latest version of every child seen (from watch events and apply answers).
+    observed: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    locks: dict[Key, asyncio.Lock] = dataclasses.field(default_factory=dict)
+    post_event: Callable[[Mapping[str, Any], str, str, str], None] | None = None
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        return self.locks.setdefault(key, asyncio.Lock())
+
+
+def key_of(obj: Mapping[str, Any]) -> Key:
+    meta = obj["metadata"]
+    return (str(obj["kind"]), str(meta.get("namespace") or ""), str(meta["name"]))
+
+
+def trimmed(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What status and drift detection need from a child; the rest is not kept in memory."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "generation": meta.get("generation"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
+        "status": obj.get("status") or {},
+    }
+
+
+def spec_drifted(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    if after.get("kind") in GENERATION_KINDS:
+        return bool(before["metadata"].get("generation") != after["metadata"].get("generation"))
+    return bool(
+        before["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion")
+    )
+
+
+def _recent(timestamp: str | None, seconds: float = 15) -> bool:
+    if not timestamp:
+        return False
+    created = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return (datetime.datetime.now(datetime.UTC) - created).total_seconds() < seconds
+
+
+def _change(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> str | None:
+    if before is None:
+        return "Created" if _recent(after["metadata"].get("creationTimestamp")) else None
+    return "Updated" if spec_drifted(before, after) else None
+
+
+async def _missing_secrets(rt: Runtime, body: Mapping[str, Any], info: KindInfo) -> list[str]:
+    namespace = common.namespace_of(body)
+    problems = []
+    for ref in info.builder.required_secrets(body, rt.cfg):
+        secret = await rt.kube.get("v1", "Secret", namespace, ref.name)
+        if secret is None:
+            problems.append(
+                f"Secret {namespace}/{ref.name} ({ref.field}) not found: create it"
+                + (f" with key {ref.key!r}" if ref.key else "")
+                + " or point the reference at an existing Secret"
+            )
+        elif ref.key and ref.key not in (secret.get("data") or {}) | (
+            secret.get("stringData") or {}
+        ):
+            problems.append(
+                f"Secret {namespace}/{ref.name} ({ref.field}) has no key {ref.key!r}: add it"
+            )
+    return problems
+
+
+def _build(rt: Runtime, body: Mapping[str, Any], prometheus: bool) -> list[common.Manifest]:
+    if body["kind"] == "AlertRule":
+        return alertrule.build(body, rt.cfg, prometheus_rules=prometheus and _alert_enabled(body))
+    return list(KINDS[body["kind"]].builder.build(body, rt.cfg))
+
+
+def _alert_enabled(body: Mapping[str, Any]) -> bool:
+    return bool(common.spec_of(body).get("enabled", True))
+
+
+async def _apply_all(
+    rt: Runtime, body: Mapping[str, Any], manifests: list[common.Manifest], trigger: str
+) -> list[str]:
+    manager = alertrule.field_manager(body) if body["kind"] == "AlertRule" else config.FIELD_MANAGER
+
+    async def one(manifest: common.Manifest) -> str | None:
+        key = key_of(manifest)
+        before = rt.observed.get(key)
+        after = trimmed(await rt.kube.apply(manifest, manager=manager))
+        rt.observed[key] = after
+        change = _change(before, after)
+        if change is None:
+            return None
+        if trigger == "child":
+            change = "Restored"  # someone edited or deleted it: drift corrected
+        metrics.CHILD_WRITES.labels(manifest["kind"], change).inc()
+        return f"{change} {manifest['kind']} {manifest['metadata']['name']}"
+
+    results = await asyncio.gather(*(one(m) for m in manifests))
+    return [r for r in results if r]
+
+
+async def _prune(
+    rt: Runtime, body: Mapping[str, Any], info: KindInfo, manifests: list[common.Manifest]
+) -> list[str]:
+    wanted = {key_of(m) for m in manifests}
+    namespace = common.namespace_of(body)
+    selector = (
+        f"starkmatter.io/owner-kind={str(body['kind']).lower()},"
+        f"starkmatter.io/owner-name={common.name_of(body)}"
+    )
+    removed = []
+    for api_version, kind in info.optional_children:
+        if api_version == "monitoring.coreos.com/v1" and not await rt.kube.serves(
+            api_version, "prometheusrules"
+        ):
+            continue
+        for child in await rt.kube.list(api_version, kind, namespace, selector):
+            owners = child["metadata"].get("ownerReferences") or []
+            ours = any(o.get("uid") == body["metadata"]["uid"] for o in owners)
+            child["kind"], child["apiVersion"] = kind, api_version
+            if ours and key_of(child) not in wanted:
+                await rt.kube.delete(api_version, kind, namespace, child["metadata"]["name"])
+                rt.observed.pop(key_of(child), None)
+                removed.append(f"Deleted {kind} {child['metadata']['name']} (no longer in spec)")
+    return removed
+
+
+def _children(rt: Runtime, manifests: list[common.Manifest], kind: str) -> list[dict[str, Any]]:
+    out = []
+    for m in manifests:
+        if m["kind"] == kind:
+            seen = rt.observed.get(key_of(m))
+            out.append(seen if seen is not None else {**m, "status": {}})
+    return out
+
+
+async def _status(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    manifests: list[common.Manifest],
+    problem: conditions.Problem | None,
+) -> dict[str, Any]:
+    kind = body["kind"]
+    spec = common.spec_of(body)
+    generation = int(body["metadata"].get("generation") or 0)
+    deployments = _children(rt, manifests, "Deployment")
+    health = conditions.deployment_health(deployments)
+    extra: dict[str, Any] = {}
+    ready_message = ""
+    old = dict(body.get("status") or {})
+    if kind == "MarketFeed":
+        extra["symbolCount"] = len(spec.get("symbols") or [])
+        extra["replicas"] = health.desired
+        extra["readyReplicas"] = health.ready
+        for field in ("lastTickTime", "ticksPerSecond", "rejectedPerSecond"):
+            if field in old:
+                extra[field] = old[field]
+        if rt.heartbeats is not None:
+            beat = await rt.heartbeats.feed(common.name_of(body))
+            if beat is not None:
+                for field, value in (
+                    ("lastTickTime", beat.last_tick_time),
+                    ("ticksPerSecond", beat.ticks_per_second),
+                    ("rejectedPerSecond", beat.rejected_per_second),
+                ):
+                    if value is not None:
+                        extra[field] = value
+    elif kind in ("NewsSource", "RetentionPolicy"):
+        cronjobs = _children(rt, manifests, "CronJob")
+        for cj in cronjobs:
+            st = cj.get("status") or {}
+            last, ok = st.get("lastScheduleTime"), st.get("lastSuccessfulTime")
+            if kind == "NewsSource":
+                extra |= {"lastFetchTime": last} if last else {}
+                extra |= {"lastSuccessfulFetchTime": ok} if ok else {}
+            else:
+                extra |= {"lastRunTime": last} if last else {}
+                extra |= {"lastSuccessfulRunTime": ok} if ok else {}
+                extra["activeJobs"] = len(st.get("active") or [])
+                if "rowsArchived" in old:
+                    extra["rowsArchived"] = old["rowsArchived"]
+            suspended = bool(spec.get("suspend", False))
+            ready_message = (
+                "suspended" if suspended else f"scheduled {spec.get('schedule', '')}".strip()
+            )
+        if kind == "NewsSource" and deployments:
+            extra["readyReplicas"] = health.ready
+    elif kind == "AlertRule":
+        extra["prometheusRule"] = any(m["kind"] == "PrometheusRule" for m in manifests)
+        ready_message = (
+            f"delivered to the alert evaluator (ConfigMap {rt.cfg.alerts_namespace}/"
+            f"{rt.cfg.alerts_configmap}, key {alertrule.rule_key(body)})"
+        )
+        if "firing" in old:
+            extra["firing"] = old["firing"]
+        if rt.heartbeats is not None:
+            state = await rt.heartbeats.alert_firing(
+                common.namespace_of(body), common.name_of(body)
+            )
+            if state is not None:
+                extra["firing"] = state[0] and _alert_enabled(body)
+                if state[1]:
+                    extra["lastFiredTime"] = state[1]
+    new_conditions = conditions.compute(generation, health, problem, ready_message=ready_message)
+    return {
+        "observedGeneration": generation,
+        "conditions": conditions.merge(old.get("conditions"), new_conditions, conditions.now_iso()),
+        **extra,
+    }
+
+
+def _announce(
+    rt: Runtime, body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
+) -> None:
+    if rt.post_event is None:
+        return
+    was_ready = conditions.find(old.get("conditions"), conditions.READY)
+    is_ready = conditions.find(new.get("conditions"), conditions.READY)
+    degraded = conditions.find(new.get("conditions"), conditions.DEGRADED)
+    was_degraded = conditions.find(old.get("conditions"), conditions.DEGRADED)
+    if (
+        degraded
+        and degraded["status"] == "True"
+        and (
+            not was_degraded
+            or was_degraded.get("status") != "True"
+            or was_degraded.get("message") != degraded.get("message")
+        )
+    ):
+        rt.post_event(body, "Warning", str(degraded["reason"]), str(degraded["message"]))
+    elif (
+        is_ready
+        and is_ready["status"] == "True"
+        and (not was_ready or was_ready.get("status") != "True")
+    ):
+        rt.post_event(body, "Normal", "Ready", str(is_ready["message"]))
+
+
+async def reconcile(
+    rt: Runtime, body: Mapping[str, Any], *, trigger: str, apply: bool = True, prune: bool = False
+) -> dict[str, Any]:
+    """Bring one CR's children and status in line with its spec; returns the status."""
+    kind = str(body["kind"])
+    info = KINDS[kind]
+    owner = key_of(body)
+    started = time.monotonic()
+    outcome = "ok"
+    try:
+        async with rt.lock(owner):
+            problem: conditions.Problem | None = None
+            manifests: list[common.Manifest] = []
+            changes: list[str] = []
+            try:
+                prometheus = kind == "AlertRule" and await rt.kube.serves(
+                    "monitoring.coreos.com/v1", "prometheusrules"
+                )
+                manifests = _build(rt, body, prometheus)
+                missing = await _missing_secrets(rt, body, info)
+                if missing:
+                    problem = conditions.Problem("SecretMissing", "; ".join(missing))
+                elif apply:
+                    changes = await _apply_all(rt, body, manifests, trigger)
+                    if prune:
+                        changes += await _prune(rt, body, info, manifests)
+            except common.InvalidSpec as e:
+                problem = conditions.Problem("InvalidSpec", f"fix the spec: {e}")
+            except kube.ApiError as e:
+                if e.status in (400, 403, 409, 422):
+                    # The apiserver refused a child; retrying the same input cannot help.
+                    reason = "Forbidden" if e.status == 403 else "ChildRejected"
+                    problem = conditions.Problem(reason, e.message)
+                else:
+                    raise
+            if problem is not None:
+                outcome = problem.reason
+                metrics.ERRORS.labels(kind, problem.reason).inc()
+            status = await _status(rt, body, manifests, problem)
+            old = dict(body.get("status") or {})
+            if not conditions.same_status(old, status):
+                await rt.kube.patch_status(
+                    str(body["apiVersion"]), kind, owner[1], owner[2], status
+                )
+            if rt.post_event is not None:
+                for change in changes:
+                    reason = change.split(" ", 1)[0]
+                    why = {"Restored": "drift corrected", "Updated": "spec changed"}.get(reason)
+                    rt.post_event(body, "Normal", reason, change + (f" ({why})" if why else ""))
+            _announce(rt, body, old, status)
+            return status
+    except (kube.ApiError, aiohttp.ClientError, TimeoutError) as e:
+        outcome = "retry"
+        metrics.ERRORS.labels(kind, type(e).__name__).inc()
+        raise kopf.TemporaryError(f"will retry: {e}", delay=5) from e
+    finally:
+        metrics.RECONCILES.labels(kind, trigger, outcome).inc()
+        metrics.DURATION.labels(kind).observe(time.monotonic() - started)
+
+
+async def remove_alert_rule(rt: Runtime, body: Mapping[str, Any]) -> None:
+    """Take a deleted AlertRule's key out of the shared rules ConfigMap."""
+    try:
+        await rt.kube.apply(
+            alertrule.rules_config_map(rt.cfg, {}), manager=alertrule.field_manager(body)
+        )
+    except kube.ApiError as e:
+        if e.status != 404:
+            raise kopf.TemporaryError(f"will retry: {e}", delay=5) from e
+
+
+class Debouncer:
+    """Collapses a burst of child events into one reconcile per owner."""
+
+    def __init__(self, delay: float, run: Callable[[Key, bool], Awaitable[None]]) -> None:
+        self._delay = delay
+        self._run = run
+        self._pending: dict[Key, bool] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def poke(self, owner: Key, *, apply: bool) -> None:
+        if owner in self._pending:
+            self._pending[owner] = self._pending[owner] or apply
+            return
+        self._pending[owner] = apply
+        task = asyncio.get_running_loop().create_task(self._later(owner))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _later(self, owner: Key) -> None:
+        await asyncio.sleep(self._delay)
+        apply = self._pending.pop(owner)
+        try:
+            await self._run(owner, apply)
+        except kopf.TemporaryError:
+            # Retry once the apiserver answers again.
+            await asyncio.sleep(5)
+            self.poke(owner, apply=apply)
+        except Exception:
+            log.exception("event=reconcile.failed owner=%s", "/".join(owner))
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
