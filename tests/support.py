@@ -10,10 +10,9 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
-import uvicorn
 
 from starkmatter.api import app as api_app
-from starkmatter.core import embedded, settings
+from starkmatter.core import embedded, serving, settings
 
 
 @dataclasses.dataclass
@@ -28,17 +27,7 @@ class LiveServer:
 @contextlib.asynccontextmanager
 async def serve_api(config: settings.Settings) -> AsyncIterator[LiveServer]:
     port = embedded.free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            api_app.create_app(config),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = serving.server(api_app.create_app(config), "127.0.0.1", port, lifespan="on")
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

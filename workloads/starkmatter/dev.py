@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import uvicorn
 
 from starkmatter.api import app as api_app
-from starkmatter.core import embedded, logs, settings
+from starkmatter.core import embedded, logs, serving, settings
 from starkmatter.core.auth import keys
 
 _log = logs.get_logger("starkmatter.dev")
@@ -46,25 +49,44 @@ def prepare(config: settings.Settings, stack: contextlib.ExitStack) -> settings.
     return config.model_copy(update=updates)
 
 
-async def serve(config: settings.Settings) -> None:
-    server = uvicorn.Server(
-        uvicorn.Config(
-            api_app.create_app(config),
-            host=config.api_host,
-            port=config.api_port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
+Service = tuple[str, Callable[[], Coroutine[Any, Any, None]]]
+
+
+def _services(config: settings.Settings) -> tuple[list[uvicorn.Server], list[Service]]:
+    """Every component of the platform, as HTTP servers and background loops."""
+    api = serving.server(
+        api_app.create_app(config), config.api_host, config.api_port, lifespan="on"
     )
-    task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
+    return [api], []
+
+
+async def serve(config: settings.Settings) -> None:
+    """Run every service until Ctrl-C/SIGTERM or until one of them fails."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    servers, loops = _services(config)
+    tasks = {asyncio.create_task(s.serve(), name="http") for s in servers}
+    tasks |= {asyncio.create_task(factory(), name=name) for name, factory in loops}
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    while not all(s.started for s in servers) and not any(t.done() for t in tasks):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    if server.started:
+    if all(s.started for s in servers):
         _say(f"\nStarkMatter is running: http://{config.api_host}:{config.api_port}/")
         _say(f"  API docs  http://{config.api_host}:{config.api_port}/docs")
         _say("  Ctrl-C stops everything; data is kept for the next run.\n")
-    await task
+    done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for task in done - {stopper}:
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("dev.service_failed", service=task.get_name(), exc_info=task.exception())
+    for server in servers:
+        server.should_exit = True
+    for task in tasks:
+        if task.get_name() != "http":
+            task.cancel()
+    stopper.cancel()
+    await asyncio.gather(*tasks, stopper, return_exceptions=True)
 
 
 def run(config: settings.Settings) -> None:
