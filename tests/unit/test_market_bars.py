@@ -1,0 +1,70 @@
+import decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from starkmatter.market import bars, models
+
+S = 1_000_000_000
+P = models.SCALE
+
+trades = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=300 * S),  # ts offset
+        st.integers(min_value=1, max_value=10_000 * P),  # price
+        st.integers(min_value=0, max_value=1_000 * P),  # size
+    ),
+    min_size=1,
+    max_size=200,
+)
+
+
+def _all_bars(series: list[tuple[int, int, int]], interval: str) -> list[models.Bar]:
+    builder = bars.BarBuilder(interval)
+    out = [b for ts, p, s in sorted(series) if (b := builder.add("X", ts, p, s)) is not None]
+    out += builder.close_due(10**15)
+    return out
+
+
+@given(trades)
+def test_every_bar_is_ohlc_consistent_with_vwap_inside_the_range(series) -> None:
+    for bar in _all_bars(series, "1s"):
+        assert bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high
+        assert bar.low <= bar.vwap <= bar.high
+
+
+@given(trades)
+def test_bars_account_for_every_trade_and_all_volume(series) -> None:
+    for interval in ("1s", "1m"):
+        built = _all_bars(series, interval)
+        assert sum(b.trades for b in built) == len(series)
+        assert sum(b.volume for b in built) == sum(s for _, _, s in series)
+        assert [b.start_ns for b in built] == sorted({ts - ts % models.INTERVALS_NS[interval]
+                                                     for ts, _, _ in series})  # fmt: skip
+
+
+@given(trades)
+def test_vwap_is_the_exactly_rounded_volume_weighted_price(series) -> None:
+    for bar in _all_bars(series, "1m"):
+        members = [(p, s) for ts, p, s in series if bar.start_ns <= ts < bar.start_ns + 60 * S]
+        volume = sum(s for _, s in members)
+        if volume:
+            exact = decimal.Decimal(sum(p * s for p, s in members)) / decimal.Decimal(volume)
+            assert abs(decimal.Decimal(bar.vwap) - exact) <= decimal.Decimal("0.5")
+
+
+def test_a_late_trade_for_a_closed_bar_is_counted_not_folded_in() -> None:
+    builder = bars.BarBuilder("1s")
+    builder.add("X", 0, P, P)
+    closed = builder.add("X", 2 * S, 2 * P, P)
+    assert closed is not None and closed.trades == 1
+    assert builder.add("X", S // 2, 3 * P, P) is None
+    assert builder.late_trades == 1
+
+
+def test_bars_close_on_time_even_when_trading_stops() -> None:
+    builder = bars.BarBuilder("1s")
+    builder.add("X", 0, P, P)
+    assert builder.close_due(S + S // 2, grace_ns=S) == []
+    [bar] = builder.close_due(2 * S, grace_ns=S)
+    assert bar.start_ns == 0 and bar.close == P

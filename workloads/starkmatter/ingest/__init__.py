@@ -1,0 +1,1 @@
+"""Market-data ingestion: providers, the processing pipeline, the worker and the simulator."""

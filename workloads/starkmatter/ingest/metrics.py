@@ -1,0 +1,52 @@
+"""Prometheus metrics of the ingest worker."""
+
+from __future__ import annotations
+
+import prometheus_client
+
+TICKS = prometheus_client.Counter(
+    "starkmatter_ingest_events_total",
+    "Events accepted and processed, by feed and kind (trade, quote, depth, bar).",
+    ["feed", "kind"],
+)
+REJECTED = prometheus_client.Counter(
+    "starkmatter_ingest_rejected_total",
+    "Events refused by validation (written to market_rejections), by feed and reason.",
+    ["feed", "reason"],
+)
+LATENCY = prometheus_client.Histogram(
+    "starkmatter_ingest_latency_seconds",
+    "Provider timestamp to Redis publish, per event.",
+    ["feed"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+QUEUE_DEPTH = prometheus_client.Gauge(
+    "starkmatter_ingest_queue_depth",
+    "Batches waiting, by feed and stage (incoming: provider -> pipeline; store: -> PostgreSQL).",
+    ["feed", "stage"],
+)
+ROWS_STORED = prometheus_client.Counter(
+    "starkmatter_ingest_rows_written_total",
+    "Rows handed to PostgreSQL, by feed and table.",
+    ["feed", "table"],
+)
+DEDUPLICATED_BATCHES = prometheus_client.Counter(
+    "starkmatter_ingest_deduplicated_batches_total",
+    "COPY batches that collided with stored rows and were de-duplicated (replays).",
+    ["feed", "table"],
+)
+RECONNECTS = prometheus_client.Counter(
+    "starkmatter_ingest_reconnects_total",
+    "Provider sessions that ended and were retried, by feed and cause.",
+    ["feed", "cause"],
+)
+SEQUENCE_GAPS = prometheus_client.Counter(
+    "starkmatter_ingest_sequence_gap_messages_total",
+    "Messages missing from a provider's sequence numbers (after resume), by feed.",
+    ["feed"],
+)
+CONNECTED = prometheus_client.Gauge(
+    "starkmatter_ingest_provider_connected",
+    "1 while the provider session is up.",
+    ["feed"],
+)

@@ -1,0 +1,424 @@
+"""The ingest pipeline: validate -> normalize -> enrich -> store -> cache -> publish.
+
+:meth:`Pipeline.process` is the synchronous hot path (no I/O): it normalizes and validates
+each message, folds trades into bars and bars into indicators, updates the per-symbol
+snapshot, and appends rows, rejections and Redis commands to buffers. :meth:`Pipeline.run`
+drives it: one Redis pipeline per drained queue (publishes in order; the latest snapshot
+per symbol set once), and a writer task that COPYs buffered rows to PostgreSQL on size or
+time while processing goes on. Nothing is dropped: every message is stored, rejected to the
+dead-letter table with its reason, or (references, heartbeats) consumed as control data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from starkmatter.core import logs
+from starkmatter.ingest import metrics
+from starkmatter.ingest.providers import base
+from starkmatter.market import bars as bars_mod
+from starkmatter.market import indicators, models, normalizing, storing, validation
+
+log = logs.get_logger(__name__)
+_to_text = models.to_text
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    flush_rows: int = 5_000
+    """Rows (ticks + quotes) buffered before a COPY."""
+    flush_interval_s: float = 0.25
+    """Longest a row waits in the buffer."""
+    writers: int = 2
+    """Concurrent COPY connections: encoding of one batch overlaps the server's work on another."""
+    max_pending_batches: int = 8
+    """Store queue bound; when full, processing waits (backpressure up to the provider)."""
+    incoming_batches: int = 1_000
+    """Provider -> pipeline queue bound (batches, typically one per WebSocket frame)."""
+    bar_grace_s: float = 1.0
+    """A bar closes this long after its interval ends even if no later trade arrives."""
+    heartbeat_interval_s: float = 1.0
+
+
+class _Snapshot:
+    __slots__ = ("ask", "ask_size", "bid", "bid_size", "last", "last_size", "ts_ns")
+
+    def __init__(self) -> None:
+        self.bid: int | None = None
+        self.ask: int | None = None
+        self.bid_size: int | None = None
+        self.ask_size: int | None = None
+        self.last: int | None = None
+        self.last_size: int | None = None
+        self.ts_ns = 0
+
+
+def _opt(value: int | None) -> str:
+    return "null" if value is None else f'"{_to_text(value)}"'
+
+
+def quote_json(symbol: str, s: _Snapshot) -> bytes:
+    """The ``quote:{SYMBOL}`` document of docs/contracts.md."""
+    return (
+        f'{{"symbol":"{symbol}","bid":{_opt(s.bid)},"ask":{_opt(s.ask)},'
+        f'"bid_size":{_opt(s.bid_size)},"ask_size":{_opt(s.ask_size)},'
+        f'"last":{_opt(s.last)},"last_size":{_opt(s.last_size)},"ts":"{models.iso(s.ts_ns)}"}}'
+    ).encode()
+
+
+def depth_json(depth: models.Depth) -> bytes:
+    bids = ",".join(f'["{_to_text(p)}","{_to_text(q)}"]' for p, q in depth.bids)
+    asks = ",".join(f'["{_to_text(p)}","{_to_text(q)}"]' for p, q in depth.asks)
+    return (
+        f'{{"symbol":"{depth.symbol}","bids":[{bids}],"asks":[{asks}],'
+        f'"ts":"{models.iso(depth.ts_ns)}"}}'
+    ).encode()
+
+
+@dataclasses.dataclass
+class _Batch:
+    trades: list[models.Trade] = dataclasses.field(default_factory=list)
+    quotes: list[models.Quote] = dataclasses.field(default_factory=list)
+    bars: list[models.Bar] = dataclasses.field(default_factory=list)
+    rejections: list[storing.Rejection] = dataclasses.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.trades) + len(self.quotes)
+
+    def empty(self) -> bool:
+        return not (self.trades or self.quotes or self.bars or self.rejections)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        feed: str,
+        validator: validation.Validator,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        config: PipelineConfig | None = None,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.feed = feed
+        self.validator = validator
+        self.pool = pool
+        self.redis = redis
+        self.config = config or PipelineConfig()
+        self.clock = clock
+        self.incoming: asyncio.Queue[list[base.Incoming]] = asyncio.Queue(
+            self.config.incoming_batches
+        )
+        self._store: asyncio.Queue[_Batch] = asyncio.Queue(self.config.max_pending_batches)
+        self._batch = _Batch()
+        self._batch_started = time.monotonic()
+        self._builders = [bars_mod.BarBuilder(i) for i in models.INTERVALS_NS]
+        self._indicators: dict[tuple[str, str], indicators.IndicatorSet] = {}
+        self._snapshots: dict[str, _Snapshot] = {}
+        self._publish: list[tuple[bytes, bytes, int]] = []
+        self._dirty_quotes: set[str] = set()
+        self._dirty_depth: dict[str, bytes] = {}
+        self._dirty_indicators: dict[str, bytes] = {}
+        self._partitions = storing.PartitionKeeper()
+        self._rejected_children: dict[str, Any] = {}
+        self._latency = metrics.LATENCY.labels(feed=feed)
+        self._accepted = {
+            kind: metrics.TICKS.labels(feed=feed, kind=kind)
+            for kind in ("trade", "quote", "depth", "bar")
+        }
+        self.accepted = 0
+        self.rejected = 0
+        self.last_tick_ns = 0
+
+    # ---------------------------------------------------------------- the hot path (sync)
+
+    def process(self, batch: list[base.Incoming]) -> None:
+        now = self.clock()
+        normalize = normalizing.normalize
+        check = self.validator.check
+        Trade, Quote, Depth = models.Trade, models.Quote, models.Depth
+        trades, quotes = self._batch.trades, self._batch.quotes
+        publish = self._publish.append
+        snapshots = self._snapshots
+        accepted = 0
+        for incoming in batch:
+            fields = incoming.fields
+            if fields is None:
+                self._reject(incoming, validation.Reason.MALFORMED, None, incoming.error, now)
+                continue
+            if fields.get("type") == "reference":
+                self._reference(incoming, now)
+                continue
+            try:
+                event = normalize(fields)
+            except normalizing.Malformed as exc:
+                symbol = fields.get("symbol")
+                self._reject(
+                    incoming,
+                    validation.Reason.MALFORMED,
+                    symbol if type(symbol) is str else None,
+                    exc.detail,
+                    now,
+                )
+                continue
+            reason = check(event, now)
+            if reason is not None:
+                self._reject(incoming, reason, event.symbol, "", now)
+                continue
+            accepted += 1
+            kind = type(event)
+            symbol = event.symbol
+            if kind is Trade:
+                trades.append(event)  # type: ignore[arg-type]
+                snap = snapshots.get(symbol)
+                if snap is None:
+                    snap = snapshots[symbol] = _Snapshot()
+                snap.last = event.price  # type: ignore[union-attr]
+                snap.last_size = event.size  # type: ignore[union-attr]
+                snap.ts_ns = event.ts_ns  # type: ignore[union-attr]
+                for builder in self._builders:
+                    closed = builder.add(symbol, snap.ts_ns, snap.last, snap.last_size)
+                    if closed is not None:
+                        self._bar_closed(closed)
+                publish((b"market:quotes:" + symbol.encode(), quote_json(symbol, snap), snap.ts_ns))
+                self._dirty_quotes.add(symbol)
+            elif kind is Quote:
+                quotes.append(event)  # type: ignore[arg-type]
+                snap = snapshots.get(symbol)
+                if snap is None:
+                    snap = snapshots[symbol] = _Snapshot()
+                q: models.Quote = event  # type: ignore[assignment]
+                snap.bid, snap.ask, snap.bid_size, snap.ask_size = (
+                    q.bid,
+                    q.ask,
+                    q.bid_size,
+                    q.ask_size,
+                )
+                snap.ts_ns = q.ts_ns
+                publish((b"market:quotes:" + symbol.encode(), quote_json(symbol, snap), snap.ts_ns))
+                self._dirty_quotes.add(symbol)
+            elif kind is Depth:
+                d: models.Depth = event  # type: ignore[assignment]
+                document = depth_json(d)
+                publish((b"market:depth:" + symbol.encode(), document, d.ts_ns))
+                self._dirty_depth[symbol] = document
+            else:
+                self._bar_closed(event)  # type: ignore[arg-type]
+            self.last_tick_ns = now
+        self.accepted += accepted
+
+    def _reference(self, incoming: base.Incoming, now: int) -> None:
+        fields = incoming.fields or {}
+        try:
+            symbol = normalizing.normalize_symbol(fields.get("symbol"))
+            self.validator.set_reference(symbol, models.to_fixed(fields.get("price")))
+        except (normalizing.Malformed, ValueError) as exc:
+            self._reject(incoming, validation.Reason.MALFORMED, None, f"bad reference: {exc}", now)
+
+    def _reject(
+        self,
+        incoming: base.Incoming,
+        reason: validation.Reason,
+        symbol: str | None,
+        detail: str,
+        now: int,
+    ) -> None:
+        self.rejected += 1
+        self._batch.rejections.append(
+            storing.Rejection(self.feed, reason.value, incoming.raw_text(), symbol, detail, now)
+        )
+        child = self._rejected_children.get(reason)
+        if child is None:
+            child = self._rejected_children[reason] = metrics.REJECTED.labels(
+                feed=self.feed, reason=reason.value
+            )
+        child.inc()
+
+    def _bar_closed(self, bar: models.Bar) -> None:
+        key = (bar.symbol, bar.interval)
+        indicator_set = self._indicators.get(key)
+        if indicator_set is None:
+            indicator_set = self._indicators[key] = indicators.IndicatorSet()
+        bar.indicators = indicator_set.update(bar.close)
+        self._batch.bars.append(bar)
+        self._dirty_indicators[f"{bar.symbol}:{bar.interval}"] = json.dumps(
+            {"ts": models.iso(bar.start_ns), "close": _to_text(bar.close), **bar.indicators}
+        ).encode()
+
+    def close_due_bars(self, now_ns: int) -> None:
+        grace = int(self.config.bar_grace_s * 1e9)
+        for builder in self._builders:
+            for bar in builder.close_due(now_ns, grace):
+                self._bar_closed(bar)
+
+    # ------------------------------------------------------------------ the I/O edges
+
+    async def submit(self, batch: list[base.Incoming]) -> None:
+        """The providers' sink: waits when the pipeline is behind (backpressure)."""
+        await self.incoming.put(batch)
+
+    async def run(self) -> None:
+        writers = [
+            asyncio.create_task(self._writer(), name=f"ingest-writer-{i}")
+            for i in range(self.config.writers)
+        ]
+        heartbeat = asyncio.create_task(self._heartbeat(), name="ingest-heartbeat")
+        try:
+            await self._consume()
+        finally:
+            heartbeat.cancel()
+            for task in writers:
+                task.cancel()
+            for task in (heartbeat, *writers):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _consume(self) -> None:
+        queue = self.incoming
+        interval = self.config.flush_interval_s
+        while True:
+            try:
+                first = await asyncio.wait_for(queue.get(), interval)
+            except TimeoutError:
+                await self._flush_if_due()
+                continue
+            self.process(first)
+            drained = 1
+            while drained < 200 and not queue.empty():
+                self.process(queue.get_nowait())
+                drained += 1
+            metrics.QUEUE_DEPTH.labels(feed=self.feed, stage="incoming").set(queue.qsize())
+            await self.send_redis()
+            for _ in range(drained):
+                queue.task_done()
+            await self._flush_if_due()
+
+    async def _flush_if_due(self) -> None:
+        if len(self._batch) >= self.config.flush_rows or (
+            time.monotonic() - self._batch_started >= self.config.flush_interval_s
+        ):
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Hand the buffered rows to a writer (waits if the store queue is full)."""
+        self._batch_started = time.monotonic()
+        if self._batch.empty():
+            return
+        batch, self._batch = self._batch, _Batch()
+        await self._store.put(batch)
+        metrics.QUEUE_DEPTH.labels(feed=self.feed, stage="store").set(self._store.qsize())
+
+    async def send_redis(self) -> None:
+        """Publish every update in order, then set the latest snapshots, in one round trip."""
+        if not (self._publish or self._dirty_quotes or self._dirty_depth or self._dirty_indicators):
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        command = pipe.execute_command
+        published, self._publish = self._publish, []
+        for channel, payload, _ts in published:
+            command("PUBLISH", channel, payload)
+        snapshots: dict[bytes, bytes] = {}
+        for symbol in self._dirty_quotes:
+            snapshots[b"quote:" + symbol.encode()] = quote_json(symbol, self._snapshots[symbol])
+        for symbol, document in self._dirty_depth.items():
+            snapshots[b"depth:" + symbol.encode()] = document
+        for key, document in self._dirty_indicators.items():
+            snapshots[b"indicators:" + key.encode()] = document
+        self._dirty_quotes.clear()
+        self._dirty_depth.clear()
+        self._dirty_indicators.clear()
+        if snapshots:
+            pipe.mset(snapshots)
+        await pipe.execute()
+        now = time.time_ns()
+        observe = self._latency.observe
+        for _channel, _payload, ts in published:
+            observe((now - ts) / 1e9)
+
+    async def _writer(self) -> None:
+        while True:
+            batch = await self._store.get()
+            try:
+                await self._write(batch)
+            except (asyncpg.PostgresError, OSError) as exc:
+                # The rows stay in memory and are retried: dropping them would lose data.
+                log.error("ingest.store_failed", feed=self.feed, error=str(exc), rows=len(batch))
+                await asyncio.sleep(1.0)
+                await self._store.put(batch)
+                continue
+            finally:
+                self._store.task_done()
+
+    async def _write(self, batch: _Batch) -> None:
+        async with self.pool.acquire() as conn:
+            if batch.trades:
+                await self._copy(conn, "market_ticks", batch.trades)
+            if batch.quotes:
+                await self._copy(conn, "market_quotes", batch.quotes)
+            if batch.bars:
+                await storing.upsert_bars(conn, batch.bars)
+            if batch.rejections:
+                await storing.insert_rejections(conn, batch.rejections)
+        batch.trades = []
+        batch.quotes = []
+        batch.bars = []
+        batch.rejections = []
+
+    async def _copy(
+        self,
+        conn: asyncpg.Connection[Any],
+        table: str,
+        rows: list[models.Trade] | list[models.Quote],
+    ) -> None:
+        await self._partitions.ensure(conn, table, storing.days_of(rows))
+        if table == "market_ticks":
+            data = storing.encode_trades(rows)  # type: ignore[arg-type]
+            columns: tuple[str, ...] = storing.TICK_COLUMNS
+        else:
+            data = storing.encode_quotes(rows)  # type: ignore[arg-type]
+            columns = storing.QUOTE_COLUMNS
+        result = await storing.copy_rows(conn, table, columns, data, len(rows))
+        metrics.ROWS_STORED.labels(feed=self.feed, table=table).inc(len(rows))
+        if result.fallback:
+            metrics.DEDUPLICATED_BATCHES.labels(feed=self.feed, table=table).inc()
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is processed, published and stored."""
+        await self.incoming.join()
+        await self.send_redis()
+        await self.flush()
+        await self._store.join()
+
+    async def _heartbeat(self) -> None:
+        key = f"feed:heartbeat:{self.feed}"
+        last_accepted, last_rejected = self.accepted, self.rejected
+        last_time = time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+            self.close_due_bars(time.time_ns())
+            now = time.monotonic()
+            elapsed = max(now - last_time, 1e-6)
+            mapping: dict[str | bytes, str | bytes] = {
+                "ticks_per_s": f"{(self.accepted - last_accepted) / elapsed:.1f}",
+                "rejected_per_s": f"{(self.rejected - last_rejected) / elapsed:.1f}",
+                "updated_ts": models.iso(time.time_ns()),
+                "accepted_total": str(self.accepted),
+                "rejected_total": str(self.rejected),
+            }
+            if self.last_tick_ns:
+                mapping["last_tick_ts"] = models.iso(self.last_tick_ns)
+            last_accepted, last_rejected, last_time = self.accepted, self.rejected, now
+            try:
+                await self.redis.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                await self.send_redis()
+            except OSError as exc:
+                log.warning("ingest.heartbeat_failed", feed=self.feed, error=str(exc))

@@ -1,0 +1,1 @@
+"""Market data: the canonical model, validation, normalizing, bars, indicators and storage."""

@@ -1,0 +1,88 @@
+"""OHLCV bars with VWAP, built incrementally from trades (pure, no I/O)."""
+
+from __future__ import annotations
+
+from starkmatter.market import models
+
+
+def _div_half_even(numerator: int, denominator: int) -> int:
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2):
+        quotient += 1
+    return quotient
+
+
+class _Open:
+    __slots__ = ("close", "high", "low", "notional", "open", "start", "trades", "volume")
+
+    def __init__(self, start: int, price: int, size: int) -> None:
+        self.start = start
+        self.open = self.high = self.low = self.close = price
+        self.volume = size
+        self.notional = price * size
+        self.trades = 1
+
+    def bar(self, symbol: str, interval: str) -> models.Bar:
+        vwap = _div_half_even(self.notional, self.volume) if self.volume > 0 else self.close
+        return models.Bar(
+            symbol,
+            interval,
+            self.start,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.volume,
+            vwap,
+            self.trades,
+        )
+
+
+class BarBuilder:
+    """Bars of one interval for many symbols; a bar closes when a later trade arrives or
+    when :meth:`close_due` finds its interval over (plus a grace period for late trades)."""
+
+    def __init__(self, interval: str) -> None:
+        self.interval = interval
+        self.step = models.INTERVALS_NS[interval]
+        self._open: dict[str, _Open] = {}
+        self.late_trades = 0
+        """Trades for a bar that had already closed: counted, not folded in."""
+
+    def add(self, symbol: str, ts_ns: int, price: int, size: int) -> models.Bar | None:
+        """Fold one trade in; returns the bar this trade closed, if any."""
+        start = ts_ns - ts_ns % self.step
+        current = self._open.get(symbol)
+        if current is None:
+            self._open[symbol] = _Open(start, price, size)
+            return None
+        if start == current.start:
+            if price > current.high:
+                current.high = price
+            elif price < current.low:
+                current.low = price
+            current.close = price
+            current.volume += size
+            current.notional += price * size
+            current.trades += 1
+            return None
+        if start > current.start:
+            self._open[symbol] = _Open(start, price, size)
+            return current.bar(symbol, self.interval)
+        self.late_trades += 1
+        return None
+
+    def close_due(self, now_ns: int, grace_ns: int = 0) -> list[models.Bar]:
+        """Close every bar whose interval ended at least ``grace_ns`` before ``now_ns``."""
+        due = [
+            symbol
+            for symbol, current in self._open.items()
+            if current.start + self.step + grace_ns <= now_ns
+        ]
+        return [self._open.pop(symbol).bar(symbol, self.interval) for symbol in due]
+
+    def current(self, symbol: str) -> models.Bar | None:
+        """The still-open bar of ``symbol`` as it stands."""
+        current = self._open.get(symbol)
+        return None if current is None else current.bar(symbol, self.interval)

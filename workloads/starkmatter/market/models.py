@@ -1,0 +1,157 @@
+"""The canonical market-data model: trades, quotes, depth and bars.
+
+Prices and sizes are *fixed-point integers* scaled by :data:`SCALE` (10**8) in the hot
+path: exact like :class:`~decimal.Decimal`, but an order of magnitude cheaper to compare,
+sum and encode. They become ``Decimal`` (or decimal strings) only at the edges, and
+``numeric(24,8)`` in PostgreSQL. Timestamps are integer nanoseconds since the Unix epoch,
+UTC; :func:`to_datetime` gives the timezone-aware ``datetime``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+from typing import Any
+
+DECIMALS = 8
+SCALE = 10**DECIMALS
+_NS_PER_S = 1_000_000_000
+_DECIMAL_QUANTUM = decimal.Decimal(1).scaleb(-DECIMALS)
+
+INTERVALS_NS: dict[str, int] = {"1s": _NS_PER_S, "1m": 60 * _NS_PER_S}
+"""Bar intervals the enrichment stage builds, by name."""
+
+
+def to_fixed(value: Any) -> int:
+    """Exact fixed-point value of a vendor number: ``str``, ``int``, ``Decimal`` or ``float``.
+
+    A float is read through its shortest ``repr`` (what the vendor wrote in its JSON), never
+    through its binary value. More than :data:`DECIMALS` fractional digits round half-even.
+    Raises ``ValueError`` for anything that is not a finite number.
+    """
+    kind = type(value)
+    if kind is int:
+        return int(value * SCALE)
+    if kind is str:
+        text: str = value
+        if not text.isascii() or "_" in text:
+            raise ValueError(f"not a number: {text!r}")
+        if "e" not in text and "E" not in text:
+            whole, _, frac = text.partition(".")
+            if len(frac) <= DECIMALS and (whole or frac) and whole.strip() == whole:
+                if frac and not frac.isdigit():
+                    raise ValueError(f"not a number: {text!r}")
+                return int((whole or "0") + frac.ljust(DECIMALS, "0"))
+        return _via_decimal(text)
+    if kind is float:
+        return _via_decimal(repr(value))
+    if kind is decimal.Decimal:
+        return _via_decimal(value)
+    raise ValueError(f"not a number: {value!r}")
+
+
+def _via_decimal(value: str | decimal.Decimal) -> int:
+    try:
+        number = decimal.Decimal(value)
+    except decimal.InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"not a finite number: {value!r}")
+    return int(number.quantize(_DECIMAL_QUANTUM, rounding=decimal.ROUND_HALF_EVEN).scaleb(DECIMALS))
+
+
+def to_decimal(fixed: int) -> decimal.Decimal:
+    return decimal.Decimal(fixed).scaleb(-DECIMALS)
+
+
+def from_decimal(value: decimal.Decimal) -> int:
+    return _via_decimal(value)
+
+
+_TEXT_CACHE: dict[int, str] = {}
+
+
+def to_text(fixed: int) -> str:
+    """Decimal string of a fixed-point value, trailing zeros trimmed (``"101.25"``)."""
+    text = _TEXT_CACHE.get(fixed)
+    if text is None:
+        whole, frac = divmod(abs(fixed), SCALE)
+        sign = "-" if fixed < 0 else ""
+        text = f"{sign}{whole}.{frac:08d}".rstrip("0").rstrip(".") if frac else f"{sign}{whole}"
+        if len(_TEXT_CACHE) > 200_000:
+            _TEXT_CACHE.clear()
+        _TEXT_CACHE[fixed] = text
+    return text
+
+
+def to_datetime(ts_ns: int) -> datetime.datetime:
+    seconds, ns = divmod(ts_ns, _NS_PER_S)
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).replace(microsecond=ns // 1000)
+
+
+def from_datetime(moment: datetime.datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: a timezone is required")
+    delta = moment - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    return (delta.days * 86_400 + delta.seconds) * _NS_PER_S + delta.microseconds * 1000
+
+
+def iso(ts_ns: int) -> str:
+    """ISO-8601 UTC with microseconds and a ``Z``: ``2026-11-25T13:00:00.123456Z``."""
+    return to_datetime(ts_ns).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclasses.dataclass(slots=True)
+class Trade:
+    symbol: str
+    ts_ns: int
+    price: int
+    size: int
+    trade_id: str | None = None
+    seq: int | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Quote:
+    symbol: str
+    ts_ns: int
+    bid: int
+    ask: int
+    bid_size: int
+    ask_size: int
+    seq: int | None = None
+
+
+Level = tuple[int, int]
+"""One depth level: (price, size), fixed-point."""
+
+
+@dataclasses.dataclass(slots=True)
+class Depth:
+    symbol: str
+    ts_ns: int
+    bids: tuple[Level, ...]
+    """Best (highest) first."""
+    asks: tuple[Level, ...]
+    """Best (lowest) first."""
+    seq: int | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Bar:
+    symbol: str
+    interval: str
+    start_ns: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    vwap: int
+    trades: int
+    indicators: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Indicator values at this bar's close, as decimal strings (``{"sma_20": "101.5"}``)."""
+
+
+Event = Trade | Quote | Depth | Bar
