@@ -1,6 +1,7 @@
 # StarkMatter: `make run` starts the platform on this machine, `make test` runs every test.
 # Both set themselves up from a fresh clone (virtual environment, pinned dependencies).
 
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -37,7 +38,7 @@ test: $(STAMP) $(TEST_PREREQS) lint
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/bench_*.py; do m=$${b%.py}; $(BIN)/python -m $${m//\//.} || exit 1; done
 
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock:

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints what it measured, the baseline measured in the same run, the ratio."""
