@@ -1,0 +1,81 @@
+"""The order service's own frozen settings, read from ``STARKMATTER_ORDERS_*`` variables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from decimal import Decimal
+from typing import Literal
+
+import pydantic
+import pydantic_settings
+
+from starkmatter.orders import fills, risk
+
+
+class OrdersConfig(pydantic_settings.BaseSettings):
+    model_config = pydantic_settings.SettingsConfigDict(
+        env_prefix="STARKMATTER_ORDERS_", extra="ignore", frozen=True
+    )
+
+    broker: Literal["paper", "alpaca"] = "paper"
+    # risk limits (units in risk.RiskLimits)
+    max_order_quantity: Decimal = Decimal(100_000)
+    max_order_notional: Decimal = Decimal(1_000_000)
+    price_collar: Decimal = Decimal("0.10")
+    market_protection: Decimal = Decimal("0.02")
+    max_position_notional: Decimal = Decimal(2_000_000)
+    max_gross_exposure: Decimal = Decimal(5_000_000)
+    max_open_orders: int = 500
+    max_orders_per_second: int = 50
+    default_tick_size: Decimal = Decimal("0.01")
+    max_quote_age_s: float = 86_400.0
+    # paper broker
+    slippage_bps: Decimal = Decimal(0)
+    """adverse move applied to each paper fill, basis points, never past the order's cap"""
+    latency_ms: int = pydantic.Field(default=0, ge=0)
+    """delay between an order reaching the paper broker and its first fill attempt"""
+    day_close_utc: dt.time = dt.time(21, 0)
+    """when day orders expire (UTC)"""
+    # worker
+    batch_size: int = pydantic.Field(default=200, ge=1)
+    """outbox events handled per transaction"""
+    poll_interval_ms: int = pydantic.Field(default=200, ge=1)
+    """outbox poll when no notification arrives; working orders are re-matched this often"""
+    max_attempts: int = pydantic.Field(default=10, ge=1)
+    """an outbox event that failed this often is parked (kept, no longer retried)"""
+    # alpaca
+    alpaca_base_url: str = "https://paper-api.alpaca.markets"
+    alpaca_key_id: pydantic.SecretStr | None = None
+    alpaca_secret_key: pydantic.SecretStr | None = None
+    # testing
+    failpoint: str | None = None
+    """name of a step after which the worker process exits at once (crash tests only)"""
+
+    def limits(self) -> risk.RiskLimits:
+        return risk.RiskLimits(
+            max_order_quantity=self.max_order_quantity,
+            max_order_notional=self.max_order_notional,
+            price_collar=self.price_collar,
+            market_protection=self.market_protection,
+            max_position_notional=self.max_position_notional,
+            max_gross_exposure=self.max_gross_exposure,
+            max_open_orders=self.max_open_orders,
+            max_orders_per_second=self.max_orders_per_second,
+            default_tick_size=self.default_tick_size,
+            max_quote_age=dt.timedelta(seconds=self.max_quote_age_s),
+        )
+
+    def fill_model(self) -> fills.FillModel:
+        return fills.FillModel(slippage_bps=self.slippage_bps)
+
+
+@functools.cache
+def get_config() -> OrdersConfig:
+    return OrdersConfig()
+
+
+def day_expiry(created: dt.datetime, close: dt.time) -> dt.datetime:
+    """The first ``close`` (UTC) after ``created``: when a day order stops working."""
+    candidate = dt.datetime.combine(created.date(), close, tzinfo=dt.UTC)
+    return candidate if candidate > created else candidate + dt.timedelta(days=1)

@@ -1,0 +1,410 @@
+"""Placing and cancelling orders: the API side of the order service.
+
+``submit`` validates, risk-checks and reserves in one transaction under the account's row
+lock, so concurrent orders see each other's reservations; it writes ``OrderPlaced`` to the
+outbox in that same transaction. Everything after (broker, fills, portfolio) is the
+worker's, in :mod:`starkmatter.orders.processing`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from starkmatter.core import audit, logs
+from starkmatter.orders import commands, events, fills, lifecycle, risk, storage
+from starkmatter.orders.config import OrdersConfig, day_expiry
+from starkmatter.orders.model import OrderId, OrderStatus, TimeInForce, UserId
+from starkmatter.portfolio import ledger as ledgers
+
+S = OrderStatus
+_log = logs.get_logger("starkmatter.orders")
+
+
+@dataclasses.dataclass(frozen=True)
+class Placed:
+    order: storage.OrderRecord
+    created: bool
+    """False when the client order id was seen before: this is the original order"""
+
+
+async def ensure_account(conn: storage.Conn, user_id: uuid.UUID, starting_cash: Decimal) -> None:
+    """Open a paper account funded with ``starting_cash`` if the user has none yet."""
+    await conn.execute(
+        "INSERT INTO trading_accounts (user_id, cash, starting_cash) VALUES ($1, $2, $2)"
+        " ON CONFLICT (user_id) DO NOTHING",
+        user_id,
+        starting_cash,
+    )
+
+
+async def read_quote(redis: aioredis.Redis, symbol: str) -> fills.Quote | None:
+    raw = await redis.get(f"quote:{symbol}")
+    return fills.Quote.from_json(raw) if raw else None
+
+
+_EXPOSURE_SQL = """
+SELECT a.cash, a.reserved_cash, a.open_orders, a.rate_window_start, a.rate_window_count,
+       k.active AS kill_switch, i.tradable, i.tick_size,
+       coalesce(p.quantity, 0) AS position_quantity,
+       coalesce(p.reserved_quantity, 0) AS reserved_sell_quantity,
+       (SELECT coalesce(sum(o.reserved_cash), 0) FROM trading_orders o
+         WHERE o.user_id = a.user_id AND o.symbol = $2 AND o.side = 'buy'
+           AND o.status IN ('RiskChecked', 'Submitted', 'Pending', 'PartiallyFilled'))
+         AS open_buy_notional,
+       (SELECT coalesce(sum(abs(q.quantity) * coalesce(q.mark_price, q.avg_cost)), 0)
+          FROM trading_positions q WHERE q.user_id = a.user_id) AS positions_gross
+FROM trading_accounts a
+CROSS JOIN trading_kill_switch k
+LEFT JOIN trading_positions p ON p.user_id = a.user_id AND p.symbol = $2
+LEFT JOIN trading_instruments i ON i.symbol = $2
+WHERE a.user_id = $1
+FOR UPDATE OF a
+"""
+
+_INSERT_ORDER_SQL = """
+INSERT INTO trading_orders (id, user_id, client_order_id, symbol, side, type, time_in_force,
+    quantity, limit_price, stop_price, status, broker, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'OrderCreated', $11, $12, $12)
+ON CONFLICT (user_id, client_order_id) DO NOTHING
+RETURNING *
+"""
+
+_ACCEPT_SQL = """
+WITH acc AS (
+    UPDATE trading_accounts SET reserved_cash = reserved_cash + $2, open_orders = open_orders + 1,
+        rate_window_start = $3, rate_window_count = $4, updated_at = $5
+    WHERE user_id = $1),
+pos AS (
+    UPDATE trading_positions SET reserved_quantity = reserved_quantity + $7
+    WHERE user_id = $1 AND symbol = $6 AND $7 > 0),
+ord AS (
+    UPDATE trading_orders SET price_cap = $9, reserved_cash = $2, reserved_quantity = $7,
+        expires_at = $10
+    WHERE id = $8),
+box AS (
+    INSERT INTO trading_outbox (topic, payload) VALUES ($11, $12))
+SELECT pg_notify($13, '')
+"""
+
+
+def _market(row: asyncpg.Record, quote: fills.Quote | None, limits: risk.RiskLimits) -> risk.Market:
+    # A symbol is tradable when the market-data plane quotes it, unless an instrument
+    # row halts it; an instrument row alone (no quote) is tradable but has no reference.
+    listed = row["tradable"]
+    return risk.Market(
+        tradable=bool(listed) if listed is not None else quote is not None,
+        tick_size=row["tick_size"] or limits.default_tick_size,
+        bid=quote.bid if quote else None,
+        ask=quote.ask if quote else None,
+        last=quote.last if quote else None,
+        quote_ts=quote.ts if quote else None,
+    )
+
+
+async def submit(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    config: OrdersConfig,
+    actor: audit.Actor,
+    command: commands.SubmitOrder,
+) -> Placed:
+    request = command.request
+    quote = await read_quote(redis, request.symbol)
+    limits = config.limits()
+    async with pool.acquire() as conn, conn.transaction():
+        ctx = await conn.fetchrow(_EXPOSURE_SQL, command.user_id, request.symbol)
+        if ctx is None:
+            await ledgers.ensure_account(conn, command.user_id)
+            ctx = await conn.fetchrow(_EXPOSURE_SQL, command.user_id, request.symbol)
+            assert ctx is not None
+        now = events.utcnow()
+        row = await conn.fetchrow(
+            _INSERT_ORDER_SQL,
+            uuid.uuid4(),
+            command.user_id,
+            command.client_order_id,
+            request.symbol,
+            request.side.value,
+            request.type.value,
+            request.time_in_force.value,
+            request.quantity,
+            request.limit_price,
+            request.stop_price,
+            config.broker,
+            now,
+        )
+        if row is None:
+            existing = await conn.fetchrow(
+                "SELECT * FROM trading_orders WHERE user_id = $1 AND client_order_id = $2",
+                command.user_id,
+                command.client_order_id,
+            )
+            return Placed(storage.OrderRecord.from_row(existing), created=False)
+        order = storage.OrderRecord.from_row(row)
+        market = _market(ctx, quote, limits)
+        window_start, count = risk.rate_window(
+            ctx["rate_window_start"], ctx["rate_window_count"], now
+        )
+        exposure = risk.Exposure(
+            buying_power=ctx["cash"] - ctx["reserved_cash"],
+            position_quantity=ctx["position_quantity"],
+            reserved_sell_quantity=ctx["reserved_sell_quantity"],
+            open_buy_notional=ctx["open_buy_notional"],
+            gross_exposure=ctx["positions_gross"] + ctx["reserved_cash"],
+            open_orders=ctx["open_orders"],
+            orders_this_second=count,
+        )
+        failed = risk.validate(request, market, limits, now=now, kill_switch=ctx["kill_switch"])
+        outcome: risk.Rejection | risk.Reservation
+        if failed is not None:
+            outcome = failed
+            path = [S.REJECTED]
+            reasons = [failed.reason.value]
+        else:
+            outcome = risk.check(request, market, exposure, limits)
+            if isinstance(outcome, risk.Rejection):
+                path = [S.VALIDATED, S.REJECTED]
+                reasons = ["validation passed", outcome.reason.value]
+            else:
+                path = [S.VALIDATED, S.RISK_CHECKED]
+                reasons = ["validation passed", "risk checks passed"]
+        if isinstance(outcome, risk.Rejection):
+            await storage.advance(
+                conn, order.id, S.CREATED, path, reasons, now, {"message": outcome.message}
+            )
+            await conn.execute(
+                "UPDATE trading_orders SET reject_code = $2, reject_message = $3 WHERE id = $1;",
+                order.id,
+                outcome.reason.value,
+                outcome.message,
+            )
+            await conn.execute(
+                "UPDATE trading_accounts SET rate_window_start = $2, rate_window_count = $3"
+                " WHERE user_id = $1",
+                command.user_id,
+                window_start,
+                count + 1,
+            )
+            _log.info("order.rejected", order_id=str(order.id), reason=outcome.reason.value)
+        else:
+            await storage.advance(conn, order.id, S.CREATED, path, reasons, now)
+            reference = risk.reference_price(request.side, market)
+            assert reference is not None
+            cap = risk.worst_price(request, reference, limits.market_protection)
+            expires = (
+                day_expiry(now, config.day_close_utc)
+                if request.time_in_force is TimeInForce.DAY
+                else None
+            )
+            placed = events.OrderPlaced(order.id, command.user_id, now)
+            await conn.execute(
+                _ACCEPT_SQL,
+                command.user_id,
+                outcome.cash,
+                window_start,
+                count + 1,
+                now,
+                request.symbol,
+                outcome.quantity,
+                order.id,
+                cap,
+                expires,
+                placed.topic,
+                placed.payload(),
+                storage.NOTIFY_CHANNEL,
+            )
+        final = await storage.fetch_order(conn, order.id)
+        assert final is not None
+        await audit.record(
+            conn,
+            actor,
+            action="order.placed" if final.status is S.RISK_CHECKED else "order.rejected",
+            reason=final.reject_message or "order accepted",
+            entity_type="order",
+            entity_id=str(order.id),
+            after=final.audit_view(),
+        )
+    await _publish(redis, final, "placed" if final.status is S.RISK_CHECKED else "rejected")
+    return Placed(final, created=True)
+
+
+async def _publish(redis: aioredis.Redis, order: storage.OrderRecord, event: str) -> None:
+    """Live broadcast only (best effort): the database already holds the truth."""
+    try:
+        await redis.publish(
+            f"orders:{order.user_id}", json.dumps(storage.order_message(order, event))
+        )
+    except (aioredis.RedisError, OSError) as exc:
+        _log.warning("orders.publish_failed", error=str(exc))
+
+
+# -- cancelling -------------------------------------------------------------------------
+
+
+async def release_and_cancel(
+    conn: storage.Conn,
+    order: storage.OrderRecord,
+    reason: str,
+    ts: dt.datetime,
+) -> bool:
+    """Cancel the unfilled rest of a working order and free its reservation.
+
+    The caller holds the order's row lock; this takes the account (and position) row next.
+    """
+    if order.status not in lifecycle.OPEN:
+        return False
+    moved = await storage.advance(conn, order.id, order.status, [S.CANCELLED], [reason], ts)
+    if not moved:
+        return False
+    await conn.execute(
+        """WITH acc AS (
+               UPDATE trading_accounts SET reserved_cash = reserved_cash - $2,
+                   open_orders = open_orders - 1, updated_at = $5
+               WHERE user_id = $1),
+           pos AS (
+               UPDATE trading_positions SET reserved_quantity = reserved_quantity - $3
+               WHERE user_id = $1 AND symbol = $4 AND $3 > 0)
+           UPDATE trading_orders SET reserved_cash = 0, reserved_quantity = 0 WHERE id = $6""",
+        order.user_id,
+        order.reserved_cash,
+        order.reserved_quantity,
+        order.request.symbol,
+        ts,
+        order.id,
+    )
+    return True
+
+
+async def _cancel_locked(
+    conn: storage.Conn,
+    config: OrdersConfig,
+    actor: audit.Actor,
+    order: storage.OrderRecord,
+    reason: str,
+    now: dt.datetime,
+) -> bool:
+    """Cancel now if we can; otherwise flag it for the worker. True if cancelled now."""
+    if order.status in lifecycle.TERMINAL:
+        return False
+    if order.status in lifecycle.OPEN and order.broker == "paper":
+        await release_and_cancel(conn, order, reason, now)
+        done = True
+    else:
+        # Not yet working at the broker (the graph has no way to cancel it there), or
+        # held by a real broker that must confirm first: the worker finishes the cancel.
+        await conn.execute(
+            "UPDATE trading_orders SET cancel_requested = true WHERE id = $1", order.id
+        )
+        event = events.CancelRequested(order.id, now)
+        await storage.enqueue(conn, event.topic, {**event.payload(), "reason": reason})
+        done = False
+    await audit.record(
+        conn,
+        actor,
+        action="order.cancelled" if done else "order.cancel_requested",
+        reason=reason,
+        entity_type="order",
+        entity_id=str(order.id),
+        before=order.audit_view(),
+    )
+    return done
+
+
+async def cancel(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    config: OrdersConfig,
+    actor: audit.Actor,
+    command: commands.CancelOrder,
+) -> storage.OrderRecord | None:
+    """The order after the cancel (or the request to cancel); None if the user has no such order."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT * FROM trading_orders WHERE id = $1 AND user_id = $2 FOR UPDATE",
+            command.order_id,
+            command.user_id,
+        )
+        if row is None:
+            return None
+        order = storage.OrderRecord.from_row(row)
+        await _cancel_locked(conn, config, actor, order, "user_cancel", events.utcnow())
+        after = await storage.fetch_order(conn, order.id)
+    assert after is not None
+    if after.status is not order.status:
+        await _publish(redis, after, "cancelled")
+    return after
+
+
+_LIVE = ("RiskChecked", "Submitted", "Pending", "PartiallyFilled")
+
+
+async def cancel_all(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    config: OrdersConfig,
+    actor: audit.Actor,
+    user_id: UserId | None,
+    reason: str = "cancel_all",
+) -> list[OrderId]:
+    """Cancel every live order of ``user_id`` (every user's when None); returns their ids."""
+    now = events.utcnow()
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT * FROM trading_orders WHERE status = ANY($1::text[])"
+            " AND ($2::uuid IS NULL OR user_id = $2) ORDER BY id FOR UPDATE",
+            list(_LIVE),
+            user_id,
+        )
+        orders = [storage.OrderRecord.from_row(r) for r in rows]
+        for order in orders:
+            await _cancel_locked(conn, config, actor, order, reason, now)
+    for order in orders:
+        await _publish(redis, order, "cancel_requested")
+    return [o.id for o in orders]
+
+
+async def set_kill_switch(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    config: OrdersConfig,
+    actor: audit.Actor,
+    command: commands.SetKillSwitch,
+) -> dict[str, Any]:
+    async with pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchrow("SELECT * FROM trading_kill_switch FOR UPDATE")
+        after = await conn.fetchrow(
+            "UPDATE trading_kill_switch SET active = $1, reason = $2, changed_by = $3,"
+            " changed_at = now() RETURNING *",
+            command.active,
+            command.reason,
+            actor.id,
+        )
+        await audit.record(
+            conn,
+            actor,
+            action="trading.kill_switch",
+            reason=command.reason,
+            entity_type="kill_switch",
+            entity_id="global",
+            before=dict(before) if before else None,
+            after=dict(after),
+        )
+    cancelled: list[OrderId] = []
+    if command.active and command.cancel_working:
+        cancelled = await cancel_all(pool, redis, config, actor, None, "kill_switch")
+    _log.warning("orders.kill_switch", active=command.active, reason=command.reason)
+    return {
+        "active": after["active"],
+        "reason": after["reason"],
+        "changed_by": after["changed_by"],
+        "changed_at": after["changed_at"],
+        "cancelled_orders": len(cancelled),
+    }

@@ -1,0 +1,447 @@
+"""The order worker: drains the outbox and works orders at the broker.
+
+Each outbox batch is one transaction: lock the orders (ids ascending), then their accounts
+and positions; hand new orders to the broker; cancel what was asked to be cancelled or has
+expired; apply fills to orders, cash, positions and snapshots; queue notifications; delete
+the handled outbox rows. A crash anywhere before the commit leaves every row in place and
+the next run does the same work once; after the commit nothing is left to redo. Broker
+submission is idempotent (our order id is the broker's client order id), so the one
+effect outside the database is safe to repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from starkmatter.core import audit, logs
+from starkmatter.orders import events, lifecycle, risk, storage
+from starkmatter.orders.brokers import base
+from starkmatter.orders.config import OrdersConfig
+from starkmatter.orders.model import OrderId, OrderStatus
+from starkmatter.portfolio import ledger as ledgers
+
+S = OrderStatus
+ZERO = Decimal(0)
+ACTOR = audit.Actor(id="service:orders", service="orders", endpoint="worker")
+_log = logs.get_logger("starkmatter.orders.worker")
+
+
+def failpoint(config: OrdersConfig, name: str) -> None:
+    """Die at once, as a killed process would, when tests ask for it at this step."""
+    if config.failpoint == name:
+        _log.warning("orders.failpoint", step=name)
+        os._exit(70)
+
+
+@dataclasses.dataclass
+class Working:
+    """An order being changed in this transaction."""
+
+    record: storage.OrderRecord
+    status: S
+    filled: Decimal
+    avg_price: Decimal | None
+    reserved_cash: Decimal
+    reserved_quantity: Decimal
+    triggered: bool
+    broker_order_id: str | None
+    reject: tuple[str, str] | None = None
+    steps: list[tuple[S, list[S], list[str], dict[str, Any] | None]] = dataclasses.field(
+        default_factory=list
+    )
+
+    @classmethod
+    def of(cls, r: storage.OrderRecord) -> Working:
+        return cls(
+            r,
+            r.status,
+            r.filled_quantity,
+            r.avg_fill_price,
+            r.reserved_cash,
+            r.reserved_quantity,
+            r.triggered,
+            r.broker_order_id,
+        )
+
+    def move(
+        self, targets: list[S], reasons: list[str], details: dict[str, Any] | None = None
+    ) -> None:
+        cur = self.status
+        for t in targets:
+            lifecycle.check_transition(cur, t)
+            cur = t
+        self.steps.append((self.status, targets, reasons, details))
+        self.status = cur
+
+    @property
+    def changed(self) -> bool:
+        r = self.record
+        return bool(self.steps) or self.triggered != r.triggered
+
+    def current(self) -> storage.OrderRecord:
+        return dataclasses.replace(
+            self.record,
+            status=self.status,
+            filled_quantity=self.filled,
+            avg_fill_price=self.avg_price,
+            reserved_cash=self.reserved_cash,
+            reserved_quantity=self.reserved_quantity,
+            triggered=self.triggered,
+            broker_order_id=self.broker_order_id,
+            reject_code=self.reject[0] if self.reject else self.record.reject_code,
+            reject_message=self.reject[1] if self.reject else self.record.reject_message,
+        )
+
+
+@dataclasses.dataclass
+class Worker:
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    config: OrdersConfig
+    broker: base.Broker
+
+    # -- one transaction's worth of order work ------------------------------------------
+
+    def _release(self, book: ledgers.Ledger, w: Working, quantity: Decimal, ends: bool) -> None:
+        r = w.record
+        assert r.price_cap is not None
+        freed = risk.released(r.request.side, r.price_cap, quantity)
+        if ends:  # the last release frees exactly what is left, whatever rounding did
+            freed = risk.Reservation(w.reserved_cash, w.reserved_quantity)
+        w.reserved_cash -= freed.cash
+        w.reserved_quantity -= freed.quantity
+        book.release(r.user_id, r.request.symbol, freed.cash, freed.quantity, ends)
+
+    def _cancel(self, book: ledgers.Ledger, w: Working, reason: str) -> None:
+        self._release(book, w, w.record.request.quantity - w.filled, ends=True)
+        w.move([S.CANCELLED], [reason])
+
+    def _apply_update(
+        self,
+        book: ledgers.Ledger,
+        w: Working,
+        update: base.Update,
+        now: dt.datetime,
+        executions: list[tuple[Any, ...]],
+    ) -> None:
+        r = w.record
+        w.triggered = w.triggered or update.triggered
+        for ex in update.executions:
+            qty = min(ex.quantity, r.request.quantity - w.filled)
+            if qty <= 0:
+                continue
+            signed = qty * r.request.side.sign
+            book.execute(r.user_id, r.request.symbol, signed, ex.price)
+            w.avg_price = ((w.avg_price or ZERO) * w.filled + ex.price * qty) / (w.filled + qty)
+            w.filled += qty
+            done = w.filled == r.request.quantity
+            self._release(book, w, qty, ends=done)
+            target = S.FILLED if done else S.PARTIALLY_FILLED
+            w.move([target], ["fill"], {"quantity": str(qty), "price": str(ex.price)})
+            executions.append(
+                (
+                    uuid.uuid4(),
+                    r.id,
+                    r.user_id,
+                    r.request.symbol,
+                    r.request.side.value,
+                    qty,
+                    ex.price,
+                    ex.execution_id,
+                    now,
+                    events.utcnow(),
+                )
+            )
+        if update.cancelled and w.status in lifecycle.OPEN:
+            self._cancel(book, w, update.cancelled)
+
+    async def process(
+        self,
+        conn: Any,
+        order_ids: Sequence[uuid.UUID],
+        now: dt.datetime,
+        *,
+        seen: dict[OrderId, dt.datetime] | None = None,
+        updates: dict[OrderId, base.Update] | None = None,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Advance these orders as far as they can go now; returns notifications to send.
+
+        With ``updates`` (from a poll done before locking), only orders unchanged since
+        ``seen`` take them; others wait for the next pass.
+        """
+        records = await storage.lock_orders(conn, order_ids)
+        if not records:
+            return []
+        book = await ledgers.load(conn, {r.user_id for r in records})
+        work = [Working.of(r) for r in records]
+        executions: list[tuple[Any, ...]] = []
+        for w in work:
+            if w.status is S.RISK_CHECKED:
+                ack = await self.broker.submit(w.record)
+                failpoint(self.config, "after_broker_submit")
+                if isinstance(ack, base.Refused):
+                    w.move(
+                        [S.SUBMITTED, S.REJECTED],
+                        ["sent to broker", "broker_rejected"],
+                        {"message": ack.message},
+                    )
+                    w.reject = (risk.Reason.BROKER_REJECTED.value, ack.message)
+                    self._release(book, w, w.record.request.quantity, ends=True)
+                    continue
+                w.broker_order_id = ack.broker_order_id
+                w.move([S.SUBMITTED, S.PENDING], ["sent to broker", "broker accepted"])
+            if w.status not in lifecycle.OPEN:
+                continue
+            expired = w.record.expires_at is not None and w.record.expires_at <= now
+            if (w.record.cancel_requested or expired) and await self.broker.cancel(w.record):
+                self._cancel(book, w, "expired" if expired else "user_cancel")
+        live = [w for w in work if w.status in lifecycle.OPEN]
+        if updates is None:
+            updates = await self.broker.poll([w.current() for w in live], now)
+        for w in live:
+            update = updates.get(w.record.id)
+            if update is None:
+                continue
+            if seen is not None and seen.get(w.record.id) != w.record.updated_at:
+                continue
+            self._apply_update(book, w, update, now, executions)
+        return await self._write(conn, book, work, executions, now)
+
+    async def _write(
+        self,
+        conn: Any,
+        book: ledgers.Ledger,
+        work: list[Working],
+        executions: list[tuple[Any, ...]],
+        now: dt.datetime,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        changed = [w for w in work if w.changed]
+        for w in changed:
+            for source, targets, reasons, details in w.steps:
+                moved = await storage.advance(
+                    conn, w.record.id, source, targets, reasons, now, details
+                )
+                assert moved, f"order {w.record.id} changed under its row lock"
+        await conn.executemany(
+            """UPDATE trading_orders SET filled_quantity = $2, avg_fill_price = $3,
+                   reserved_cash = $4, reserved_quantity = $5, triggered = $6,
+                   broker_order_id = $7, reject_code = $8, reject_message = $9
+               WHERE id = $1""",
+            [
+                (
+                    w.record.id,
+                    w.filled,
+                    w.avg_price,
+                    w.reserved_cash,
+                    w.reserved_quantity,
+                    w.triggered,
+                    w.broker_order_id,
+                    *(w.reject or (w.record.reject_code, w.record.reject_message)),
+                )
+                for w in changed
+            ],
+        )
+        if executions:
+            await conn.executemany(
+                """INSERT INTO trading_executions (id, order_id, user_id, symbol, side,
+                       quantity, price, broker_execution_id, ts_event, ts_init)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+                executions,
+            )
+        symbols = sorted({s for (_, s) in book.holdings})
+        quotes = await self._quotes(symbols)
+        snapshots = await ledgers.save(conn, book, ledgers.marks_from_quotes(quotes), now)
+        failpoint(self.config, "before_commit")
+        messages: list[tuple[str, dict[str, Any]]] = []
+        for w in changed:
+            after = w.current()
+            await audit.record(
+                conn,
+                ACTOR,
+                action=f"order.{after.status.value}",
+                reason=w.steps[-1][2][-1] if w.steps else "triggered",
+                entity_type="order",
+                entity_id=str(after.id),
+                before=w.record.audit_view(),
+                after=after.audit_view(),
+            )
+            messages.append(
+                (f"orders:{after.user_id}", storage.order_message(after, after.status.value))
+            )
+        for user, snap in snapshots.items():
+            view = {k: (str(v) if v is not None else None) for k, v in snap.items()}
+            await audit.record(
+                conn,
+                ACTOR,
+                action="portfolio.changed",
+                reason="executions",
+                entity_type="portfolio",
+                entity_id=str(user),
+                after=view,
+            )
+            messages.append((f"portfolio:{user}", {"event": "portfolio", "snapshot": view}))
+        return messages
+
+    async def _quotes(self, symbols: Sequence[str]) -> dict[str, bytes | None]:
+        if not symbols:
+            return {}
+        raw = await self.redis.mget([f"quote:{s}" for s in symbols])
+        return dict(zip(symbols, raw, strict=True))
+
+    # -- the outbox ---------------------------------------------------------------------
+
+    async def drain_once(self) -> int:
+        """Handle one batch of outbox events in one transaction; returns how many."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT id, topic, payload, attempts FROM trading_outbox
+                   WHERE NOT parked AND available_at <= now()
+                   ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                self.config.batch_size,
+            )
+            if not rows:
+                return 0
+            try:
+                async with conn.transaction():
+                    await self._handle(conn, rows)
+                done = [r["id"] for r in rows]
+            except Exception as exc:  # noqa: BLE001 - isolate the poison event below
+                _log.warning("orders.batch_failed", error=repr(exc), size=len(rows))
+                done = []
+                for row in rows:
+                    try:
+                        async with conn.transaction():
+                            await self._handle(conn, [row])
+                        done.append(row["id"])
+                    except Exception as one:  # noqa: BLE001 - recorded on the event
+                        await conn.execute(
+                            """UPDATE trading_outbox SET attempts = attempts + 1,
+                                   last_error = $2, parked = attempts + 1 >= $3,
+                                   available_at = now() + interval '1 second'
+                               WHERE id = $1""",
+                            row["id"],
+                            repr(one)[:2000],
+                            self.config.max_attempts,
+                        )
+                        _log.error(
+                            "orders.event_failed",
+                            outbox_id=row["id"],
+                            topic=row["topic"],
+                            error=repr(one),
+                        )
+            await conn.execute("DELETE FROM trading_outbox WHERE id = ANY($1::bigint[])", done)
+        failpoint(self.config, "after_commit")
+        return len(rows)
+
+    async def _handle(self, conn: Any, rows: Sequence[asyncpg.Record]) -> None:
+        now = events.utcnow()
+        order_ids: list[uuid.UUID] = []
+        publish: list[tuple[str, dict[str, Any]]] = []
+        invalidate: list[str] = []
+        for row in rows:
+            payload = row["payload"]
+            if row["topic"] in (events.OrderPlaced.topic, events.CancelRequested.topic):
+                order_ids.append(uuid.UUID(payload["order_id"]))
+            elif row["topic"] == events.NotificationsDue.topic:
+                publish.extend((c, m) for c, m in payload["messages"])
+                invalidate.extend(payload["invalidate"])
+            else:
+                raise ValueError(f"unknown outbox topic {row['topic']!r}")
+        if order_ids:
+            messages = await self.process(conn, order_ids, now)
+            await self._queue_notifications(conn, messages)
+        if publish or invalidate:
+            await self._publish(publish, invalidate)
+
+    async def _queue_notifications(
+        self, conn: Any, messages: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        if not messages:
+            return
+        users = {c.split(":", 1)[1] for c, _ in messages if c.startswith("portfolio:")}
+        due = events.NotificationsDue(
+            tuple(messages), tuple(sorted(f"cache:portfolio:{u}" for u in users))
+        )
+        await storage.enqueue(conn, due.topic, json.loads(json.dumps(due.payload(), default=str)))
+
+    async def _publish(self, messages: list[tuple[str, dict[str, Any]]], keys: list[str]) -> None:
+        """Drop stale caches, then broadcast; runs before the event is deleted, so a crash
+        means the same messages go out again (at least once), never not at all."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if keys:
+                pipe.delete(*keys)
+            for channel, message in messages:
+                pipe.publish(channel, json.dumps(message, default=str))
+            await pipe.execute()
+
+    # -- resting orders ----------------------------------------------------------------
+
+    async def match_once(self) -> int:
+        """Re-match working orders against the latest market; returns orders changed."""
+        now = events.utcnow()
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT o.* FROM trading_orders o WHERE status IN ('Pending', 'PartiallyFilled')"
+                " ORDER BY created_at, id LIMIT 5000"
+            )
+            records = [storage.OrderRecord.from_row(r) for r in rows]
+            due = {
+                r.id
+                for r in records
+                if r.cancel_requested or (r.expires_at is not None and r.expires_at <= now)
+            }
+            updates = await self.broker.poll(records, now)
+            ids = sorted(due | set(updates))
+            if not ids:
+                return 0
+            seen = {r.id: r.updated_at for r in records}
+            async with conn.transaction():
+                messages = await self.process(conn, ids, now, seen=seen, updates=updates)
+                await self._queue_notifications(conn, messages)
+        return len(ids)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        wake = asyncio.Event()
+        listener = await self.pool.acquire()
+
+        def on_notify(*_: object) -> None:
+            wake.set()
+
+        try:
+            await listener.add_listener(storage.NOTIFY_CHANNEL, on_notify)
+            interval = self.config.poll_interval_ms / 1000
+            loop = asyncio.get_running_loop()
+            next_match = loop.time()
+            _log.info("orders.worker_started", broker=self.broker.name)
+            while not stop.is_set():
+                wake.clear()
+                try:
+                    handled = await self.drain_once()
+                    if loop.time() >= next_match:
+                        await self.match_once()
+                        next_match = loop.time() + interval
+                except (OSError, asyncpg.PostgresError, aioredis.RedisError) as exc:
+                    _log.error("orders.worker_error", error=repr(exc))
+                    handled = 0
+                    await asyncio.sleep(interval)
+                if handled:
+                    continue
+                timeout = max(0.0, min(interval, next_match - loop.time()))
+                waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+        finally:
+            await listener.remove_listener(storage.NOTIFY_CHANNEL, on_notify)
+            await self.pool.release(listener)

@@ -1,0 +1,82 @@
+"""``starkmatter orders``: the order worker, run until cancelled.
+
+It drains the trading outbox, hands orders to the broker, re-matches working orders and
+expires day orders. Several replicas may run: outbox rows and order rows are taken with
+row locks (``SKIP LOCKED`` for the outbox), so no event is handled twice at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import sys
+
+import redis.asyncio as aioredis
+
+from starkmatter.core import db, migrating, probes, redis_client, settings
+from starkmatter.orders import processing
+from starkmatter.orders.brokers import base, paper
+from starkmatter.orders.config import OrdersConfig
+
+
+def make_broker(config: OrdersConfig, redis: aioredis.Redis) -> base.Broker:
+    if config.broker == "alpaca":
+        from starkmatter.orders.brokers import alpaca
+
+        return alpaca.AlpacaBroker.from_config(config)
+    return paper.PaperBroker(
+        redis, config.fill_model(), dt.timedelta(milliseconds=config.latency_ms)
+    )
+
+
+async def run(
+    config: settings.Settings,
+    *,
+    orders_config: OrdersConfig | None = None,
+    probes_port: int | None = None,
+) -> None:
+    """Run the order worker until cancelled; serve probes when ``probes_port`` is given."""
+    oc = orders_config or OrdersConfig()
+    pool = await db.create_pool(config)
+    redis = redis_client.create_redis(config)
+    probe_task: asyncio.Task[None] | None = None
+    try:
+        async with pool.acquire() as conn:
+            await migrating.apply(conn)
+        worker = processing.Worker(pool, redis, oc, make_broker(oc, redis))
+
+        async def ready() -> dict[str, str]:
+            checks = {"postgres": "ok", "redis": "ok"}
+            try:
+                await pool.fetchval("SELECT 1")
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                checks["postgres"] = type(exc).__name__
+            try:
+                await redis.ping()
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                checks["redis"] = type(exc).__name__
+            return checks
+
+        if probes_port is not None:
+            probe_task = asyncio.create_task(probes.serve(config.api_host, probes_port, ready))
+        await worker.run(asyncio.Event())
+    finally:
+        if probe_task is not None:
+            probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe_task
+        await redis.aclose()
+        await pool.close()
+
+
+def main() -> None:
+    """``python -m starkmatter.orders.service``: the worker alone (used by crash tests)."""
+    config = settings.get_settings()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(config, probes_port=None))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

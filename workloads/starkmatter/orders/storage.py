@@ -1,0 +1,174 @@
+"""Rows of the trading tables as Python values, and the SQL the order service shares."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from starkmatter.orders import fills
+from starkmatter.orders.model import (
+    ClientOrderId,
+    OrderId,
+    OrderRequest,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    UserId,
+)
+
+Conn: TypeAlias = "asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any]"
+NOTIFY_CHANNEL = "starkmatter_orders_outbox"
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderRecord:
+    id: OrderId
+    user_id: UserId
+    client_order_id: ClientOrderId
+    request: OrderRequest
+    status: OrderStatus
+    filled_quantity: Decimal
+    avg_fill_price: Decimal | None
+    price_cap: Decimal | None
+    reserved_cash: Decimal
+    reserved_quantity: Decimal
+    triggered: bool
+    cancel_requested: bool
+    reject_code: str | None
+    reject_message: str | None
+    broker: str
+    broker_order_id: str | None
+    expires_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> OrderRecord:
+        return cls(
+            id=OrderId(row["id"]),
+            user_id=UserId(row["user_id"]),
+            client_order_id=ClientOrderId(row["client_order_id"]),
+            request=OrderRequest(
+                symbol=row["symbol"],
+                side=OrderSide(row["side"]),
+                type=OrderType(row["type"]),
+                time_in_force=TimeInForce(row["time_in_force"]),
+                quantity=row["quantity"],
+                limit_price=row["limit_price"],
+                stop_price=row["stop_price"],
+            ),
+            status=OrderStatus(row["status"]),
+            filled_quantity=row["filled_quantity"],
+            avg_fill_price=row["avg_fill_price"],
+            price_cap=row["price_cap"],
+            reserved_cash=row["reserved_cash"],
+            reserved_quantity=row["reserved_quantity"],
+            triggered=row["triggered"],
+            cancel_requested=row["cancel_requested"],
+            reject_code=row["reject_code"],
+            reject_message=row["reject_message"],
+            broker=row["broker"],
+            broker_order_id=row["broker_order_id"],
+            expires_at=row["expires_at"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.request.quantity - self.filled_quantity
+
+    def working(self) -> fills.WorkingOrder:
+        assert self.price_cap is not None, "only accepted orders work at a broker"
+        r = self.request
+        return fills.WorkingOrder(
+            side=r.side,
+            type=r.type,
+            time_in_force=r.time_in_force,
+            quantity=r.quantity,
+            filled_quantity=self.filled_quantity,
+            limit_price=r.limit_price,
+            stop_price=r.stop_price,
+            price_cap=self.price_cap,
+            triggered=self.triggered,
+        )
+
+    def audit_view(self) -> dict[str, Any]:
+        r = self.request
+        return {
+            "id": str(self.id),
+            "client_order_id": self.client_order_id,
+            "symbol": r.symbol,
+            "side": r.side.value,
+            "type": r.type.value,
+            "time_in_force": r.time_in_force.value,
+            "quantity": str(r.quantity),
+            "limit_price": None if r.limit_price is None else str(r.limit_price),
+            "stop_price": None if r.stop_price is None else str(r.stop_price),
+            "status": self.status.value,
+            "filled_quantity": str(self.filled_quantity),
+            "reject_code": self.reject_code,
+        }
+
+
+ORDER_COLUMNS = "o.*"
+
+
+async def fetch_order(conn: Conn, order_id: uuid.UUID) -> OrderRecord | None:
+    row = await conn.fetchrow("SELECT o.* FROM trading_orders o WHERE id = $1", order_id)
+    return OrderRecord.from_row(row) if row else None
+
+
+async def lock_orders(conn: Conn, order_ids: Sequence[uuid.UUID]) -> list[OrderRecord]:
+    """Lock in id order: every writer takes order rows before account rows, ids ascending."""
+    rows = await conn.fetch(
+        "SELECT o.* FROM trading_orders o WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        list(order_ids),
+    )
+    return [OrderRecord.from_row(r) for r in rows]
+
+
+async def advance(
+    conn: Conn,
+    order_id: uuid.UUID,
+    source: OrderStatus,
+    targets: Sequence[OrderStatus],
+    reasons: Sequence[str],
+    ts_event: dt.datetime,
+    details: dict[str, Any] | None = None,
+) -> bool:
+    """Move the order along the graph if it is still in ``source``; False if it was not."""
+    moved: bool = await conn.fetchval(
+        "SELECT trading_order_advance($1, $2, $3, $4, $5, $6)",
+        order_id,
+        source.value,
+        [t.value for t in targets],
+        list(reasons),
+        ts_event,
+        details,
+    )
+    return moved
+
+
+async def enqueue(conn: Conn, topic: str, payload: dict[str, Any]) -> None:
+    """Write an outbox event in the caller's transaction and wake the worker on commit."""
+    await conn.execute(
+        "WITH e AS (INSERT INTO trading_outbox (topic, payload) VALUES ($1, $2))"
+        " SELECT pg_notify($3, '')",
+        topic,
+        payload,
+        NOTIFY_CHANNEL,
+    )
+
+
+def order_message(order: OrderRecord, event: str) -> dict[str, Any]:
+    """What ``orders:{userId}`` subscribers receive about an order."""
+    return {"event": event, "order": json.loads(json.dumps(order.audit_view()))}

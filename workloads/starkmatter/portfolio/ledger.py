@@ -1,0 +1,252 @@
+"""Accounts and positions loaded under lock, changed in memory, written back, snapshotted.
+
+The order worker calls this inside its transaction: ``load`` locks the accounts (ids
+ascending) and all their positions, ``execute`` applies executions with the pure
+:mod:`positions` rules, ``save`` writes accounts, positions, a valuation snapshot with
+metrics per user and the day's closing value, all in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import pydantic_settings
+
+from starkmatter.portfolio import metrics, valuation
+from starkmatter.portfolio.positions import Position, cash_delta
+
+ZERO = Decimal(0)
+
+
+class PortfolioConfig(pydantic_settings.BaseSettings):
+    model_config = pydantic_settings.SettingsConfigDict(
+        env_prefix="STARKMATTER_PORTFOLIO_", extra="ignore", frozen=True
+    )
+
+    starting_cash: Decimal = Decimal(100_000)
+    """currency a new user's paper account is funded with on first use"""
+    cache_ttl_s: int = 30
+    """how long GET /portfolio may be served from Redis; changes invalidate it at once"""
+
+
+async def ensure_account(
+    conn: Any, user_id: uuid.UUID, starting_cash: Decimal | None = None
+) -> None:
+    """Open a paper account, funded with the configured starting cash, if there is none."""
+    cash = starting_cash if starting_cash is not None else PortfolioConfig().starting_cash
+    await conn.execute(
+        "INSERT INTO trading_accounts (user_id, cash, starting_cash) VALUES ($1, $2, $2)"
+        " ON CONFLICT (user_id) DO NOTHING",
+        user_id,
+        cash,
+    )
+
+
+@dataclasses.dataclass
+class Account:
+    cash: Decimal
+    reserved_cash: Decimal
+    starting_cash: Decimal
+    open_orders: int
+    changed: bool = False
+
+
+@dataclasses.dataclass
+class Holding:
+    position: Position
+    reserved_quantity: Decimal
+    mark: Decimal | None
+    changed: bool = False
+
+
+@dataclasses.dataclass
+class Ledger:
+    accounts: dict[uuid.UUID, Account]
+    holdings: dict[tuple[uuid.UUID, str], Holding]
+
+    def holding(self, user_id: uuid.UUID, symbol: str) -> Holding:
+        key = (user_id, symbol)
+        if key not in self.holdings:
+            self.holdings[key] = Holding(Position(), ZERO, None)
+        return self.holdings[key]
+
+    def execute(
+        self,
+        user_id: uuid.UUID,
+        symbol: str,
+        signed_quantity: Decimal,
+        price: Decimal,
+        fee: Decimal = ZERO,
+    ) -> Position:
+        """Apply one execution to cash and the position (average cost, realized P&L)."""
+        account = self.accounts[user_id]
+        account.cash += cash_delta(signed_quantity, price, fee)
+        account.changed = True
+        held = self.holding(user_id, symbol)
+        held.position = held.position.apply(signed_quantity, price)
+        held.changed = True
+        return held.position
+
+    def release(
+        self,
+        user_id: uuid.UUID,
+        symbol: str,
+        cash: Decimal,
+        quantity: Decimal,
+        closes_order: bool,
+    ) -> None:
+        """Free part of an order's reservation; ``closes_order`` when the order ended."""
+        account = self.accounts[user_id]
+        account.reserved_cash -= cash
+        account.open_orders -= 1 if closes_order else 0
+        account.changed = True
+        if quantity:
+            held = self.holding(user_id, symbol)
+            held.reserved_quantity -= quantity
+            held.changed = True
+
+    def changed_users(self) -> list[uuid.UUID]:
+        return sorted(u for u, a in self.accounts.items() if a.changed)
+
+
+async def load(conn: Any, user_ids: Iterable[uuid.UUID]) -> Ledger:
+    users = sorted(set(user_ids))
+    rows = await conn.fetch(
+        "SELECT user_id, cash, reserved_cash, starting_cash, open_orders FROM trading_accounts"
+        " WHERE user_id = ANY($1::uuid[]) ORDER BY user_id FOR UPDATE",
+        users,
+    )
+    accounts = {
+        r["user_id"]: Account(r["cash"], r["reserved_cash"], r["starting_cash"], r["open_orders"])
+        for r in rows
+    }
+    rows = await conn.fetch(
+        "SELECT * FROM trading_positions WHERE user_id = ANY($1::uuid[])"
+        " ORDER BY user_id, symbol FOR UPDATE",
+        users,
+    )
+    holdings = {
+        (r["user_id"], r["symbol"]): Holding(
+            Position(r["quantity"], r["avg_cost"], r["realized_pnl"]),
+            r["reserved_quantity"],
+            r["mark_price"],
+        )
+        for r in rows
+    }
+    return Ledger(accounts, holdings)
+
+
+def marks_from_quotes(quotes: Mapping[str, str | bytes | None]) -> dict[str, Decimal]:
+    """Marks from raw ``quote:{SYMBOL}`` JSON: the mid when both sides are quoted, else the
+    last trade; symbols without a quote get no mark."""
+    out: dict[str, Decimal] = {}
+    for symbol, raw in quotes.items():
+        if not raw:
+            continue
+        q = json.loads(raw)
+        bid, ask, last = (Decimal(str(q[k])) if q.get(k) else None for k in ("bid", "ask", "last"))
+        if bid and ask:
+            out[symbol] = (bid + ask) / 2
+        elif last:
+            out[symbol] = last
+    return out
+
+
+async def save(
+    conn: Any, ledger: Ledger, marks: Mapping[str, Decimal], now: dt.datetime
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """Write what changed and snapshot each changed account; returns the snapshots."""
+    users = ledger.changed_users()
+    if not users:
+        return {}
+    await conn.executemany(
+        "UPDATE trading_accounts SET cash = $2, reserved_cash = $3, open_orders = $4,"
+        " updated_at = $5 WHERE user_id = $1",
+        [
+            (u, a.cash, a.reserved_cash, a.open_orders, now)
+            for u in users
+            for a in [ledger.accounts[u]]
+        ],
+    )
+    by_user: dict[uuid.UUID, dict[str, Position]] = defaultdict(dict)
+    user_marks: dict[uuid.UUID, dict[str, Decimal]] = defaultdict(dict)
+    writes = []
+    for (user, symbol), held in sorted(ledger.holdings.items()):
+        if user in ledger.accounts and ledger.accounts[user].changed:
+            held.mark = marks.get(symbol, held.mark)
+            by_user[user][symbol] = held.position
+            if held.mark is not None:
+                user_marks[user][symbol] = held.mark
+            p = held.position
+            writes.append(
+                (
+                    user,
+                    symbol,
+                    p.quantity,
+                    held.reserved_quantity,
+                    p.avg_cost,
+                    p.realized_pnl,
+                    held.mark,
+                    now,
+                )
+            )
+    await conn.executemany(
+        """INSERT INTO trading_positions (user_id, symbol, quantity, reserved_quantity, avg_cost,
+               realized_pnl, mark_price, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (user_id, symbol) DO UPDATE SET quantity = EXCLUDED.quantity,
+               reserved_quantity = EXCLUDED.reserved_quantity, avg_cost = EXCLUDED.avg_cost,
+               realized_pnl = EXCLUDED.realized_pnl, mark_price = EXCLUDED.mark_price,
+               updated_at = EXCLUDED.updated_at""",
+        writes,
+    )
+    today = now.date()
+    history: dict[uuid.UUID, list[Decimal]] = defaultdict(list)
+    for r in await conn.fetch(
+        """SELECT user_id, close_equity FROM (
+               SELECT user_id, day, close_equity,
+                      row_number() OVER (PARTITION BY user_id ORDER BY day DESC) AS n
+               FROM portfolio_daily WHERE user_id = ANY($1::uuid[]) AND day < $2) d
+           WHERE n <= 252 ORDER BY user_id, day""",
+        users,
+        today,
+    ):
+        history[r["user_id"]].append(r["close_equity"])
+    snapshots: dict[uuid.UUID, dict[str, Any]] = {}
+    for user in users:
+        account = ledger.accounts[user]
+        value = valuation.value(account.cash, by_user.get(user, {}), user_marks[user])
+        m = metrics.compute(account.starting_cash, [*history[user], value.equity])
+        snapshots[user] = {
+            "ts": now,
+            "cash": value.cash,
+            "positions_value": value.positions_value,
+            "equity": value.equity,
+            "realized_pnl": value.realized_pnl,
+            "unrealized_pnl": value.unrealized_pnl,
+            "daily_return": m.daily_return,
+            "cumulative_return": m.cumulative_return,
+            "volatility": m.volatility,
+            "max_drawdown": m.max_drawdown,
+            "sharpe": m.sharpe,
+        }
+    await conn.executemany(
+        """INSERT INTO portfolio_snapshots (user_id, ts, cash, positions_value, equity,
+               realized_pnl, unrealized_pnl, daily_return, cumulative_return, volatility,
+               max_drawdown, sharpe)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+        [(u, *s.values()) for u, s in snapshots.items()],
+    )
+    await conn.executemany(
+        "INSERT INTO portfolio_daily (user_id, day, close_equity) VALUES ($1, $2, $3)"
+        " ON CONFLICT (user_id, day) DO UPDATE SET close_equity = EXCLUDED.close_equity",
+        [(u, today, s["equity"]) for u, s in snapshots.items()],
+    )
+    return snapshots
