@@ -112,7 +112,7 @@ def compute(
             ),
             _condition(DEGRADED, True, health.failure_reason, health.failure_message, generation),
         ]
-    if health.rolling:
+    if health.rolling or health.ready < health.desired:
         return [
             _condition(READY, False, "RollingOut", pods, generation),
             _condition(PROGRESSING, True, "RollingOut", pods, generation),

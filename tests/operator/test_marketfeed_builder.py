@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from starkmatter_operator.builders import common, marketfeed
+from tests.operator.crs import by_kind, make_cr, sample
+
+
+def test_sample_marketfeed_builds_config_ingest_gateway_and_service(cfg):
+    manifests = marketfeed.build(sample("MarketFeed"), cfg)
+    kinds = sorted((m["kind"], m["metadata"]["name"]) for m in manifests)
+    assert kinds == [
+        ("ConfigMap", "us-equities-feed"),
+        ("Deployment", "us-equities-gateway"),
+        ("Deployment", "us-equities-ingest"),
+        ("Service", "us-equities-gateway"),
+    ]
+
+
+def test_every_child_is_owned_by_the_feed_and_labelled_as_managed(cfg):
+    for m in marketfeed.build(sample("MarketFeed"), cfg):
+        (owner,) = m["metadata"]["ownerReferences"]
+        assert owner["kind"] == "MarketFeed"
+        assert owner["uid"] == "uid-sample"
+        assert owner["controller"] is True
+        assert m["metadata"]["namespace"] == "trading"
+        assert m["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "starkmatter-operator"
+
+
+def test_feed_config_map_holds_the_spec_as_json_for_the_ingest_entry_point(cfg):
+    body = sample("MarketFeed")
+    (cm,) = by_kind(marketfeed.build(body, cfg), "ConfigMap")
+    config_json = json.loads(cm["data"]["feed.json"])
+    assert config_json["symbols"] == body["spec"]["symbols"]
+    assert config_json["name"] == "us-equities"
+
+
+def test_ingest_runs_the_ingest_entry_point_with_secrets_by_reference(cfg):
+    deployments = by_kind(marketfeed.build(sample("MarketFeed"), cfg), "Deployment")
+    ingest = next(d for d in deployments if d["metadata"]["name"].endswith("-ingest"))
+    container = ingest["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["ingest", "--feed", "us-equities"]
+    assert container["image"] == "registry.example/starkmatter:1.2.3"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STARKMATTER_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "starkmatter-database",
+        "key": "url",
+    }
+    assert "value" not in env["STARKMATTER_REDIS_URL"]
+    assert env["STARKMATTER_FEED_CONFIG"]["value"] == "/etc/starkmatter/config/feed.json"
+    # One provider connection per feed: never two ingest pods during a rollout.
+    assert ingest["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_every_pod_template_meets_the_restricted_profile(cfg):
+    for d in by_kind(marketfeed.build(sample("MarketFeed"), cfg), "Deployment"):
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert c["resources"]["requests"]["cpu"]
+            assert c["readinessProbe"] and c["livenessProbe"]
+
+
+def test_a_spec_change_changes_the_pod_template_so_the_pods_roll(cfg):
+    body = sample("MarketFeed")
+    before = by_kind(marketfeed.build(body, cfg), "Deployment")[0]
+    body["spec"]["symbols"] = [*body["spec"]["symbols"], "TSLA"]
+    after = by_kind(marketfeed.build(body, cfg), "Deployment")[0]
+    key = "starkmatter.io/config-hash"
+    assert (
+        before["spec"]["template"]["metadata"]["annotations"][key]
+        != after["spec"]["template"]["metadata"]["annotations"][key]
+    )
+
+
+def test_gateway_service_targets_the_gateway_pods_on_the_spec_port(cfg):
+    body = sample("MarketFeed")
+    body["spec"]["gateway"]["port"] = 9000
+    manifests = marketfeed.build(body, cfg)
+    (svc,) = by_kind(manifests, "Service")
+    gateway = next(
+        d for d in by_kind(manifests, "Deployment") if "gateway" in d["metadata"]["name"]
+    )
+    assert svc["spec"]["ports"][0]["port"] == 9000
+    assert svc["spec"]["selector"] == gateway["spec"]["selector"]["matchLabels"]
+
+
+def test_autoscaling_adds_an_hpa_and_leaves_replicas_to_it(cfg):
+    body = sample("MarketFeed")
+    body["spec"]["gateway"]["autoscaling"] = {"enabled": True, "minReplicas": 3, "maxReplicas": 7}
+    manifests = marketfeed.build(body, cfg)
+    (hpa,) = by_kind(manifests, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 7)
+    gateway = next(
+        d for d in by_kind(manifests, "Deployment") if "gateway" in d["metadata"]["name"]
+    )
+    assert "replicas" not in gateway["spec"]
+
+
+def test_without_autoscaling_there_is_no_hpa(cfg):
+    assert by_kind(marketfeed.build(sample("MarketFeed"), cfg), "HorizontalPodAutoscaler") == []
+
+
+def test_provider_credentials_are_passed_by_secret_reference_and_checked(cfg):
+    body = make_cr(
+        "MarketFeed",
+        {
+            "provider": "websocket",
+            "url": "wss://feed.example/ws",
+            "symbols": ["AAPL"],
+            "credentialsSecretRef": {"name": "vendor", "key": "api-key"},
+        },
+    )
+    ingest = by_kind(marketfeed.build(body, cfg), "Deployment")[0]
+    env = {e["name"]: e for e in ingest["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["STARKMATTER_FEED_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "vendor"
+    refs = marketfeed.required_secrets(body, cfg)
+    assert common.SecretKeyRef("vendor", "api-key", "spec.credentialsSecretRef") in refs
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"symbols": ["AAPL", "MSFT", "AAPL"]}, "symbols must be unique (repeated: AAPL)"),
+        ({"symbols": []}, "at least one symbol"),
+        ({"symbols": ["AAPL", " "]}, "symbols must not be empty"),
+        ({"symbols": ["aapl"]}, "malformed symbols: aapl"),
+        ({"provider": "websocket", "symbols": ["A"]}, "spec.url is required"),
+        ({"provider": "websocket", "url": "http://x", "symbols": ["A"]}, "ws:// or wss://"),
+        ({"provider": "rest", "url": "ws://x", "symbols": ["A"]}, "http:// or https://"),
+        (
+            {"symbols": ["A"], "gateway": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
+            "minReplicas must not exceed maxReplicas",
+        ),
+    ],
+)
+def test_marketfeed_the_operator_cannot_act_on_is_refused_with_a_reason(cfg, spec, message):
+    with pytest.raises(common.InvalidSpec) as raised:
+        marketfeed.build(make_cr("MarketFeed", spec), cfg)
+    assert message in str(raised.value)
+
+
+def test_marketfeed_name_too_long_for_its_children_is_refused(cfg):
+    with pytest.raises(common.InvalidSpec, match="at most 40 characters"):
+        marketfeed.build(make_cr("MarketFeed", {"symbols": ["A"]}, name="f" * 41), cfg)
