@@ -66,8 +66,12 @@ CROSS JOIN trading_kill_switch k
 LEFT JOIN trading_positions p ON p.user_id = a.user_id AND p.symbol = $2
 LEFT JOIN trading_instruments i ON i.symbol = $2
 WHERE a.user_id = $1
-FOR UPDATE OF a
 """
+
+# Taken alone first: under READ COMMITTED a locking SELECT re-reads only the locked row
+# after waiting, so positions and orders joined into it could be stale. Reading them in
+# the next statement, after the lock is held, sees everything committed before it.
+_LOCK_ACCOUNT_SQL = "SELECT 1 FROM trading_accounts WHERE user_id = $1 FOR UPDATE"
 
 _INSERT_ORDER_SQL = """
 INSERT INTO trading_orders (id, user_id, client_order_id, symbol, side, type, time_in_force,
@@ -120,11 +124,11 @@ async def submit(
     quote = await read_quote(redis, request.symbol)
     limits = config.limits()
     async with pool.acquire() as conn, conn.transaction():
-        ctx = await conn.fetchrow(_EXPOSURE_SQL, command.user_id, request.symbol)
-        if ctx is None:
+        if await conn.fetchval(_LOCK_ACCOUNT_SQL, command.user_id) is None:
             await ledgers.ensure_account(conn, command.user_id)
-            ctx = await conn.fetchrow(_EXPOSURE_SQL, command.user_id, request.symbol)
-            assert ctx is not None
+            await conn.fetchval(_LOCK_ACCOUNT_SQL, command.user_id)
+        ctx = await conn.fetchrow(_EXPOSURE_SQL, command.user_id, request.symbol)
+        assert ctx is not None
         now = events.utcnow()
         row = await conn.fetchrow(
             _INSERT_ORDER_SQL,
