@@ -1,0 +1,1 @@
+"""AI analysis: cached, coalesced, validated answers from the model or an offline analyst."""
