@@ -322,6 +322,7 @@ def _node(name: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def control_plane(with_nodes: bool = True, keep: bool = False) -> Iterator[ControlPlane]:
+    keep = keep or bool(os.environ.get("STARKMATTER_KEEP_KUBE"))
     workdir = Path(tempfile.mkdtemp(prefix="starkmatter-kube-"))
     plane = ControlPlane(workdir, with_nodes=with_nodes)
     try:

@@ -85,3 +85,7 @@ def build(
             }
         )
     return manifests
+
+
+def required_secrets(body: common.Body, cfg: config.OperatorConfig) -> list[common.SecretKeyRef]:
+    return []  # the evaluator holds the platform's connections; a rule references nothing

@@ -1,0 +1,306 @@
+"""The operator against a real apiserver, as the chart's ServiceAccount."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+
+from starkmatter_operator import testing
+from tests.cluster.conftest import OPERATOR_NS, OperatorProcess, platform_secrets, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "manifests" / "samples"
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    conds = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conds if c["type"] == kind), {})
+
+
+def get(cluster: testing.ControlPlane, kind: str, namespace: str, name: str) -> Any:
+    result = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def ready(cluster: testing.ControlPlane, kind: str, namespace: str, name: str) -> Any:
+    obj = get(cluster, kind, namespace, name)
+    return obj if obj and condition(obj, "Ready").get("status") == "True" else None
+
+
+def apply_sample(cluster: testing.ControlPlane, namespace: str, kind: str) -> dict[str, Any]:
+    cluster.kubectl("apply", "-n", namespace, "-f", str(SAMPLES / f"{kind}.yaml"))
+    return dict(yaml.safe_load((SAMPLES / f"{kind}.yaml").read_text()))
+
+
+def test_marketfeed_gets_owned_children_and_becomes_ready(cluster, operator, namespace):
+    apply_sample(cluster, namespace, "marketfeed")
+    feed = wait_for(lambda: ready(cluster, "mf", namespace, "us-equities"), 60, "feed Ready")
+    assert feed["status"]["observedGeneration"] == feed["metadata"]["generation"]
+    assert feed["status"]["readyReplicas"] == 3
+    assert feed["status"]["symbolCount"] == 5
+    assert condition(feed, "Degraded")["status"] == "False"
+    assert condition(feed, "Progressing")["status"] == "False"
+    assert condition(feed, "Ready")["lastTransitionTime"]
+    for kind, name in [
+        ("configmap", "us-equities-feed"),
+        ("deployment", "us-equities-ingest"),
+        ("deployment", "us-equities-gateway"),
+        ("service", "us-equities-gateway"),
+    ]:
+        child = get(cluster, kind, namespace, name)
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"]) == ("MarketFeed", feed["metadata"]["uid"])
+    table = cluster.kubectl("get", "mf", "-n", namespace).stdout
+    assert table.split()[:6] == ["NAME", "READY", "SYMBOLS", "TICKS/S", "LAST", "TICK"]
+    assert "True" in table and " 5 " in table
+
+
+def test_feed_heartbeat_in_redis_shows_in_status(cluster, operator, namespace, heartbeat_redis_url):
+    apply_sample(cluster, namespace, "marketfeed")
+    client = redis.Redis.from_url(heartbeat_redis_url)
+    try:
+        client.hset(
+            "feed:heartbeat:us-equities",
+            mapping={
+                "last_tick_ts": "2026-11-25T12:00:00.5+00:00",
+                "ticks_per_s": "412.5",
+                "rejected_per_s": "0.25",
+                "updated_ts": "2026-11-25T12:00:01+00:00",
+            },
+        )
+        feed = wait_for(
+            lambda: (
+                (f := get(cluster, "mf", namespace, "us-equities"))
+                and f.get("status", {}).get("ticksPerSecond") == 412.5
+                and f
+            ),
+            30,
+            "heartbeat in status",
+        )
+        assert feed["status"]["lastTickTime"] == "2026-11-25T12:00:00Z"
+        assert feed["status"]["rejectedPerSecond"] == 0.25
+    finally:
+        client.delete("feed:heartbeat:us-equities")
+        client.close()
+
+
+def test_missing_secret_is_degraded_with_a_message_that_says_what_to_fix(
+    cluster, operator, namespace
+):
+    cluster.kubectl("delete", "secret", "starkmatter-redis", "-n", namespace)
+    apply_sample(cluster, namespace, "marketfeed")
+
+    def degraded() -> Any:
+        feed = get(cluster, "mf", namespace, "us-equities")
+        return feed if condition(feed, "Degraded").get("status") == "True" else None
+
+    feed = wait_for(degraded, 30, "Degraded condition")
+    cond = condition(feed, "Degraded")
+    assert cond["reason"] == "SecretMissing"
+    assert f"Secret {namespace}/starkmatter-redis" in cond["message"]
+    assert "create it" in cond["message"]
+    assert condition(feed, "Ready")["status"] == "False"
+    assert get(cluster, "deployment", namespace, "us-equities-ingest") is None
+    events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert "SecretMissing" in events
+    # Fixing the input is enough: the operator notices on its next pass.
+    cluster.kubectl("apply", "-f", "-", input=platform_secrets(namespace))
+    cluster.kubectl("annotate", "mf", "us-equities", "-n", namespace, "touched=yes")
+    wait_for(lambda: ready(cluster, "mf", namespace, "us-equities"), 60, "Ready after fix")
+    assert operator.healthy()
+
+
+def test_deleted_and_edited_children_are_put_back(cluster, operator, namespace):
+    apply_sample(cluster, namespace, "marketfeed")
+    wait_for(lambda: ready(cluster, "mf", namespace, "us-equities"), 60, "feed Ready")
+    cm = get(cluster, "configmap", namespace, "us-equities-feed")
+    cluster.kubectl("delete", "configmap", "us-equities-feed", "-n", namespace)
+    wait_for(
+        lambda: (
+            (c := get(cluster, "configmap", namespace, "us-equities-feed"))
+            and c["metadata"]["uid"] != cm["metadata"]["uid"]
+        ),
+        30,
+        "ConfigMap restored",
+    )
+    cluster.kubectl("scale", "deployment", "us-equities-gateway", "-n", namespace, "--replicas=5")
+    wait_for(
+        lambda: (
+            get(cluster, "deployment", namespace, "us-equities-gateway")["spec"]["replicas"] == 2
+        ),
+        30,
+        "replicas put back",
+    )
+    cluster.kubectl(
+        "patch", "configmap", "us-equities-feed", "-n", namespace,
+        "--type=merge", "-p", '{"data": {"feed.json": "{}"}}',
+    )  # fmt: skip
+    wait_for(
+        lambda: json.loads(
+            get(cluster, "configmap", namespace, "us-equities-feed")["data"]["feed.json"]
+        ).get("symbols"),
+        30,
+        "config put back",
+    )
+    cluster.kubectl("delete", "service", "us-equities-gateway", "-n", namespace)
+    wait_for(lambda: get(cluster, "service", namespace, "us-equities-gateway"), 30, "Service")
+    assert "starkmatter_operator_child_changes_total" in operator.metrics()
+
+
+def test_spec_change_rolls_the_children(cluster, operator, namespace):
+    apply_sample(cluster, namespace, "marketfeed")
+    wait_for(lambda: ready(cluster, "mf", namespace, "us-equities"), 60, "feed Ready")
+    before = get(cluster, "deployment", namespace, "us-equities-ingest")
+    cluster.kubectl(
+        "patch", "mf", "us-equities", "-n", namespace, "--type=merge",
+        "-p", json.dumps(
+            {"spec": {"symbols": ["AAPL", "TSLA"], "gateway": {"autoscaling": {"enabled": True}}}}
+        ),
+    )  # fmt: skip
+
+    def rolled() -> Any:
+        feed = ready(cluster, "mf", namespace, "us-equities")
+        return feed if feed and feed["status"]["observedGeneration"] == 2 else None
+
+    feed = wait_for(rolled, 60, "rolled out generation 2")
+    assert feed["status"]["symbolCount"] == 2
+    after = get(cluster, "deployment", namespace, "us-equities-ingest")
+    key = "starkmatter.io/config-hash"
+    assert (
+        before["spec"]["template"]["metadata"]["annotations"][key]
+        != after["spec"]["template"]["metadata"]["annotations"][key]
+    )
+    config = json.loads(
+        get(cluster, "configmap", namespace, "us-equities-feed")["data"]["feed.json"]
+    )
+    assert config["symbols"] == ["AAPL", "TSLA"]
+    assert get(cluster, "hpa", namespace, "us-equities-gateway")
+    # Autoscaling off again: the HPA is pruned.
+    cluster.kubectl(
+        "patch", "mf", "us-equities", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"gateway": {"autoscaling": {"enabled": false}}}}',
+    )  # fmt: skip
+    wait_for(
+        lambda: get(cluster, "hpa", namespace, "us-equities-gateway") is None, 30, "HPA pruned"
+    )
+
+
+def test_deleting_a_feed_garbage_collects_its_children(cluster, operator, namespace):
+    apply_sample(cluster, namespace, "marketfeed")
+    wait_for(lambda: ready(cluster, "mf", namespace, "us-equities"), 60, "feed Ready")
+    cluster.kubectl("delete", "mf", "us-equities", "-n", namespace)
+    for kind, name in [
+        ("deployment", "us-equities-ingest"),
+        ("deployment", "us-equities-gateway"),
+        ("service", "us-equities-gateway"),
+        ("configmap", "us-equities-feed"),
+    ]:
+        wait_for(lambda k=kind, n=name: get(cluster, k, namespace, n) is None, 60, f"{kind} gone")
+
+
+def test_newssource_polls_with_a_cronjob_and_streams_with_a_deployment(
+    cluster, operator, namespace
+):
+    apply_sample(cluster, namespace, "newssource")
+    source = wait_for(lambda: ready(cluster, "nsrc", namespace, "market-wire"), 30, "Ready")
+    assert "scheduled */5 * * * *" in condition(source, "Ready")["message"]
+    cron = get(cluster, "cronjob", namespace, "market-wire-news")
+    assert cron["spec"]["schedule"] == "*/5 * * * *"
+    cluster.kubectl(
+        "patch", "nsrc", "market-wire", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"mode": "streaming", "format": "sse"}}',
+    )  # fmt: skip
+    wait_for(lambda: get(cluster, "cronjob", namespace, "market-wire-news") is None, 30, "pruned")
+    source = wait_for(
+        lambda: (
+            (s := ready(cluster, "nsrc", namespace, "market-wire"))
+            and s["status"].get("readyReplicas") == 1
+            and s
+        ),
+        60,
+        "streaming Ready",
+    )
+    assert get(cluster, "deployment", namespace, "market-wire-news")
+
+
+def test_retentionpolicy_runs_starkmatter_archive_on_its_schedule(cluster, operator, namespace):
+    apply_sample(cluster, namespace, "retentionpolicy")
+    wait_for(lambda: ready(cluster, "rtp", namespace, "default-retention"), 30, "Ready")
+    cron = get(cluster, "cronjob", namespace, "default-retention-archive")
+    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["archive", "--policy", "default-retention"]
+    # CronJob -> Job works in this cluster (controller-manager runs), and the Job's pod
+    # passes the restricted Pod Security admission of the namespace.
+    cluster.kubectl(
+        "create", "job", "manual-run", "--from=cronjob/default-retention-archive", "-n", namespace
+    )
+    wait_for(
+        lambda: cluster.get_json("pods", "-n", namespace, "-l", "job-name=manual-run")["items"],
+        30,
+        "archive job pod admitted",
+    )
+
+
+def test_alertrule_is_delivered_to_the_evaluator_and_removed_on_delete(
+    cluster, operator, namespace
+):
+    apply_sample(cluster, namespace, "alertrule")
+    rule = wait_for(lambda: ready(cluster, "alr", namespace, "us-equities-stopped"), 30, "Ready")
+    assert rule["status"]["prometheusRule"] is False
+    key = f"{namespace}.us-equities-stopped.json"
+    cm = wait_for(
+        lambda: (
+            (c := get(cluster, "configmap", OPERATOR_NS, "starkmatter-alert-rules"))
+            and key in c.get("data", {})
+            and c
+        ),
+        30,
+        "rule in ConfigMap",
+    )
+    assert json.loads(cm["data"][key])["condition"] == "DataIngestionStopped"
+    cluster.kubectl("delete", "alr", "us-equities-stopped", "-n", namespace, "--timeout=30s")
+    wait_for(
+        lambda: (
+            key
+            not in (get(cluster, "configmap", OPERATOR_NS, "starkmatter-alert-rules") or {}).get(
+                "data", {}
+            )
+        ),
+        30,
+        "rule removed",
+    )
+
+
+def test_operator_serves_liveness_and_reconcile_metrics(operator):
+    assert operator.healthy()
+    text = operator.metrics()
+    for name in (
+        "starkmatter_operator_reconciles_total",
+        "starkmatter_operator_reconcile_duration_seconds_bucket",
+        "starkmatter_operator_reconcile_errors_total",
+    ):
+        assert name in text
+
+
+def test_restart_mid_reconcile_converges(cluster, operator: OperatorProcess, namespace):
+    feeds = [
+        {
+            "apiVersion": "starkmatter.io/v1alpha1",
+            "kind": "MarketFeed",
+            "metadata": {"name": f"feed-{i}", "namespace": namespace},
+            "spec": {"symbols": [f"S{i}"], "gateway": {"replicas": 1}},
+        }
+        for i in range(15)
+    ]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(feeds))
+    time.sleep(0.3)
+    operator.stop(kill=True)  # SIGKILL: no clean-up, whatever was in flight is lost
+    operator.start()
+    for i in range(15):
+        wait_for(lambda i=i: ready(cluster, "mf", namespace, f"feed-{i}"), 90, f"feed-{i} Ready")
+        assert get(cluster, "deployment", namespace, f"feed-{i}-gateway")
