@@ -1,0 +1,63 @@
+"""The chart installs into a real apiserver (restricted Pod Security enforced) and leaves
+nothing behind when uninstalled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from starkmatter_operator import testing
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "starkmatter"
+NAMESPACE = "helm-smoke"
+
+
+def test_helm_install_waits_for_ready_pods_and_uninstall_cleans_up(
+    cluster: testing.ControlPlane, tmp_path: Path
+):
+    cluster.kubectl(
+        "apply", "-f", "-",
+        input=yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": NAMESPACE,
+                         "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        }),
+    )  # fmt: skip
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "database": {"url": "postgresql://u:p@db.invalid:5432/sm"},
+                "redis": {"url": "redis://redis.invalid:6379/0"},
+                "jwt": {"privateKey": "private", "publicKey": "public"},
+                "postgresql": {"bundled": True, "persistence": {"enabled": False}},
+                "ingress": {"enabled": True},
+            }
+        )
+    )
+    installed = cluster.helm(
+        "install", "smoke", str(CHART), "-n", NAMESPACE, "-f", str(values),
+        "--wait", "--timeout", "180s",
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    assert "StarkMatter" in installed.stdout  # NOTES.txt
+    deployments = cluster.get_json("deployments", "-n", NAMESPACE)["items"]
+    names = {d["metadata"]["name"] for d in deployments}
+    assert {"smoke-api", "smoke-orders", "smoke-worker", "smoke-beat", "smoke-alerts",
+            "smoke-web", "smoke-operator"} <= names  # fmt: skip
+    for d in deployments:
+        assert d["status"].get("readyReplicas") == d["spec"]["replicas"], d["metadata"]["name"]
+
+    uninstalled = cluster.helm("uninstall", "smoke", "-n", NAMESPACE, "--wait")
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    left = cluster.kubectl(
+        "get", "deploy,svc,secret,cm,pdb,networkpolicy,ingress,sa",
+        "-n", NAMESPACE, "-l", "app.kubernetes.io/instance=smoke", "-o", "name",
+    ).stdout  # fmt: skip
+    assert left.strip() == ""
+    cluster_scoped = cluster.kubectl(
+        "get", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/instance=smoke",
+        "-o", "name",
+    ).stdout  # fmt: skip
+    assert cluster_scoped.strip() == ""
