@@ -156,10 +156,11 @@ async function startDashboard() {
   } catch (err) {
     banner(`Market data unavailable: ${err.describe ? err.describe() : err}`, "error");
   }
+  stream.start();
   await reloadAll();
   const first = panels.watchlist.symbols[0] || symbols.list[0];
-  if (first) selection.select(first);
-  stream.start();
+  if (first && !selection.symbol) selection.select(first);
+  document.body.dataset.ready = "true";
 
   $("logout").onclick = async () => {
     stream.stop();

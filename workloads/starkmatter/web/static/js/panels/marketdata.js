@@ -267,7 +267,12 @@ export function createDepth(ctx) {
     const symbol = selection.symbol;
     if (!symbol) return;
     label.textContent = symbol;
+    body.replaceChildren();
+    empty.hidden = false;
+    empty.textContent = "No depth yet.";
     subs.set([[`market:depth:${symbol}`, (data) => render(data)]]);
+    // While live, the gateway's subscription snapshot is the initial state; REST otherwise.
+    if (stream.state === "open" || stream.state === "connecting") return;
     try {
       render(await api.get(`/market/depth/${encodeURIComponent(symbol)}`));
     } catch (err) {

@@ -109,6 +109,23 @@ export function createTicket(ctx) {
   const est = document.getElementById("t-est");
 
   const side = () => form.querySelector("input[name=side]:checked").value;
+  let lastSent = null;
+
+  /** The ticket's status line follows the last order it sent, until the next one. */
+  function describe() {
+    const key = lastSent && orders.find({ clientOrderId: lastSent });
+    const o = key && orders.orders.get(key);
+    if (!o || o.status === "Sending") return;
+    if (o.status === "Rejected") {
+      showError(error, `Rejected: ${o.reason || "no reason given"}`);
+      status.hidden = true;
+      return;
+    }
+    status.hidden = false;
+    const filled = o.filled ? ` · filled ${qty(o.filled)}${o.avgPrice !== null ? ` @ ${price(o.avgPrice)}` : ""}` : "";
+    status.textContent = `${o.status}: ${o.side} ${qty(o.quantity)} ${o.symbol}${filled}`;
+  }
+  orders.on(describe);
 
   function refresh() {
     const type = fields.type.value;
@@ -162,6 +179,7 @@ export function createTicket(ctx) {
       return;
     }
     showError(error, null);
+    lastSent = request.client_order_id;
     const optimistic = {
       ...normalizeOrder(request),
       id: null,
@@ -178,13 +196,7 @@ export function createTicket(ctx) {
       const confirmed = normalizeOrder(body);
       confirmed.clientOrderId = confirmed.clientOrderId || request.client_order_id;
       orders.upsert(confirmed);
-      const final = orders.orders.get(orders.find(confirmed));
-      if (final && final.status === "Rejected") {
-        showError(error, `Rejected: ${final.reason || "no reason given"}`);
-        status.hidden = true;
-      } else {
-        status.textContent = `Order ${final ? final.status : confirmed.status}: ${request.side} ${request.quantity} ${request.symbol}`;
-      }
+      describe();
     } catch (err) {
       orders.upsert({ ...optimistic, status: "Rejected", reason: err.describe ? err.describe() : String(err) });
       status.hidden = true;
