@@ -7,10 +7,22 @@ from collections.abc import AsyncIterator
 
 import fastapi
 
+from starkmatter.ai import routes as ai_routes
 from starkmatter.api import failing, observing, resources
 from starkmatter.api.routes import auth, health
 from starkmatter.core import db, migrating, redis_client, settings
 from starkmatter.core.auth import keys
+from starkmatter.orders import routes as order_routes
+from starkmatter.portfolio import routes as portfolio_routes
+from starkmatter.web import routes as web_routes
+
+# The gateway's REST surface: every component's public router, in one place.
+COMPONENT_ROUTERS = (
+    order_routes.router,
+    portfolio_routes.router,
+    ai_routes.router,
+    web_routes.router,
+)
 
 
 def create_app(config: settings.Settings, *, migrate: bool = True) -> fastapi.FastAPI:
@@ -27,6 +39,7 @@ def create_app(config: settings.Settings, *, migrate: bool = True) -> fastapi.Fa
             app.state.resources = resources.build(config, pool, redis, keypair)
             yield
         finally:
+            await ai_routes.shutdown(app)
             await redis.aclose()
             await pool.close()
 
@@ -41,4 +54,6 @@ def create_app(config: settings.Settings, *, migrate: bool = True) -> fastapi.Fa
     app.add_middleware(observing.ObservingMiddleware)
     app.include_router(health.router)
     app.include_router(auth.router)
+    for router in COMPONENT_ROUTERS:
+        app.include_router(router)
     return app
