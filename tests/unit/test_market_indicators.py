@@ -91,7 +91,11 @@ def test_macd_histogram_is_line_minus_signal(series) -> None:
         value = macd.update(close)
         if value is not None and value[1] is not None:
             line, signal, histogram = value
-            assert signal is not None and histogram is not None and abs(line - signal - histogram) <= Q * 2
+            assert (
+                signal is not None
+                and histogram is not None
+                and abs(line - signal - histogram) <= Q * 2
+            )
 
 
 def test_the_indicator_set_reports_every_indicator_once_warmed_up() -> None:

@@ -1,0 +1,342 @@
+"""The gateway over real sockets, with real Redis pub/sub and real JWT verification."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from websockets import frames as ws_frames
+from websockets.asyncio import client as ws_client
+from websockets.client import ClientProtocol
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from starkmatter.core import settings
+from starkmatter.core.auth import sessions, tokens
+from starkmatter.gateway import connections, fanout, server
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def sign_in(config: settings.Settings, redis: aioredis.Redis, user_id: str) -> str:
+    session_id = uuid.uuid4().hex
+    await sessions.open_session(redis, session_id, user_id, 600)
+    token, _ = tokens.issue(
+        config.private_key_pem() or "",
+        tokens.TokenConfig(config.jwt_issuer, config.jwt_audience, 600, 5),
+        user_id=user_id,
+        roles=["trader"],
+        session_id=session_id,
+    )
+    return token
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    config: settings.Settings, limits: connections.Limits | None = None
+) -> AsyncIterator[server.Gateway]:
+    redis = aioredis.Redis.from_url(config.redis_url or "")
+    gateway = server.Gateway(
+        fanout.Hub(redis), server.token_verifier(config, redis), redis=redis, limits=limits
+    )
+    await gateway.start("127.0.0.1", 0)
+    try:
+        yield gateway
+    finally:
+        if not gateway.closing:
+            await gateway.stop()
+        await redis.aclose()
+
+
+async def recv_json(ws: ws_client.ClientConnection) -> dict[str, Any]:
+    message = await ws.recv()
+    frame: dict[str, Any] = json.loads(message)
+    return frame
+
+
+async def subscribers(redis: aioredis.Redis, channel: str) -> int:
+    [(_, count)] = await redis.pubsub_numsub(channel)
+    return int(count)
+
+
+async def eventually_subscribed(redis: aioredis.Redis, channel: str, count: int) -> None:
+    async with asyncio.timeout(10):
+        while await subscribers(redis, channel) != count:  # noqa: ASYNC110 - Redis state
+            await asyncio.sleep(0.02)
+
+
+async def test_subscribe_sends_the_snapshot_then_updates_as_they_are_published(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    await redis.set("quote:AAPL", json.dumps({"symbol": "AAPL", "bid": "227.5"}))
+    token = await sign_in(config, redis, "u1")
+    async with (
+        running_gateway(config) as gateway,
+        ws_client.connect(f"ws://127.0.0.1:{gateway.port}/ws?token={token}") as ws,
+    ):
+        await ws.send(json.dumps({"op": "subscribe", "topics": ["market:quotes:AAPL"]}))
+        snapshot = await recv_json(ws)
+        assert snapshot == {
+            "type": "snapshot", "topic": "market:quotes:AAPL",
+            "data": {"symbol": "AAPL", "bid": "227.5"},
+        }  # fmt: skip
+        await redis.publish("market:quotes:AAPL", json.dumps({"symbol": "AAPL", "bid": "228"}))
+        update = await recv_json(ws)
+        assert update["type"] == "update" and update["data"]["bid"] == "228"
+
+
+async def test_first_message_authentication_then_subscription(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    token = await sign_in(config, redis, "u1")
+    async with (
+        running_gateway(config) as gateway,
+        ws_client.connect(f"ws://127.0.0.1:{gateway.port}/ws") as ws,
+    ):
+        await ws.send(json.dumps({"op": "subscribe", "topics": ["news:all"]}))
+        assert (await recv_json(ws))["code"] == "unauthenticated"
+        await ws.send(json.dumps({"op": "auth", "token": token}))
+        await ws.send(json.dumps({"op": "subscribe", "topics": ["news:all"]}))
+        assert await recv_json(ws) == {"type": "snapshot", "topic": "news:all", "data": None}
+
+
+async def test_a_bad_token_is_refused_with_an_error_and_a_close(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    async with (
+        running_gateway(config) as gateway,
+        ws_client.connect(f"ws://127.0.0.1:{gateway.port}/ws") as ws,
+    ):
+        await ws.send(json.dumps({"op": "auth", "token": "not-a-jwt"}))
+        error = await recv_json(ws)
+        assert error["type"] == "error" and error["code"] == "token_invalid"
+        await ws.wait_closed()
+        assert ws.close_code == 1008
+        with pytest.raises(Exception, match="401"):
+            async with ws_client.connect(f"ws://127.0.0.1:{gateway.port}/ws?token=bad"):
+                pass
+
+
+async def test_other_users_private_topics_are_refused_and_own_ones_allowed(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    token = await sign_in(config, redis, "alice")
+    await redis.set("ai:owner:req-bob", "bob")
+    await redis.set("ai:owner:req-alice", "alice")
+    refused = ["portfolio:bob", "alerts:bob", "orders:bob", "ai:analysis:req-bob",
+               "ai:analysis:req-nobody"]  # fmt: skip
+    allowed = ["portfolio:alice", "alerts:alice", "orders:alice", "ai:analysis:req-alice"]
+    async with (
+        running_gateway(config) as gateway,
+        ws_client.connect(f"ws://127.0.0.1:{gateway.port}/ws?token={token}") as ws,
+    ):
+        await ws.send(json.dumps({"op": "subscribe", "topics": refused + allowed}))
+        frames = [await recv_json(ws) for _ in range(len(refused) + len(allowed))]
+        errors = {f["topic"]: f["code"] for f in frames if f["type"] == "error"}
+        snapshots = {f["topic"] for f in frames if f["type"] == "snapshot"}
+        assert errors == dict.fromkeys(refused, "forbidden")
+        assert snapshots == set(allowed)
+        await ws.send(json.dumps({"op": "subscribe", "topics": ["secret:stuff"]}))
+        assert (await recv_json(ws))["code"] == "unknown_topic"
+        await redis.publish("portfolio:bob", b'{"value": "1"}')
+        await redis.publish("portfolio:alice", b'{"value": "2"}')
+        update = await recv_json(ws)
+        assert update["topic"] == "portfolio:alice"
+
+
+async def test_malformed_client_frames_get_error_frames_and_the_connection_lives_on(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    token = await sign_in(config, redis, "u1")
+    limits = connections.Limits(max_subscriptions=2, max_message_bytes=1024)
+    async with (
+        running_gateway(config, limits) as gateway,
+        ws_client.connect(f"ws://127.0.0.1:{gateway.port}/ws?token={token}") as ws,
+    ):
+        for bad in ("{not json", "[1,2]", '{"op": 5}', '{"op": "dance"}',
+                    '{"op": "subscribe", "topics": "news:all"}'):  # fmt: skip
+            await ws.send(bad)
+            error = await recv_json(ws)
+            assert error["type"] == "error" and error["code"] == "bad_request"
+        await ws.send(b"\x00binary")
+        assert (await recv_json(ws))["code"] == "bad_request"
+        await ws.send(json.dumps({"op": "subscribe", "topics": ["news:a", "news:b", "news:c"]}))
+        frames = [await recv_json(ws) for _ in range(3)]
+        assert [f["type"] for f in frames] == ["snapshot", "snapshot", "error"]
+        assert frames[2]["code"] == "too_many_subscriptions"
+        await ws.send(json.dumps({"op": "ping"}))
+        assert (await recv_json(ws))["type"] == "heartbeat"
+        await ws.send("x" * 2048)
+        await ws.wait_closed()
+        assert ws.close_code == 1009
+
+
+async def test_redis_subscriptions_are_reference_counted_across_clients(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    token = await sign_in(config, redis, "u1")
+    topic = "market:depth:MSFT"
+    async with running_gateway(config) as gateway:
+        url = f"ws://127.0.0.1:{gateway.port}/ws?token={token}"
+        async with ws_client.connect(url) as first, ws_client.connect(url) as second:
+            for ws in (first, second):
+                await ws.send(json.dumps({"op": "subscribe", "topics": [topic]}))
+                await recv_json(ws)
+            assert await subscribers(redis, topic) == 1
+            await first.send(json.dumps({"op": "unsubscribe", "topics": [topic]}))
+            await redis.publish(topic, b'{"n": 1}')
+            assert (await recv_json(second))["data"] == {"n": 1}
+            assert await subscribers(redis, topic) == 1
+        await eventually_subscribed(redis, topic, 0)
+        assert gateway.hub.redis_topics == frozenset()
+
+
+async def _raw_ws(port: int, token: str, rcvbuf: int) -> tuple[Any, Any, ClientProtocol]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=rcvbuf)
+    protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws?token={token}"), max_size=None)
+    protocol.send_request(protocol.connect())
+    writer.write(b"".join(protocol.data_to_send()))
+    while protocol.state is not State.OPEN:
+        data = await reader.read(4_096)
+        assert data, "handshake failed"
+        protocol.receive_data(data)
+    protocol.events_received()
+    return reader, writer, protocol
+
+
+async def _read_frames(reader: Any, protocol: ClientProtocol, until: Any) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    while not until(frames):
+        data = await reader.read(65_536)
+        assert data, "connection closed"
+        protocol.receive_data(data)
+        for event in protocol.events_received():
+            if isinstance(event, ws_frames.Frame) and event.opcode is ws_frames.Opcode.TEXT:
+                frames.append(json.loads(bytes(event.data)))
+    return frames
+
+
+async def test_a_slow_client_gets_market_data_conflated_to_the_latest_value(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    token = await sign_in(config, redis, "u1")
+    limits = connections.Limits(high_water_bytes=8_192, low_water_bytes=1_024, max_lag_s=60)
+    topic = "market:quotes:SLOW"
+    async with running_gateway(config, limits) as gateway:
+        reader, writer, protocol = await _raw_ws(gateway.port, token, 4_096)
+        request = json.dumps({"op": "subscribe", "topics": [topic]}).encode()
+        protocol.send_text(request)
+        writer.write(b"".join(protocol.data_to_send()))
+        await _read_frames(reader, protocol, lambda f: any(x["type"] == "snapshot" for x in f))
+        [client] = gateway.clients
+        padding = "x" * 16_000
+        published = 400
+        for n in range(published):
+            await redis.publish(topic, json.dumps({"n": n, "pad": padding}))
+        async with asyncio.timeout(10):
+            while gateway.hub.dispatched < published:  # noqa: ASYNC110 - fed by Redis
+                await asyncio.sleep(0.01)
+        assert client.congested_since is not None and client.conflated > 0
+        frames = await _read_frames(
+            reader, protocol, lambda f: any(x.get("data", {}).get("n") == published - 1 for x in f)
+        )
+        numbers = [f["data"]["n"] for f in frames if f["type"] == "update"]
+        assert numbers == sorted(numbers) and numbers[-1] == published - 1
+        assert len(numbers) < published
+        writer.close()
+
+
+async def test_a_client_that_keeps_lagging_is_disconnected_with_a_reason(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    token = await sign_in(config, redis, "u1")
+    limits = connections.Limits(high_water_bytes=8_192, low_water_bytes=1_024, max_backlog=5)
+    topic = "alerts:u1"
+    async with running_gateway(config, limits) as gateway:
+        reader, writer, protocol = await _raw_ws(gateway.port, token, 4_096)
+        protocol.send_text(json.dumps({"op": "subscribe", "topics": [topic]}).encode())
+        writer.write(b"".join(protocol.data_to_send()))
+        await _read_frames(reader, protocol, lambda f: any(x["type"] == "snapshot" for x in f))
+        for n in range(300):
+            await redis.publish(topic, json.dumps({"n": n, "pad": "y" * 16_000}))
+        closed = None
+        async with asyncio.timeout(15):
+            while closed is None:
+                data = await reader.read(65_536)
+                if not data:
+                    break
+                protocol.receive_data(data)
+                for event in protocol.events_received():
+                    if (
+                        isinstance(event, ws_frames.Frame)
+                        and event.opcode is ws_frames.Opcode.CLOSE
+                    ):
+                        closed = ws_frames.Close.parse(event.data)
+        assert closed is not None and closed.code == 1008 and closed.reason == "slow_consumer"
+        writer.close()
+
+
+async def test_sse_streams_the_same_snapshot_and_updates(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    token = await sign_in(config, redis, "u1")
+    await redis.set("quote:AAPL", b'{"symbol":"AAPL","bid":"1"}')
+    async with running_gateway(config) as gateway:
+        url = f"http://127.0.0.1:{gateway.port}/sse"
+        params = {"topics": "market:quotes:AAPL,portfolio:other", "token": token}
+        async with httpx.AsyncClient(timeout=10) as http:
+            assert (await http.get(url, params={"topics": "news:all"})).status_code == 401
+            async with http.stream("GET", url, params=params) as response:
+                assert response.headers["content-type"] == "text/event-stream"
+                events: list[tuple[str, dict[str, Any]]] = []
+                kind = ""
+                async for line in response.aiter_lines():
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: "):
+                        events.append((kind, json.loads(line[6:])))
+                        if len(events) == 2:
+                            await redis.publish("market:quotes:AAPL", b'{"bid":"2"}')
+                        if len(events) == 3:
+                            break
+        assert events[0] == ("snapshot", {"type": "snapshot", "topic": "market:quotes:AAPL",
+                                          "data": {"symbol": "AAPL", "bid": "1"}})  # fmt: skip
+        assert events[1][0] == "error" and events[1][1]["code"] == "forbidden"
+        assert events[2][0] == "update" and events[2][1]["data"] == {"bid": "2"}
+
+
+async def test_graceful_shutdown_tells_clients_to_reconnect(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    token = await sign_in(config, redis, "u1")
+    async with (
+        running_gateway(config) as gateway,
+        ws_client.connect(f"ws://127.0.0.1:{gateway.port}/ws?token={token}") as ws,
+    ):
+        await gateway.stop()
+        await ws.wait_closed()
+        assert ws.close_code == 1012
+
+
+async def test_health_and_metrics_are_served_on_the_same_port(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    async with running_gateway(config) as gateway, httpx.AsyncClient(timeout=5) as http:
+        base = f"http://127.0.0.1:{gateway.port}"
+        assert (await http.get(base + "/healthz")).status_code == 200
+        assert (await http.get(base + "/readyz")).status_code == 200
+        text = (await http.get(base + "/metrics")).text
+        assert "starkmatter_gateway_connections" in text
+        assert (await http.get(base + "/nope")).status_code == 404

@@ -1,0 +1,1 @@
+"""The WebSocket and SSE gateway: authenticated subscriptions to Redis pub/sub topics."""

@@ -1,0 +1,172 @@
+"""Client connections: the lifecycle enum and the bounded, conflating send path.
+
+A frame is written straight to the socket while the socket keeps up. Once the transport's
+buffer passes its high-water mark (asyncio calls ``pause_writing``), the client is
+*congested*: market data for a topic is then conflated to its latest frame, other frames
+queue up to a bound, and when the socket drains (``resume_writing``) the queue is written,
+oldest first, then the latest market frames. A client that stays congested longer than
+``max_lag_s``, or overflows its queue, is disconnected with the reason ``slow_consumer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import enum
+import time
+from typing import Any
+
+from starkmatter.core.auth import tokens
+from starkmatter.gateway import metrics
+
+
+class ConnectionState(enum.Enum):
+    HANDSHAKE = "handshake"
+    """The HTTP request is being read."""
+    UNAUTHENTICATED = "unauthenticated"
+    """WebSocket open; the first message must be ``{"op": "auth", "token": ...}``."""
+    OPEN = "open"
+    """Authenticated: may subscribe, receives frames."""
+    CLOSING = "closing"
+    """A close was sent (or the server is shutting down); nothing more is delivered."""
+    CLOSED = "closed"
+
+
+_ALLOWED: dict[ConnectionState, frozenset[ConnectionState]] = {
+    ConnectionState.HANDSHAKE: frozenset(
+        {ConnectionState.UNAUTHENTICATED, ConnectionState.OPEN, ConnectionState.CLOSED}
+    ),
+    ConnectionState.UNAUTHENTICATED: frozenset(
+        {ConnectionState.OPEN, ConnectionState.CLOSING, ConnectionState.CLOSED}
+    ),
+    ConnectionState.OPEN: frozenset({ConnectionState.CLOSING, ConnectionState.CLOSED}),
+    ConnectionState.CLOSING: frozenset({ConnectionState.CLOSED}),
+    ConnectionState.CLOSED: frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    max_subscriptions: int = 200
+    """Topics one connection may hold."""
+    max_message_bytes: int = 64 * 1024
+    """Largest client frame; larger ones close the connection (1009)."""
+    high_water_bytes: int = 256 * 1024
+    """Socket buffer above which a client counts as congested."""
+    low_water_bytes: int = 64 * 1024
+    max_backlog: int = 1_000
+    """Non-conflatable frames queued for a congested client before it is disconnected."""
+    max_lag_s: float = 5.0
+    """Longest a client may stay congested before it is disconnected."""
+    auth_timeout_s: float = 10.0
+    heartbeat_s: float = 15.0
+    """Heartbeat frame (and WebSocket ping) interval."""
+
+
+class Client:
+    """Transport-independent subscriber state; :mod:`.server` makes the WS and SSE kinds."""
+
+    transport_name = "base"
+
+    def __init__(self, transport: asyncio.Transport, limits: Limits) -> None:
+        self.transport = transport
+        self.limits = limits
+        self.state = ConnectionState.HANDSHAKE
+        self.principal: tokens.Principal | None = None
+        self.topics: set[str] = set()
+        self.warming: set[str] = set()
+        """Topics whose snapshot is not sent yet: their updates wait in ``_latest``."""
+        self.congested_since: float | None = None
+        self._latest: dict[str, bytes] = {}
+        self._backlog: collections.deque[bytes] = collections.deque()
+        self.sent = 0
+        self.conflated = 0
+        transport.set_write_buffer_limits(limits.high_water_bytes, limits.low_water_bytes)
+
+    def transition(self, target: ConnectionState) -> None:
+        if target not in _ALLOWED[self.state]:
+            raise InvalidTransition(
+                f"connection state: expected one of "
+                f"{sorted(s.value for s in _ALLOWED[self.state])} before {target.value!r}, "
+                f"but the connection is {self.state.value!r}"
+            )
+        self.state = target
+
+    def encode(self, body: bytes) -> bytes:
+        """Frame a JSON message for this transport."""
+        raise NotImplementedError
+
+    def close(self, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ delivery
+
+    def deliver(self, topic: str, frame: bytes, conflatable: bool) -> None:
+        """Write or queue one already-encoded frame (synchronous, never blocks)."""
+        if self.state is not ConnectionState.OPEN:
+            return
+        if topic in self.warming or self.congested_since is not None:
+            if conflatable:
+                if topic in self._latest:
+                    self.conflated += 1
+                    metrics.FRAMES_CONFLATED.inc()
+                self._latest[topic] = frame
+                return
+            self._backlog.append(frame)
+            if len(self._backlog) > self.limits.max_backlog:
+                self.disconnect_slow()
+            return
+        self.transport.write(frame)
+        self.sent += 1
+
+    def send_now(self, frame: bytes) -> None:
+        """Write a control frame (snapshot, error, heartbeat) ahead of any queue."""
+        if self.state in (ConnectionState.OPEN, ConnectionState.UNAUTHENTICATED):
+            self.transport.write(frame)
+            self.sent += 1
+
+    def warmed(self, topic: str) -> None:
+        """The snapshot of ``topic`` is sent: release the update that waited for it."""
+        self.warming.discard(topic)
+        frame = self._latest.pop(topic, None)
+        if frame is not None:
+            self.deliver(topic, frame, True)
+
+    def pause_writing(self) -> None:
+        if self.congested_since is None:
+            self.congested_since = time.monotonic()
+
+    def resume_writing(self) -> None:
+        self.congested_since = None
+        if self.state is not ConnectionState.OPEN:
+            return
+        backlog, self._backlog = self._backlog, collections.deque()
+        latest = {t: f for t, f in self._latest.items() if t not in self.warming}
+        for topic in latest:
+            del self._latest[topic]
+        for frame in backlog:
+            self.transport.write(frame)
+        for frame in latest.values():
+            self.transport.write(frame)
+        self.sent += len(backlog) + len(latest)
+
+    def lagging(self, now: float) -> bool:
+        return (
+            self.congested_since is not None and now - self.congested_since > self.limits.max_lag_s
+        )
+
+    def disconnect_slow(self) -> None:
+        dropped = len(self._backlog) + len(self._latest)
+        metrics.FRAMES_DROPPED.inc(dropped)
+        metrics.DISCONNECTS.labels(reason="slow_consumer").inc()
+        self._backlog.clear()
+        self._latest.clear()
+        self.close(1008, "slow_consumer")
+
+    def info(self) -> dict[str, Any]:
+        return {"topics": sorted(self.topics), "sent": self.sent, "conflated": self.conflated}
