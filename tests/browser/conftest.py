@@ -111,9 +111,7 @@ async def serving_app(app: fastapi.FastAPI) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def running_gateway(config: settings.Settings) -> AsyncIterator[server.Gateway]:
     redis = redis_client.create_redis(config)
-    gateway = server.Gateway(
-        fanout.Hub(redis), server.token_verifier(config, redis), redis=redis
-    )
+    gateway = server.Gateway(fanout.Hub(redis), server.token_verifier(config, redis), redis=redis)
     await gateway.start("127.0.0.1", 0)
     try:
         yield gateway
@@ -214,9 +212,7 @@ class PageWatch:
 
 
 @pytest.fixture
-async def page(
-    browser: async_api.Browser, platform: Platform
-) -> AsyncIterator[PageWatch]:
+async def page(browser: async_api.Browser, platform: Platform) -> AsyncIterator[PageWatch]:
     context = await browser.new_context(
         base_url=platform.base_url, viewport={"width": 1280, "height": 800}
     )
