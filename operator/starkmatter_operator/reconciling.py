@@ -48,6 +48,9 @@ KINDS: dict[str, KindInfo] = {
         "alertrules", alertrule, (("monitoring.coreos.com/v1", "PrometheusRule"),)
     ),
 }
+# Problems that go away without a spec change, so a spec-triggered reconcile retries.
+RETRYABLE = frozenset({"SecretMissing", "Forbidden"})
+RETRY_DELAY_S = 10
 # Kinds whose spec changes bump metadata.generation; others are compared by resourceVersion.
 GENERATION_KINDS = frozenset({"Deployment", "CronJob", "HorizontalPodAutoscaler"})
 
@@ -63,9 +66,25 @@ class Runtime:
     observed: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = dataclasses.field(default_factory=dict)
     post_event: Callable[[Mapping[str, Any], str, str, str], None] | None = None
+    # The latest body of every custom resource, from Kopf's own watch (no extra requests).
+    owners: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # Secret look-ups, briefly cached: hundreds of CRs in one namespace share a few Secrets.
+    secrets: dict[tuple[str, str], tuple[float, Any]] = dataclasses.field(default_factory=dict)
+    secret_ttl_s: float = 5.0
 
     def lock(self, key: Key) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
+
+    async def secret(self, namespace: str, name: str) -> Any:
+        now = time.monotonic()
+        cached = self.secrets.get((namespace, name))
+        if cached is not None and now - cached[0] < self.secret_ttl_s:
+            return cached[1]
+        found = await self.kube.get("v1", "Secret", namespace, name)
+        # Only the key names are kept: values never stay in the operator's memory.
+        keys = None if found is None else {"data": dict.fromkeys(found.get("data") or {}, "")}
+        self.secrets[(namespace, name)] = (now, keys)
+        return keys
 
 
 def key_of(obj: Mapping[str, Any]) -> Key:
@@ -117,16 +136,14 @@ async def _missing_secrets(rt: Runtime, body: Mapping[str, Any], info: KindInfo)
     namespace = common.namespace_of(body)
     problems = []
     for ref in info.builder.required_secrets(body, rt.cfg):
-        secret = await rt.kube.get("v1", "Secret", namespace, ref.name)
+        secret = await rt.secret(namespace, ref.name)
         if secret is None:
             problems.append(
                 f"Secret {namespace}/{ref.name} ({ref.field}) not found: create it"
                 + (f" with key {ref.key!r}" if ref.key else "")
                 + " or point the reference at an existing Secret"
             )
-        elif ref.key and ref.key not in (secret.get("data") or {}) | (
-            secret.get("stringData") or {}
-        ):
+        elif ref.key and ref.key not in (secret.get("data") or {}):
             problems.append(
                 f"Secret {namespace}/{ref.name} ({ref.field}) has no key {ref.key!r}: add it"
             )
@@ -346,12 +363,18 @@ async def reconcile(
                 await rt.kube.patch_status(
                     str(body["apiVersion"]), kind, owner[1], owner[2], status
                 )
+                if owner in rt.owners:
+                    rt.owners[owner] = {**rt.owners[owner], "status": status}
             if rt.post_event is not None:
                 for change in changes:
                     reason = change.split(" ", 1)[0]
                     why = {"Restored": "drift corrected", "Updated": "spec changed"}.get(reason)
                     rt.post_event(body, "Normal", reason, change + (f" ({why})" if why else ""))
             _announce(rt, body, old, status)
+            if problem is not None and problem.reason in RETRYABLE and trigger != "child":
+                # Fixable outside the CR (create the Secret, grant the role): look again
+                # later without a spec change. Kopf backs off; the operator never crashes.
+                raise kopf.TemporaryError(problem.message, delay=RETRY_DELAY_S)
             return status
     except (kube.ApiError, aiohttp.ClientError, TimeoutError) as e:
         outcome = "retry"

@@ -31,6 +31,18 @@ async def _on_spec(body: kopf.Body, reason: str, memo: Any, **_: Any) -> None:
     )
 
 
+async def _remember(body: kopf.Body, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    runtime: reconciling.Runtime | None = getattr(memo, "runtime", None)
+    if runtime is None:
+        return
+    plain = _plain(body)
+    key = reconciling.key_of(plain)
+    if event.get("type") == "DELETED":
+        runtime.owners.pop(key, None)
+    else:
+        runtime.owners[key] = plain
+
+
 async def _on_timer(body: kopf.Body, memo: Any, **_: Any) -> None:
     runtime: reconciling.Runtime = memo.runtime
     if body["kind"] == "AlertRule":
@@ -45,6 +57,7 @@ for _kind, _info in reconciling.KINDS.items():
     kopf.on.create(*_resource, id=f"{_info.plural}-create")(_on_spec)
     kopf.on.update(*_resource, id=f"{_info.plural}-update")(_on_spec)
     kopf.on.resume(*_resource, id=f"{_info.plural}-resume")(_on_spec)
+    kopf.on.event(*_resource, id=f"{_info.plural}-remember")(_remember)
     if _kind in ("MarketFeed", "AlertRule"):
         kopf.timer(
             *_resource,

@@ -1,0 +1,209 @@
+"""Operator: apply -> Ready latency (p50/p99) and 500 MarketFeeds at once (time, memory).
+
+Against a real control plane on loopback (kube-apiserver, etcd, controller-manager,
+scheduler, kwok) and the operator as a subprocess. Baselines measured in the same run:
+- latency: a plain Deployment of the same pods applied with kubectl, until it is Ready
+  (the Kubernetes machinery alone, without the operator);
+- bulk: kubectl creating as many plain ConfigMaps as the feeds have children.
+Targets: p50 under 1 s; 500 feeds in under 60 s with under 250 MB resident.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from starkmatter_operator import testing  # noqa: E402
+from tests.cluster.conftest import platform_secrets  # noqa: E402
+
+LATENCY_RUNS = int(os.environ.get("BENCH_LATENCY_RUNS", "20"))
+BULK = int(os.environ.get("BENCH_FEEDS", "500"))
+NS = "bench"
+
+
+class Api:
+    """Fast status polling straight over HTTPS (kubectl would add ~100 ms per look)."""
+
+    def __init__(self, plane: testing.ControlPlane) -> None:
+        self.plane = plane
+        self.context = ssl.create_default_context(cafile=str(plane.ca_file))
+
+    def get(self, path: str) -> Any:
+        request = urllib.request.Request(  # noqa: S310 (loopback only)
+            self.plane.server + path,
+            headers={"Authorization": f"Bearer {self.plane.admin_token}"},
+        )
+        with urllib.request.urlopen(request, context=self.context, timeout=30) as answer:  # noqa: S310
+            return json.loads(answer.read())
+
+
+def feed(name: str, replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "starkmatter.io/v1alpha1",
+        "kind": "MarketFeed",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "symbols": ["AAPL", "MSFT"],
+            "ingest": {"replicas": replicas},
+            "gateway": {"replicas": replicas},
+        },
+    }
+
+
+def is_ready(obj: dict[str, Any]) -> bool:
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"].get("generation"):
+        return False
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []
+    )
+
+
+def wait(check: Any, timeout: float = 120, interval: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise TimeoutError("benchmark step timed out")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def plain_deployment(name: str) -> dict[str, Any]:
+    labels = {"app": name}
+    container = testing_container()
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def testing_container() -> dict[str, Any]:
+    return {"name": "c", "image": "starkmatter/starkmatter:bench"}
+
+
+def main() -> None:
+    missing = testing.missing_binaries()
+    if missing:
+        print(f"bench_operator: skipped, kube binaries missing: {missing} (make k8s-tools)")
+        return
+    with testing.control_plane() as plane:
+        api = Api(plane)
+        plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        plane.kubectl("create", "namespace", NS)
+        plane.kubectl("apply", "-f", "-", input=platform_secrets(NS))
+        log = (plane.workdir / "operator.log").open("wb")
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "starkmatter_operator", "--standalone",
+             "--liveness", f"http://127.0.0.1:{testing.free_port()}/healthz"],
+            env={**os.environ, "KUBECONFIG": str(plane.kubeconfig),
+                 "STARKMATTER_OPERATOR_METRICS_PORT": "0",
+                 "STARKMATTER_OPERATOR_DEBOUNCE": "0.05"},
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            time.sleep(3)  # the operator lists and starts its watches
+            run(plane, api, operator.pid)
+        finally:
+            operator.terminate()
+            operator.wait(timeout=30)
+            log.close()
+
+
+def run(plane: testing.ControlPlane, api: Api, pid: int) -> None:
+    base = f"/apis/starkmatter.io/v1alpha1/namespaces/{NS}/marketfeeds"
+
+    # 1. apply -> Ready, one feed at a time (ingest 1 pod + gateway 1 pod, Ready for real).
+    latencies = []
+    for i in range(LATENCY_RUNS):
+        name = f"lat-{i}"
+        started = time.perf_counter()
+        plane.kubectl("apply", "-f", "-", input=json.dumps(feed(name, 1)))
+        wait(lambda n=name: is_ready(api.get(f"{base}/{n}")))
+        latencies.append(time.perf_counter() - started)
+    raw = []
+    for i in range(LATENCY_RUNS):
+        name = f"raw-{i}"
+        started = time.perf_counter()
+        plane.kubectl("apply", "-f", "-", input=json.dumps(plain_deployment(name)))
+        path = f"/apis/apps/v1/namespaces/{NS}/deployments/{name}"
+
+        def deployment_ready(p: str = path) -> bool:
+            d = api.get(p)
+            return bool((d.get("status") or {}).get("readyReplicas") == 2)
+
+        wait(deployment_ready)
+        raw.append(time.perf_counter() - started)
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    raw50 = statistics.median(raw)
+    print(f"apply -> Ready MarketFeed (2 pods, {LATENCY_RUNS} runs): "
+          f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (target p50 < 1000 ms)")  # fmt: skip
+    print(f"  baseline: plain Deployment of 2 pods apply -> Ready p50 {raw50 * 1000:.0f} ms; "
+          f"ratio {p50 / raw50:.2f}x")  # fmt: skip
+
+    # 2. 500 feeds in one apply (no pods: this measures the operator, not the scheduler).
+    feeds = [feed(f"bulk-{i}", 0) for i in range(BULK)]
+    started = time.perf_counter()
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(feeds), timeout=300)
+    applied = time.perf_counter() - started
+
+    def all_ready() -> bool:
+        items = api.get(f"{base}?labelSelector=")["items"]
+        done = sum(1 for f in items if f["metadata"]["name"].startswith("bulk-") and is_ready(f))
+        return done == BULK
+
+    wait(all_ready, timeout=600, interval=0.5)
+    bulk = time.perf_counter() - started
+    rss, peak = rss_mb(pid)
+    children = len(api.get(f"/api/v1/namespaces/{NS}/configmaps?labelSelector="
+                           "starkmatter.io/owner-kind%3Dmarketfeed")["items"])  # fmt: skip
+    assert children >= BULK, children
+
+    maps = [
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": f"plain-{i}", "namespace": NS}, "data": {"k": "v"}}
+        for i in range(BULK * 4)
+    ]  # fmt: skip
+    started = time.perf_counter()
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(maps), timeout=300)
+    baseline = time.perf_counter() - started
+    print(f"{BULK} MarketFeeds -> {BULK * 4} children + Ready status: {bulk:.1f} s "
+          f"(kubectl apply itself {applied:.1f} s; target < 60 s)")  # fmt: skip
+    print(f"  operator memory: {rss:.0f} MB resident now, {peak:.0f} MB peak (target < 250 MB)")
+    print(f"  baseline: kubectl apply of {BULK * 4} plain ConfigMaps {baseline:.1f} s; "
+          f"ratio {bulk / baseline:.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
