@@ -74,6 +74,7 @@ async def running_worker(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+        await worker.broker.aclose()
         await redis.aclose()
         await pool.close()
 

@@ -42,4 +42,4 @@ async def test_a_new_user_gets_a_funded_account_and_a_market_order_fills_at_once
     assert Decimal(account["cash"]) == Decimal(100_000) - Decimal("1000.1")
     assert Decimal(account["reserved_cash"]) == 0
     positions = (await api.client.get("/portfolio/positions", headers=user.headers)).json()
-    assert [(p["symbol"], Decimal(p["quantity"])) for p in positions] == [("AAPL", 10)]
+    assert [(p["symbol"], Decimal(p["quantity"])) for p in positions] == [("AAPL", Decimal(10))]

@@ -41,7 +41,9 @@ class OrdersConfig(pydantic_settings.BaseSettings):
     batch_size: int = pydantic.Field(default=200, ge=1)
     """outbox events handled per transaction"""
     poll_interval_ms: int = pydantic.Field(default=200, ge=1)
-    """outbox poll when no notification arrives; working orders are re-matched this often"""
+    """working orders are re-matched against the market (and expired) this often"""
+    outbox_poll_ms: int = pydantic.Field(default=5, ge=1)
+    """how often an idle worker looks for new outbox events"""
     max_attempts: int = pydantic.Field(default=10, ge=1)
     """an outbox event that failed this often is parked (kept, no longer retried)"""
     # alpaca

@@ -69,3 +69,25 @@ class NotificationsDue:
 
     def payload(self) -> dict[str, Any]:
         return {"messages": [list(m) for m in self.messages], "invalidate": list(self.invalidate)}
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditDue:
+    """An audit row to append, written to the outbox in the transaction of the change.
+
+    The order service appends its audit rows from the worker, many per transaction: the
+    audit chain head is one row lock held until commit, and taking it in every API
+    transaction would make every order wait for every other order's commit.
+    """
+
+    topic: ClassVar[str] = "audit"
+    actor: dict[str, str]
+    action: str
+    reason: str
+    entity_type: str
+    entity_id: str
+    before: Any = None
+    after: Any = None
+
+    def payload(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

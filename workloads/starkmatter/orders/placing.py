@@ -45,6 +45,10 @@ async def ensure_account(conn: storage.Conn, user_id: uuid.UUID, starting_cash: 
     )
 
 
+def audited(actor: audit.Actor, action: str, reason: str) -> dict[str, Any]:
+    return {"actor": dataclasses.asdict(actor), "action": action, "reason": reason}
+
+
 async def read_quote(redis: aioredis.Redis, symbol: str) -> fills.Quote | None:
     raw = await redis.get(f"quote:{symbol}")
     return fills.Quote.from_json(raw) if raw else None
@@ -95,7 +99,7 @@ ord AS (
     WHERE id = $8),
 box AS (
     INSERT INTO trading_outbox (topic, payload) VALUES ($11, $12))
-SELECT pg_notify($13, '')
+SELECT 1
 """
 
 
@@ -222,20 +226,20 @@ async def submit(
                 cap,
                 expires,
                 placed.topic,
-                placed.payload(),
-                storage.NOTIFY_CHANNEL,
+                {**placed.payload(), "audit": audited(actor, "order.placed", "order accepted")},
             )
         final = await storage.fetch_order(conn, order.id)
         assert final is not None
-        await audit.record(
-            conn,
-            actor,
-            action="order.placed" if final.status is S.RISK_CHECKED else "order.rejected",
-            reason=final.reject_message or "order accepted",
-            entity_type="order",
-            entity_id=str(order.id),
-            after=final.audit_view(),
-        )
+        if final.status is S.REJECTED:
+            due = storage.audit_due(
+                actor,
+                "order.rejected",
+                final.reject_message or "",
+                "order",
+                str(order.id),
+                after=final.audit_view(),
+            )
+            await storage.enqueue(conn, due.topic, due.payload())
     await _publish(redis, final, "placed" if final.status is S.RISK_CHECKED else "rejected")
     return Placed(final, created=True)
 
@@ -310,15 +314,15 @@ async def _cancel_locked(
         event = events.CancelRequested(order.id, now)
         await storage.enqueue(conn, event.topic, {**event.payload(), "reason": reason})
         done = False
-    await audit.record(
-        conn,
+    due = storage.audit_due(
         actor,
-        action="order.cancelled" if done else "order.cancel_requested",
-        reason=reason,
-        entity_type="order",
-        entity_id=str(order.id),
+        "order.cancelled" if done else "order.cancel_requested",
+        reason,
+        "order",
+        str(order.id),
         before=order.audit_view(),
     )
+    await storage.enqueue(conn, due.topic, due.payload())
     return done
 
 

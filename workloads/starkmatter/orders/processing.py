@@ -12,6 +12,7 @@ effect outside the database is safe to repeat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -163,6 +164,10 @@ class Worker:
                     events.utcnow(),
                 )
             )
+        if update.rejected and w.status is S.PENDING:
+            self._release(book, w, r.request.quantity, ends=True)
+            w.move([S.REJECTED], ["broker_rejected"], {"message": update.rejected})
+            w.reject = (risk.Reason.BROKER_REJECTED.value, update.rejected)
         if update.cancelled and w.status in lifecycle.OPEN:
             self._cancel(book, w, update.cancelled)
 
@@ -174,6 +179,7 @@ class Worker:
         *,
         seen: dict[OrderId, dt.datetime] | None = None,
         updates: dict[OrderId, base.Update] | None = None,
+        placed: dict[uuid.UUID, dict[str, Any]] | None = None,
     ) -> list[tuple[str, dict[str, Any]]]:
         """Advance these orders as far as they can go now; returns notifications to send.
 
@@ -185,6 +191,18 @@ class Worker:
             return []
         book = await ledgers.load(conn, {r.user_id for r in records})
         work = [Working.of(r) for r in records]
+        for r in records:
+            if placed and r.id in placed and r.status is S.RISK_CHECKED:
+                info = placed[r.id]
+                await audit.record(
+                    conn,
+                    audit.Actor(**info["actor"]),
+                    action=info["action"],
+                    reason=info["reason"],
+                    entity_type="order",
+                    entity_id=str(r.id),
+                    after=r.audit_view(),
+                )
         executions: list[tuple[Any, ...]] = []
         for w in work:
             if w.status is S.RISK_CHECKED:
@@ -293,11 +311,12 @@ class Worker:
             messages.append((f"portfolio:{user}", {"event": "portfolio", "snapshot": view}))
         return messages
 
-    async def _quotes(self, symbols: Sequence[str]) -> dict[str, bytes | None]:
+    async def _quotes(self, symbols: Sequence[str]) -> dict[str, bytes | str | None]:
         if not symbols:
             return {}
         raw = await self.redis.mget([f"quote:{s}" for s in symbols])
-        return dict(zip(symbols, raw, strict=True))
+        found: dict[str, bytes | str | None] = dict(zip(symbols, raw, strict=True))
+        return found
 
     # -- the outbox ---------------------------------------------------------------------
 
@@ -347,19 +366,33 @@ class Worker:
     async def _handle(self, conn: Any, rows: Sequence[asyncpg.Record]) -> None:
         now = events.utcnow()
         order_ids: list[uuid.UUID] = []
+        placed: dict[uuid.UUID, dict[str, Any]] = {}
         publish: list[tuple[str, dict[str, Any]]] = []
         invalidate: list[str] = []
         for row in rows:
             payload = row["payload"]
             if row["topic"] in (events.OrderPlaced.topic, events.CancelRequested.topic):
                 order_ids.append(uuid.UUID(payload["order_id"]))
+                if "audit" in payload:
+                    placed[order_ids[-1]] = payload["audit"]
+            elif row["topic"] == events.AuditDue.topic:
+                await audit.record(
+                    conn,
+                    audit.Actor(**payload["actor"]),
+                    action=payload["action"],
+                    reason=payload["reason"],
+                    entity_type=payload["entity_type"],
+                    entity_id=payload["entity_id"],
+                    before=payload["before"],
+                    after=payload["after"],
+                )
             elif row["topic"] == events.NotificationsDue.topic:
                 publish.extend((c, m) for c, m in payload["messages"])
                 invalidate.extend(payload["invalidate"])
             else:
                 raise ValueError(f"unknown outbox topic {row['topic']!r}")
         if order_ids:
-            messages = await self.process(conn, order_ids, now)
+            messages = await self.process(conn, order_ids, now, placed=placed)
             await self._queue_notifications(conn, messages)
         if publish or invalidate:
             await self._publish(publish, invalidate)
@@ -412,36 +445,23 @@ class Worker:
         return len(ids)
 
     async def run(self, stop: asyncio.Event) -> None:
-        wake = asyncio.Event()
-        listener = await self.pool.acquire()
-
-        def on_notify(*_: object) -> None:
-            wake.set()
-
-        try:
-            await listener.add_listener(storage.NOTIFY_CHANNEL, on_notify)
-            interval = self.config.poll_interval_ms / 1000
-            loop = asyncio.get_running_loop()
-            next_match = loop.time()
-            _log.info("orders.worker_started", broker=self.broker.name)
-            while not stop.is_set():
-                wake.clear()
-                try:
-                    handled = await self.drain_once()
-                    if loop.time() >= next_match:
-                        await self.match_once()
-                        next_match = loop.time() + interval
-                except (OSError, asyncpg.PostgresError, aioredis.RedisError) as exc:
-                    _log.error("orders.worker_error", error=repr(exc))
-                    handled = 0
-                    await asyncio.sleep(interval)
-                if handled:
-                    continue
-                timeout = max(0.0, min(interval, next_match - loop.time()))
-                waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waiters:
-                    waiter.cancel()
-        finally:
-            await listener.remove_listener(storage.NOTIFY_CHANNEL, on_notify)
-            await self.pool.release(listener)
+        """Drain the outbox (polled every ``outbox_poll_ms`` when idle) and re-match
+        working orders every ``poll_interval_ms``, until ``stop`` is set."""
+        loop = asyncio.get_running_loop()
+        match_every = self.config.poll_interval_ms / 1000
+        idle = self.config.outbox_poll_ms / 1000
+        next_match = loop.time()
+        _log.info("orders.worker_started", broker=self.broker.name)
+        while not stop.is_set():
+            try:
+                handled = await self.drain_once()
+                if loop.time() >= next_match:
+                    await self.match_once()
+                    next_match = loop.time() + match_every
+            except (OSError, asyncpg.PostgresError, aioredis.RedisError) as exc:
+                _log.error("orders.worker_error", error=repr(exc))
+                handled = 0
+                await asyncio.sleep(match_every)
+            if not handled:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), idle)

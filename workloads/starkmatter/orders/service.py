@@ -16,14 +16,12 @@ import redis.asyncio as aioredis
 
 from starkmatter.core import db, migrating, probes, redis_client, settings
 from starkmatter.orders import processing
-from starkmatter.orders.brokers import base, paper
+from starkmatter.orders.brokers import alpaca, base, paper
 from starkmatter.orders.config import OrdersConfig
 
 
 def make_broker(config: OrdersConfig, redis: aioredis.Redis) -> base.Broker:
     if config.broker == "alpaca":
-        from starkmatter.orders.brokers import alpaca
-
         return alpaca.AlpacaBroker.from_config(config)
     return paper.PaperBroker(
         redis, config.fill_model(), dt.timedelta(milliseconds=config.latency_ms)
@@ -44,7 +42,8 @@ async def run(
     try:
         async with pool.acquire() as conn:
             await migrating.apply(conn)
-        worker = processing.Worker(pool, redis, oc, make_broker(oc, redis))
+        broker = make_broker(oc, redis)
+        worker = processing.Worker(pool, redis, oc, broker)
 
         async def ready() -> dict[str, str]:
             checks = {"postgres": "ok", "redis": "ok"}
@@ -60,7 +59,10 @@ async def run(
 
         if probes_port is not None:
             probe_task = asyncio.create_task(probes.serve(config.api_host, probes_port, ready))
-        await worker.run(asyncio.Event())
+        try:
+            await worker.run(asyncio.Event())
+        finally:
+            await broker.aclose()
     finally:
         if probe_task is not None:
             probe_task.cancel()

@@ -12,7 +12,8 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from starkmatter.orders import fills
+from starkmatter.core import audit
+from starkmatter.orders import events, fills
 from starkmatter.orders.model import (
     ClientOrderId,
     OrderId,
@@ -25,7 +26,6 @@ from starkmatter.orders.model import (
 )
 
 Conn: TypeAlias = "asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any]"
-NOTIFY_CHANNEL = "starkmatter_orders_outbox"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,13 +159,27 @@ async def advance(
 
 
 async def enqueue(conn: Conn, topic: str, payload: dict[str, Any]) -> None:
-    """Write an outbox event in the caller's transaction and wake the worker on commit."""
+    """Write an outbox event in the caller's transaction.
+
+    No NOTIFY: PostgreSQL serialises the commits of notifying transactions, which would cap
+    order placement at one commit per disk flush; the worker polls the outbox instead.
+    """
     await conn.execute(
-        "WITH e AS (INSERT INTO trading_outbox (topic, payload) VALUES ($1, $2))"
-        " SELECT pg_notify($3, '')",
-        topic,
-        payload,
-        NOTIFY_CHANNEL,
+        "INSERT INTO trading_outbox (topic, payload) VALUES ($1, $2)", topic, payload
+    )
+
+
+def audit_due(
+    actor: audit.Actor,
+    action: str,
+    reason: str,
+    entity_type: str,
+    entity_id: str,
+    before: Any = None,
+    after: Any = None,
+) -> events.AuditDue:
+    return events.AuditDue(
+        dataclasses.asdict(actor), action, reason, entity_type, entity_id, before, after
     )
 
 

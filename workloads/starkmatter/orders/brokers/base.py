@@ -38,6 +38,8 @@ class Update:
     triggered: bool = False
     cancelled: str | None = None
     """reason, when the broker ended the unfilled rest (IOC, FOK, expiry, cancel)"""
+    rejected: str | None = None
+    """message, when the broker rejected an order it had accepted"""
 
 
 class Broker(Protocol):
@@ -56,4 +58,8 @@ class Broker(Protocol):
         self, orders: Sequence[storage.OrderRecord], now: dt.datetime
     ) -> dict[OrderId, Update]:
         """Fills and cancels for working orders; orders with nothing new are left out."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
         ...

@@ -33,6 +33,9 @@ class PaperBroker:
     async def cancel(self, order: storage.OrderRecord) -> bool:
         return True
 
+    async def aclose(self) -> None:
+        return None
+
     async def market(
         self, symbols: Sequence[str]
     ) -> dict[str, tuple[fills.Quote | None, fills.Book | None]]:

@@ -1,0 +1,283 @@
+"""Orders through the full lifecycle, against the database's own single-row ceiling.
+
+Measured: HTTP ``POST /orders`` -> validation and risk under the account lock -> outbox ->
+order worker -> paper fill against depth -> position, cash, snapshot -> audit rows, all
+committed in PostgreSQL (durable: fsync on). Throughput counts an order when it is
+``Filled``; latency is the HTTP submit round trip seen by the client.
+
+Baseline, measured in the same run on the same database: single-row INSERT transactions
+(autocommit) from the same number of concurrent connections — the most a client can commit
+one row at a time. The API server and the order worker run as separate processes, as in
+production; the load generator shares the same 2 cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common
+from starkmatter.core import embedded, migrating
+from starkmatter.core.auth import keys
+
+USERS = 20
+CONCURRENCY = 32
+BURST_ORDERS = int(os.environ.get("BENCH_ORDERS_BURST", "4000"))
+PACED_RATE = 300
+PACED_SECONDS = 8
+CEILING_SECONDS = 4.0
+
+
+def _env(pg_url: str, redis_url: str, key_file: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}
+    env.update(
+        STARKMATTER_ENV="prod",
+        STARKMATTER_DATABASE_URL=pg_url,
+        STARKMATTER_REDIS_URL=redis_url,
+        STARKMATTER_JWT_PRIVATE_KEY_FILE=str(key_file),
+        STARKMATTER_LOG_LEVEL="WARNING",
+        STARKMATTER_DB_POOL_MAX="20",
+        STARKMATTER_ORDERS_MAX_ORDERS_PER_SECOND="1000000",
+        STARKMATTER_ORDERS_MAX_OPEN_ORDERS="1000000",
+        STARKMATTER_ORDERS_MAX_POSITION_NOTIONAL="1e15",
+        STARKMATTER_ORDERS_MAX_GROSS_EXPOSURE="1e15",
+        STARKMATTER_ORDERS_POLL_INTERVAL_MS="100",
+        STARKMATTER_PORTFOLIO_STARTING_CASH="1000000000",
+    )
+    return env
+
+
+def serve_api() -> None:
+    """Child process: the API gateway with the trading routers."""
+    import uvicorn
+
+    from starkmatter.api import app as api_app
+    from starkmatter.core import settings
+    from starkmatter.orders import routes as order_routes
+    from starkmatter.portfolio import routes as portfolio_routes
+
+    config = settings.load()
+    app = api_app.create_app(config)
+    paths = {getattr(r, "path", "") for r in app.routes}
+    if "/orders" not in paths:
+        app.include_router(order_routes.router)
+        app.include_router(portfolio_routes.router)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[2]),
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+async def _wait_http(url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(600):
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} never answered")
+
+
+async def _users(client: httpx.AsyncClient) -> list[dict[str, str]]:
+    headers = []
+    for i in range(USERS):
+        email, password = f"bench{i}-{uuid.uuid4().hex[:6]}@example.com", "bench password 123"
+        r = await client.post("/auth/register", json={"email": email, "password": password})
+        assert r.status_code == 201, r.text
+        token = await client.post("/auth/login", json={"email": email, "password": password})
+        headers.append({"Authorization": f"Bearer {token.json()['access_token']}"})
+    return headers
+
+
+def _order(n: int) -> dict[str, Any]:
+    return {
+        "client_order_id": f"b{n}-{uuid.uuid4().hex[:8]}",
+        "symbol": "BENCH",
+        "side": "buy",
+        "quantity": "1",
+    }
+
+
+async def _submit(
+    client: httpx.AsyncClient, headers: dict[str, str], n: int, latencies: list[float]
+) -> None:
+    started = time.perf_counter()
+    r = await client.post("/orders", headers=headers, json=_order(n))
+    latencies.append(time.perf_counter() - started)
+    if r.status_code != 201:
+        raise RuntimeError(f"order refused: {r.status_code} {r.text}")
+
+
+async def _filled(conn: asyncpg.Connection, want: int) -> None:
+    sql = "SELECT count(*) FROM trading_orders WHERE status = 'Filled'"
+    while await conn.fetchval(sql) < want:  # noqa: ASYNC110 - polling the database is the point
+        await asyncio.sleep(0.02)
+
+
+async def _burst(
+    client: httpx.AsyncClient, users: list[dict[str, str]], conn: asyncpg.Connection, base: int
+) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    queue = iter(range(BURST_ORDERS))
+
+    async def lane() -> None:
+        for n in queue:
+            await _submit(client, users[n % USERS], n, latencies)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(CONCURRENCY)))
+    await _filled(conn, base + BURST_ORDERS)
+    return BURST_ORDERS / (time.perf_counter() - started), latencies
+
+
+async def _paced(client: httpx.AsyncClient, users: list[dict[str, str]]) -> list[float]:
+    latencies: list[float] = []
+    tasks = []
+    started = time.perf_counter()
+    for n in range(PACED_RATE * PACED_SECONDS):
+        delay = started + n / PACED_RATE - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_submit(client, users[n % USERS], n, latencies)))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+async def _ceiling(url: str) -> float:
+    setup = await asyncpg.connect(url)
+    await setup.execute(
+        "CREATE TABLE IF NOT EXISTS bench_ceiling (id bigserial PRIMARY KEY, user_id uuid,"
+        " quantity numeric, ts timestamptz)"
+    )
+    await setup.close()
+    conns = [await asyncpg.connect(url) for _ in range(CONCURRENCY)]
+    count = 0
+    deadline = time.perf_counter() + CEILING_SECONDS
+
+    async def lane(conn: asyncpg.Connection) -> None:
+        nonlocal count
+        while time.perf_counter() < deadline:
+            await conn.execute(
+                "INSERT INTO bench_ceiling (user_id, quantity, ts) VALUES ($1, $2, now())",
+                uuid.uuid4(),
+                1,
+            )
+            count += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane(c) for c in conns))
+    elapsed = time.perf_counter() - started
+    for c in conns:
+        await c.close()
+    return count / elapsed
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-orders-") as tmp:
+        root = Path(tmp)
+        pg = embedded.EmbeddedPostgres(root / "pg").start()
+        rd = embedded.EmbeddedRedis(root / "redis", durable=False).start()
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            url = await pg.ensure_database("bench")
+            conn = await asyncpg.connect(url)
+            await migrating.apply(conn)
+            key_file = root / "jwt.pem"
+            key_file.write_text(keys.generate_private_pem())
+            env = _env(url, rd.url, key_file)
+            port = embedded.free_port()
+            procs.append(
+                subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
+                    [sys.executable, __file__, "serve-api", str(port)],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            procs.append(
+                subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
+                    [sys.executable, "-m", "starkmatter.orders.service"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            await _wait_http(f"http://127.0.0.1:{port}/healthz")
+            import redis.asyncio as aioredis
+
+            from tests.integration.trading.conftest import publish_market
+
+            r = aioredis.Redis.from_url(rd.url)
+            await publish_market(
+                r, "BENCH", bid="99.99", ask="100.01", asks=(("100.01", "1000000000"),)
+            )
+            limits = httpx.Limits(max_connections=CONCURRENCY * 4)
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30
+            ) as client:
+                users = await _users(client)
+                await _burst(client, users, conn, 0)  # warm-up (same size, not reported)
+                throughput, burst_lat = await _burst(client, users, conn, BURST_ORDERS)
+                paced = await _paced(client, users)
+            await _filled(conn, 2 * BURST_ORDERS + PACED_RATE * PACED_SECONDS)
+            audited = await conn.fetchval("SELECT count(*) FROM audit_log")
+            ceiling = await _ceiling(url)
+            await r.aclose()
+            await conn.close()
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            rd.stop()
+            pg.stop()
+    ms = 1000.0
+    common.report(
+        f"orders: full lifecycle, {BURST_ORDERS} orders, {CONCURRENCY} concurrent clients",
+        [
+            ("single-row INSERT transactions/s", ceiling, "rows/s"),
+            ("orders/s submitted -> Filled", throughput, "orders/s"),
+            ("submit p50 under burst", common.percentile(burst_lat, 50) * ms, "ms"),
+            ("submit p99 under burst", common.percentile(burst_lat, 99) * ms, "ms"),
+            (f"submit p50 at {PACED_RATE}/s", common.percentile(paced, 50) * ms, "ms"),
+            (f"submit p99 at {PACED_RATE}/s", common.percentile(paced, 99) * ms, "ms"),
+            ("audit rows written", float(audited), "rows"),
+        ],
+        baseline="single-row INSERT transactions/s",
+    )
+    common.ratio("lifecycle orders/s vs single-row inserts/s", throughput, ceiling)
+    print(
+        f"  target: >= 1000 orders/s (got {throughput:.0f}); "
+        f"p99 < 25 ms at {PACED_RATE}/s (got {common.percentile(paced, 99) * ms:.1f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "serve-api":
+        serve_api()
+    else:
+        asyncio.run(main())

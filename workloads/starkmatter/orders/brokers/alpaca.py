@@ -1,0 +1,139 @@
+"""The Alpaca trading API (v2) as a broker: submit, cancel and poll orders over HTTPS.
+
+Idempotent submission: our order id is Alpaca's ``client_order_id``. When a retry after a
+crash meets ``422 client_order_id must be unique``, the adapter fetches the order it made
+the first time instead of making a second one. Fills are derived from the cumulative
+``filled_qty`` and ``filled_avg_price`` the API reports; each delta becomes one execution
+whose id (``{alpaca id}:{cumulative qty}``) makes a replayed poll harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from starkmatter.core import logs
+from starkmatter.orders import storage
+from starkmatter.orders.brokers import base
+from starkmatter.orders.config import OrdersConfig
+from starkmatter.orders.model import OrderId
+
+_log = logs.get_logger("starkmatter.orders.alpaca")
+_ENDED = {"canceled": "broker_cancelled", "expired": "expired", "done_for_day": "expired"}
+
+
+class AlpacaError(Exception):
+    pass
+
+
+class AlpacaBroker:
+    name = "alpaca"
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    @classmethod
+    def from_config(cls, config: OrdersConfig) -> AlpacaBroker:
+        if config.alpaca_key_id is None or config.alpaca_secret_key is None:
+            raise AlpacaError(
+                "STARKMATTER_ORDERS_ALPACA_KEY_ID and _SECRET_KEY are required for alpaca"
+            )
+        client = httpx.AsyncClient(
+            base_url=config.alpaca_base_url,
+            timeout=10,
+            headers={
+                "APCA-API-KEY-ID": config.alpaca_key_id.get_secret_value(),
+                "APCA-API-SECRET-KEY": config.alpaca_secret_key.get_secret_value(),
+            },
+        )
+        return cls(client)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    @staticmethod
+    def _body(order: storage.OrderRecord) -> dict[str, Any]:
+        r = order.request
+        body: dict[str, Any] = {
+            "symbol": r.symbol,
+            "qty": str(r.quantity),
+            "side": r.side.value,
+            "type": r.type.value,
+            "time_in_force": r.time_in_force.value,
+            "client_order_id": str(order.id),
+        }
+        if r.limit_price is not None:
+            body["limit_price"] = str(r.limit_price)
+        if r.stop_price is not None:
+            body["stop_price"] = str(r.stop_price)
+        return body
+
+    async def submit(self, order: storage.OrderRecord) -> base.Accepted | base.Refused:
+        response = await self._client.post("/v2/orders", json=self._body(order))
+        if response.status_code == 200:
+            return base.Accepted(response.json()["id"])
+        message = _message(response)
+        if response.status_code == 422 and "client_order_id" in message:
+            existing = await self._client.get(
+                "/v2/orders:by_client_order_id", params={"client_order_id": str(order.id)}
+            )
+            if existing.status_code == 200:
+                return base.Accepted(existing.json()["id"])
+        if response.status_code in (403, 422):
+            return base.Refused(message)
+        raise AlpacaError(f"submit failed: HTTP {response.status_code}: {message}")
+
+    async def cancel(self, order: storage.OrderRecord) -> bool:
+        """Ask for the cancel; the next poll reports it once Alpaca has done it."""
+        if order.broker_order_id is None:
+            return False
+        response = await self._client.delete(f"/v2/orders/{order.broker_order_id}")
+        if response.status_code not in (200, 204, 422):
+            raise AlpacaError(f"cancel failed: HTTP {response.status_code}: {_message(response)}")
+        return False
+
+    async def poll(
+        self, orders: Sequence[storage.OrderRecord], now: dt.datetime
+    ) -> dict[OrderId, base.Update]:
+        updates: dict[OrderId, base.Update] = {}
+        for order in orders:
+            if order.broker_order_id is None:
+                continue
+            response = await self._client.get(f"/v2/orders/{order.broker_order_id}")
+            if response.status_code != 200:
+                _log.warning("alpaca.poll_failed", status=response.status_code)
+                continue
+            update = _update(order, response.json())
+            if update is not None:
+                updates[order.id] = update
+        return updates
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message", response.text))
+    except ValueError:
+        return response.text
+
+
+def _update(order: storage.OrderRecord, data: dict[str, Any]) -> base.Update | None:
+    total = Decimal(str(data.get("filled_qty") or 0))
+    executions: tuple[base.Execution, ...] = ()
+    delta = total - order.filled_quantity
+    if delta > 0:
+        avg = Decimal(str(data["filled_avg_price"]))
+        ours = (order.avg_fill_price or Decimal(0)) * order.filled_quantity
+        price = (avg * total - ours) / delta
+        executions = (base.Execution(delta, price, f"{data['id']}:{total}"),)
+    status = data.get("status", "")
+    rejected = data.get("reject_reason") or "rejected by broker" if status == "rejected" else None
+    cancelled = _ENDED.get(status)
+    if cancelled == "broker_cancelled" and order.cancel_requested:
+        cancelled = "user_cancel"
+    if not executions and cancelled is None and rejected is None:
+        return None
+    return base.Update(executions=executions, cancelled=cancelled, rejected=rejected)
