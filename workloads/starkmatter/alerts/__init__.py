@@ -1,0 +1,1 @@
+"""Alerts: operational rules with hysteresis, users' price alerts, delivery."""

@@ -1,0 +1,1 @@
+"""News pipeline: fetch, parse, clean, analyze, classify, store, index, notify."""
