@@ -128,6 +128,8 @@ class Pipeline:
         self._dirty_quotes: set[str] = set()
         self._dirty_depth: dict[str, bytes] = {}
         self._dirty_indicators: dict[str, bytes] = {}
+        self._announced: set[str] = set()
+        self._depth_symbols: set[str] = set()
         self._partitions = storing.PartitionKeeper()
         self._rejected_children: dict[str, Any] = {}
         self._latency = metrics.LATENCY.labels(feed=feed)
@@ -208,6 +210,7 @@ class Pipeline:
                 self._dirty_quotes.add(symbol)
             elif kind is Depth:
                 d: models.Depth = event  # type: ignore[assignment]
+                self._depth_symbols.add(symbol)
                 document = depth_json(d)
                 publish((b"market:depth:" + symbol.encode(), document, d.ts_ns))
                 self._dirty_depth[symbol] = document
@@ -338,6 +341,10 @@ class Pipeline:
         self._dirty_indicators.clear()
         if snapshots:
             pipe.mset(snapshots)
+        new_symbols = (self._snapshots.keys() | self._depth_symbols) - self._announced
+        if new_symbols:
+            pipe.sadd("market:symbols", *sorted(new_symbols))
+            self._announced.update(new_symbols)
         await pipe.execute()
         now = time.time_ns()
         observe = self._latency.observe
@@ -391,9 +398,14 @@ class Pipeline:
         if result.fallback:
             metrics.DEDUPLICATED_BATCHES.labels(feed=self.feed, table=table).inc()
 
-    async def drain(self) -> None:
-        """Wait until everything submitted so far is processed, published and stored."""
+    async def drain(self, *, close_bars: bool = False) -> None:
+        """Wait until everything submitted so far is processed, published and stored.
+
+        ``close_bars`` closes the open bars too: the source has ended (a file replay).
+        """
         await self.incoming.join()
+        if close_bars:
+            self.close_due_bars(2**62)
         await self.send_redis()
         await self.flush()
         await self._store.join()

@@ -153,7 +153,7 @@ async def run_feed(
     log.info("ingest.started", feed=spec.name, provider=spec.provider, symbols=len(spec.symbols))
     try:
         await source.run(pipe.submit)
-        await pipe.drain()
+        await pipe.drain(close_bars=source.finite)
     finally:
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
