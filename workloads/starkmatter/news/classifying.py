@@ -41,20 +41,26 @@ _RULES: dict[str, tuple[tuple[str, float], ...]] = {
     ),
 }  # fmt: skip
 
-_PATTERNS = {
-    category: tuple((re.compile(rf"(?<![\w-]){re.escape(p)}(?![\w-])"), w) for p, w in rules)
-    for category, rules in _RULES.items()
-}
+_WEIGHTS: dict[str, list[tuple[str, float]]] = {}
+for _category, _rules in _RULES.items():
+    for _phrase, _weight in _rules:
+        _WEIGHTS.setdefault(_phrase, []).append((_category, _weight))
+# One pass per text: every phrase in one alternation, longest first so that "deal to buy"
+# is one match, not "deal to buy" and "to buy".
+_PHRASES = re.compile(
+    r"(?<![\w-])("
+    + "|".join(re.escape(p) for p in sorted(_WEIGHTS, key=len, reverse=True))
+    + r")(?![\w-])"
+)
 
 
 def scores(title: str, text: str) -> dict[str, float]:
-    title, text = title.lower(), text.lower()
-    return {
-        category: sum(
-            w * (2 * len(pat.findall(title)) + len(pat.findall(text))) for pat, w in patterns
-        )
-        for category, patterns in _PATTERNS.items()
-    }
+    totals = dict.fromkeys(_RULES, 0.0)
+    for source, factor in ((title, 2), (text, 1)):
+        for match in _PHRASES.finditer(source.lower()):
+            for category, weight in _WEIGHTS[match.group(1)]:
+                totals[category] += factor * weight
+    return totals
 
 
 def classify(title: str, text: str, *, minimum: float = 2.0) -> str:

@@ -14,6 +14,10 @@ _BLOCK = frozenset(
 _DROP = frozenset({"script", "style", "noscript", "iframe", "svg", "head", "template"})
 _SPACES = re.compile(r"[ \t\f\v\u00a0]+")
 _LINES = re.compile(r"\s*\n\s*")
+# Control and invisible format characters (not newline and tab, which are whitespace).
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060\ufeff]"
+)
 
 
 class _Text(html.parser.HTMLParser):
@@ -50,7 +54,7 @@ def clean_html(raw: str) -> str:
     parser.close()
     text = html.unescape("".join(parser.parts))
     text = unicodedata.normalize("NFC", text).replace("\r", "")
-    text = "".join(ch for ch in text if ch == "\n" or unicodedata.category(ch)[0] != "C")
+    text = _CONTROL.sub("", text)
     text = _SPACES.sub(" ", text)
     return _LINES.sub("\n", text).strip()
 
