@@ -14,6 +14,7 @@ production; the load generator shares the same 2 cores.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import signal
 import subprocess
@@ -164,6 +165,21 @@ async def _paced(client: httpx.AsyncClient, users: list[dict[str, str]]) -> list
     return latencies
 
 
+async def _sample_waits(url: str, stop: asyncio.Event) -> collections.Counter[str]:
+    """What PostgreSQL backends wait on during the burst (BENCH_ORDERS_DIAG=1)."""
+    seen: collections.Counter[str] = collections.Counter()
+    conn = await asyncpg.connect(url)
+    while not stop.is_set():
+        for r in await conn.fetch(
+            "SELECT application_name, wait_event_type, wait_event, left(query, 60) AS q"
+            " FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()"
+        ):
+            seen[f"{r['application_name']} {r['wait_event_type']}:{r['wait_event']} {r['q']}"] += 1
+        await asyncio.sleep(0.01)
+    await conn.close()
+    return seen
+
+
 async def _ceiling(url: str) -> float:
     setup = await asyncpg.connect(url)
     await setup.execute(
@@ -238,7 +254,14 @@ async def main() -> None:
             ) as client:
                 users = await _users(client)
                 await _burst(client, users, conn, 0)  # warm-up (same size, not reported)
+                stop = asyncio.Event()
+                sampler = asyncio.create_task(_sample_waits(url, stop))
                 throughput, burst_lat = await _burst(client, users, conn, BURST_ORDERS)
+                stop.set()
+                waits = await sampler
+                if os.environ.get("BENCH_ORDERS_DIAG"):
+                    for what, n in waits.most_common(25):
+                        print(f"  {n:6d}  {what}")
                 paced = await _paced(client, users)
             await _filled(conn, 2 * BURST_ORDERS + PACED_RATE * PACED_SECONDS)
             audited = await conn.fetchval("SELECT count(*) FROM audit_log")

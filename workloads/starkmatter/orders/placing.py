@@ -117,7 +117,29 @@ def _market(row: asyncpg.Record, quote: fills.Quote | None, limits: risk.RiskLim
     )
 
 
+class _NoAccountYet(Exception):
+    pass
+
+
 async def submit(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    config: OrdersConfig,
+    actor: audit.Actor,
+    command: commands.SubmitOrder,
+) -> Placed:
+    """Validate, risk-check and accept (or reject) an order; idempotent per client order id."""
+    try:
+        return await _submit(pool, redis, config, actor, command)
+    except _NoAccountYet:
+        # Opened in its own transaction: concurrent first orders of a new user would
+        # otherwise deadlock on each other's uncommitted account row.
+        async with pool.acquire() as conn:
+            await ledgers.ensure_account(conn, command.user_id)
+        return await _submit(pool, redis, config, actor, command)
+
+
+async def _submit(
     pool: asyncpg.Pool,
     redis: aioredis.Redis,
     config: OrdersConfig,
@@ -129,8 +151,7 @@ async def submit(
     limits = config.limits()
     async with pool.acquire() as conn, conn.transaction():
         if await conn.fetchval(_LOCK_ACCOUNT_SQL, command.user_id) is None:
-            await ledgers.ensure_account(conn, command.user_id)
-            await conn.fetchval(_LOCK_ACCOUNT_SQL, command.user_id)
+            raise _NoAccountYet
         ctx = await conn.fetchrow(_EXPOSURE_SQL, command.user_id, request.symbol)
         assert ctx is not None
         now = events.utcnow()

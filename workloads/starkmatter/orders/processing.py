@@ -106,6 +106,31 @@ class Working:
 
 
 @dataclasses.dataclass
+class LedgerOps:
+    """Cash and position changes decided while orders are worked, applied afterwards.
+
+    Deciding fills needs no account data, so accounts and positions are locked only for
+    the short write at the end of the transaction, not while the broker is consulted; an
+    order submission for the same user waits that much less.
+    """
+
+    ops: list[tuple[str, tuple[Any, ...]]] = dataclasses.field(default_factory=list)
+
+    def execute(self, *args: Any) -> None:
+        self.ops.append(("execute", args))
+
+    def release(self, *args: Any) -> None:
+        self.ops.append(("release", args))
+
+    def users(self) -> set[uuid.UUID]:
+        return {args[0] for _, args in self.ops}
+
+    def apply_to(self, book: ledgers.Ledger) -> None:
+        for name, args in self.ops:
+            getattr(book, name)(*args)
+
+
+@dataclasses.dataclass
 class Worker:
     pool: asyncpg.Pool
     redis: aioredis.Redis
@@ -114,7 +139,7 @@ class Worker:
 
     # -- one transaction's worth of order work ------------------------------------------
 
-    def _release(self, book: ledgers.Ledger, w: Working, quantity: Decimal, ends: bool) -> None:
+    def _release(self, book: LedgerOps, w: Working, quantity: Decimal, ends: bool) -> None:
         r = w.record
         assert r.price_cap is not None
         freed = risk.released(r.request.side, r.price_cap, quantity)
@@ -124,13 +149,13 @@ class Worker:
         w.reserved_quantity -= freed.quantity
         book.release(r.user_id, r.request.symbol, freed.cash, freed.quantity, ends)
 
-    def _cancel(self, book: ledgers.Ledger, w: Working, reason: str) -> None:
+    def _cancel(self, book: LedgerOps, w: Working, reason: str) -> None:
         self._release(book, w, w.record.request.quantity - w.filled, ends=True)
         w.move([S.CANCELLED], [reason])
 
     def _apply_update(
         self,
-        book: ledgers.Ledger,
+        book: LedgerOps,
         w: Working,
         update: base.Update,
         now: dt.datetime,
@@ -189,7 +214,7 @@ class Worker:
         records = await storage.lock_orders(conn, order_ids)
         if not records:
             return []
-        book = await ledgers.load(conn, {r.user_id for r in records})
+        book = LedgerOps()
         work = [Working.of(r) for r in records]
         for r in records:
             if placed and r.id in placed and r.status is S.RISK_CHECKED:
@@ -239,7 +264,7 @@ class Worker:
     async def _write(
         self,
         conn: Any,
-        book: ledgers.Ledger,
+        ops: LedgerOps,
         work: list[Working],
         executions: list[tuple[Any, ...]],
         now: dt.datetime,
@@ -277,10 +302,6 @@ class Worker:
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
                 executions,
             )
-        symbols = sorted({s for (_, s) in book.holdings})
-        quotes = await self._quotes(symbols)
-        snapshots = await ledgers.save(conn, book, ledgers.marks_from_quotes(quotes), now)
-        failpoint(self.config, "before_commit")
         messages: list[tuple[str, dict[str, Any]]] = []
         for w in changed:
             after = w.current()
@@ -297,18 +318,24 @@ class Worker:
             messages.append(
                 (f"orders:{after.user_id}", storage.order_message(after, after.status.value))
             )
-        for user, snap in snapshots.items():
-            view = {k: (str(v) if v is not None else None) for k, v in snap.items()}
-            await audit.record(
-                conn,
-                ACTOR,
-                action="portfolio.changed",
-                reason="executions",
-                entity_type="portfolio",
-                entity_id=str(user),
-                after=view,
-            )
-            messages.append((f"portfolio:{user}", {"event": "portfolio", "snapshot": view}))
+        if ops.ops:
+            book = await ledgers.load(conn, ops.users())
+            ops.apply_to(book)
+            quotes = await self._quotes(sorted({s for (_, s) in book.holdings}))
+            snapshots = await ledgers.save(conn, book, ledgers.marks_from_quotes(quotes), now)
+            for user, snap in snapshots.items():
+                view = {k: (str(v) if v is not None else None) for k, v in snap.items()}
+                await audit.record(
+                    conn,
+                    ACTOR,
+                    action="portfolio.changed",
+                    reason="executions",
+                    entity_type="portfolio",
+                    entity_id=str(user),
+                    after=view,
+                )
+                messages.append((f"portfolio:{user}", {"event": "portfolio", "snapshot": view}))
+        failpoint(self.config, "before_commit")
         return messages
 
     async def _quotes(self, symbols: Sequence[str]) -> dict[str, bytes | str | None]:
