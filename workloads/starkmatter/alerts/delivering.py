@@ -42,6 +42,13 @@ async def deliver(
     events: Sequence[AlertEvent],
 ) -> list[dict[str, Any]]:
     """Store what is new and publish it; returns the stored (new) events as published."""
+    return await publish(redis, await store(pool, events))
+
+
+async def store(
+    pool: asyncpg.Pool | asyncpg.Connection[Any], events: Sequence[AlertEvent]
+) -> list[dict[str, Any]]:
+    """Insert the events whose fingerprint is new (in the caller's transaction, if any)."""
     if not events:
         return []
     rows = await pool.fetch(
@@ -61,7 +68,14 @@ async def deliver(
         [e.summary for e in events],
         [json.dumps(e.details, default=str) for e in events],
     )
-    published = []
+    return [dict(r) for r in rows]
+
+
+async def publish(redis: aioredis.Redis, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Publish stored events on their channels (after commit: only what was stored)."""
+    published: list[dict[str, Any]] = []
+    if not rows:
+        return published
     async with redis.pipeline(transaction=False) as pipe:
         for row in rows:
             user_id = str(row["user_id"]) if row["user_id"] is not None else None
