@@ -23,7 +23,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from starkmatter.core import logs
-from starkmatter.ingest import metrics
+from starkmatter.ingest import metrics, publishing
 from starkmatter.ingest.providers import base
 from starkmatter.market import bars as bars_mod
 from starkmatter.market import indicators, models, normalizing, storing, validation
@@ -115,6 +115,7 @@ class Pipeline:
         self.redis = redis
         self.config = config or PipelineConfig()
         self.clock = clock
+        self.publisher = publishing.RedisWriter(redis)
         self.incoming: asyncio.Queue[list[base.Incoming]] = asyncio.Queue(
             self.config.incoming_batches
         )
@@ -284,6 +285,7 @@ class Pipeline:
             for task in (heartbeat, *writers):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.publisher.close()
 
     async def _consume(self) -> None:
         queue = self.incoming
@@ -324,11 +326,9 @@ class Pipeline:
         """Publish every update in order, then set the latest snapshots, in one round trip."""
         if not (self._publish or self._dirty_quotes or self._dirty_depth or self._dirty_indicators):
             return
-        pipe = self.redis.pipeline(transaction=False)
-        command = pipe.execute_command
         published, self._publish = self._publish, []
-        for channel, payload, _ts in published:
-            command("PUBLISH", channel, payload)
+        encode_publish = publishing.encode_publish
+        commands = [encode_publish(channel, payload) for channel, payload, _ts in published]
         snapshots: dict[bytes, bytes] = {}
         for symbol in self._dirty_quotes:
             snapshots[b"quote:" + symbol.encode()] = quote_json(symbol, self._snapshots[symbol])
@@ -340,12 +340,24 @@ class Pipeline:
         self._dirty_depth.clear()
         self._dirty_indicators.clear()
         if snapshots:
-            pipe.mset(snapshots)
+            commands.append(
+                publishing.encode(b"MSET", *(part for item in snapshots.items() for part in item))
+            )
         new_symbols = (self._snapshots.keys() | self._depth_symbols) - self._announced
         if new_symbols:
-            pipe.sadd("market:symbols", *sorted(new_symbols))
+            commands.append(
+                publishing.encode(
+                    b"SADD", b"market:symbols", *(s.encode() for s in sorted(new_symbols))
+                )
+            )
             self._announced.update(new_symbols)
-        await pipe.execute()
+        try:
+            await self.publisher.write(commands)
+        except (OSError, ConnectionError) as exc:
+            # Pub/sub is lossy by design; the snapshots are rewritten by the next update.
+            log.warning("ingest.publish_failed", feed=self.feed, error=str(exc), lost=len(commands))
+            self._announced.difference_update(new_symbols)
+            return
         now = time.time_ns()
         observe = self._latency.observe
         for _channel, _payload, ts in published:
@@ -407,6 +419,7 @@ class Pipeline:
         if close_bars:
             self.close_due_bars(2**62)
         await self.send_redis()
+        await self.publisher.settle()
         await self.flush()
         await self._store.join()
 

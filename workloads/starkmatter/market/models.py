@@ -97,9 +97,20 @@ def from_datetime(moment: datetime.datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * _NS_PER_S + delta.microseconds * 1000
 
 
+_ISO_SECONDS: dict[int, str] = {}
+
+
 def iso(ts_ns: int) -> str:
     """ISO-8601 UTC with microseconds and a ``Z``: ``2026-11-25T13:00:00.123456Z``."""
-    return to_datetime(ts_ns).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, ns = divmod(ts_ns, _NS_PER_S)
+    prefix = _ISO_SECONDS.get(seconds)
+    if prefix is None:
+        if len(_ISO_SECONDS) > 10_000:
+            _ISO_SECONDS.clear()
+        prefix = _ISO_SECONDS[seconds] = datetime.datetime.fromtimestamp(
+            seconds, datetime.UTC
+        ).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{prefix}.{ns // 1000:06d}Z"
 
 
 @dataclasses.dataclass(slots=True)
