@@ -1,0 +1,1 @@
+"""Retention: archive rows past their age to object storage, then purge; legal holds exempt."""

@@ -1,0 +1,298 @@
+"""``starkmatter archive --policy NAME``: move rows past their age to object storage.
+
+For each rule, in parts of ``part_rows`` rows ordered by the data set's key:
+1. select the next rows older than the cutoff (not under legal hold) after the last key;
+2. write them as gzip'd JSON lines to ``{dataset}/{run}/part-NNNNN.jsonl.gz`` (the
+   object name is fixed by the part number, so a retried part overwrites itself);
+3. in one transaction: delete exactly those rows (if the rule purges), record the part
+   and move the run's last key.
+A crash between 2 and 3 leaves the rows in place and the part is written again on resume;
+a crash after 3 resumes after the last key. Either way no row is lost or archived twice.
+Finally a manifest (parts, row counts, SHA-256 of each object and of its content) is
+written and the run is recorded in the audit trail. Audit rows are archived, never
+deleted or edited.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import gzip
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+
+from starkmatter.core import audit, logs
+from starkmatter.retention import datasets, objectstore, policies
+
+log = logs.get_logger(__name__)
+
+# Children before parents: deleting an order cascades to its executions, so executions
+# must have been archived by then.
+ORDER = ("executions", "orders", "portfolio_snapshots", "ticks", "bars", "news",
+         "ai_analyses", "alert_events", "sessions", "audit")  # fmt: skip
+ACTOR = audit.Actor(id="retention", service="archive", endpoint="starkmatter archive")
+
+
+class ArchiveMismatch(Exception):
+    """A purge would remove a different number of rows than were archived."""
+
+
+@dataclasses.dataclass
+class DatasetReport:
+    dataset: str
+    action: str
+    cutoff: dt.datetime
+    dry_run: bool
+    eligible: int = 0
+    held: int = 0
+    archived: int = 0
+    purged: int = 0
+    parts: int = 0
+    resumed: bool = False
+    manifest_key: str | None = None
+    skipped: str | None = None
+
+
+async def _holds(conn: asyncpg.Connection[Any], dataset: str) -> list[datasets.Hold]:
+    rows = await conn.fetch(
+        """SELECT user_id::text, symbol FROM retention_legal_holds
+           WHERE released_at IS NULL AND (dataset IS NULL OR dataset = $1)""",
+        dataset,
+    )
+    return [datasets.Hold(r["user_id"], r["symbol"]) for r in rows]
+
+
+async def _dry_run(
+    conn: asyncpg.Connection[Any], spec: datasets.Dataset, report: DatasetReport,
+    holds: list[datasets.Hold],
+) -> None:  # fmt: skip
+    base = f"{spec.ts_column} < $1" + (f" AND ({spec.extra_where})" if spec.extra_where else "")
+    held_sql, params = datasets.hold_filter(spec, holds, 2)
+    row = await conn.fetchrow(
+        f"""SELECT count(*) AS eligible, count(*) FILTER (WHERE NOT ({held_sql})) AS held
+            FROM {spec.table} WHERE {base}""",
+        report.cutoff,
+        *params,
+    )
+    assert row is not None
+    report.eligible, report.held = row["eligible"], row["held"]
+
+
+def encode_part(docs: list[str]) -> tuple[bytes, str, str]:
+    """(gzip bytes, SHA-256 of the object, SHA-256 of the JSON lines). Deterministic: the
+    same rows give the same bytes (gzip mtime 0), so a rewritten part is identical."""
+    content = ("\n".join(docs) + "\n").encode()
+    packed = gzip.compress(content, compresslevel=6, mtime=0)
+    return packed, hashlib.sha256(packed).hexdigest(), hashlib.sha256(content).hexdigest()
+
+
+async def _start_run(
+    conn: asyncpg.Connection[Any], policy: str, rule: policies.Rule, cutoff: dt.datetime
+) -> tuple[uuid.UUID, dt.datetime, list[str] | None, bool]:
+    """Resume the unfinished run of (policy, dataset), or start one. Archive-only runs start
+    after the previous run's last key, since their rows stay in place."""
+    running = await conn.fetchrow(
+        """SELECT id, cutoff, last_key FROM retention_runs
+           WHERE policy = $1 AND dataset = $2 AND status = 'running'""",
+        policy,
+        rule.dataset,
+    )
+    if running is not None:
+        return running["id"], running["cutoff"], running["last_key"], True
+    last_key = None
+    if rule.action == "archive":
+        last_key = await conn.fetchval(
+            """SELECT last_key FROM retention_runs WHERE policy = $1 AND dataset = $2
+                 AND status = 'done' AND last_key IS NOT NULL
+               ORDER BY finished_at DESC LIMIT 1""",
+            policy,
+            rule.dataset,
+        )
+    run_id = uuid.uuid4()
+    await conn.execute(
+        """INSERT INTO retention_runs (id, policy, dataset, action, cutoff, status, last_key)
+           VALUES ($1, $2, $3, $4, $5, 'running', $6)""",
+        run_id,
+        policy,
+        rule.dataset,
+        rule.action,
+        cutoff,
+        last_key,
+    )
+    return run_id, cutoff, last_key, False
+
+
+async def archive_dataset(
+    conn: asyncpg.Connection[Any],
+    store: objectstore.ObjectStore | None,
+    policy: policies.Policy,
+    rule: policies.Rule,
+    *,
+    now: dt.datetime,
+    dry_run: bool = False,
+) -> DatasetReport:
+    spec = datasets.DATASETS[rule.dataset]
+    report = DatasetReport(
+        rule.dataset, rule.action, datasets.cutoff(now, rule.older_than_days), dry_run
+    )
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", spec.table):
+        report.skipped = f"table {spec.table} does not exist"
+        return report
+    holds = await _holds(conn, rule.dataset)
+    if dry_run:
+        await _dry_run(conn, spec, report, holds)
+        return report
+    archives = rule.action in ("archive", "archiveThenDelete")
+    purges = rule.action in ("delete", "archiveThenDelete") and spec.purgeable
+    if archives and store is None:
+        raise ValueError(f"{rule.dataset}: rule archives but the policy has no archive")
+    run_id, report.cutoff, last_key, report.resumed = await _start_run(
+        conn, policy.name, rule, report.cutoff
+    )
+    seq = await conn.fetchval(
+        "SELECT coalesce(max(seq), 0) FROM retention_parts WHERE run_id = $1", run_id
+    )
+    while True:
+        sql, _ = datasets.chunk_query(spec, holds, resume=last_key is not None)
+        _, hold_params = datasets.hold_filter(
+            spec, holds, 3 + (len(spec.key) if last_key is not None else 0)
+        )
+        rows = await conn.fetch(
+            sql, report.cutoff, policy.part_rows, *(last_key or []), *hold_params
+        )
+        if not rows:
+            break
+        keys = [[r[c] for c in spec.key_columns] for r in rows]
+        first_json, last_json = datasets.key_json(keys[0]), datasets.key_json(keys[-1])
+        seq += 1
+        object_key = f"{rule.dataset}/{run_id}/part-{seq:05d}.jsonl.gz"
+        packed = b""
+        sha = content_sha = ""
+        if archives:
+            assert store is not None
+            packed, sha, content_sha = encode_part([r["doc"] for r in rows])
+            await store.put(object_key, packed)
+        async with conn.transaction():
+            if purges:
+                status = await conn.execute(
+                    datasets.delete_query(spec), *[list(col) for col in zip(*keys, strict=True)]
+                )
+                deleted = int(status.split()[-1])
+                if deleted != len(rows):
+                    raise ArchiveMismatch(
+                        f"{rule.dataset}: archived {len(rows)} rows but would delete {deleted}"
+                    )
+            if archives:
+                await conn.execute(
+                    """INSERT INTO retention_parts (run_id, seq, object_key, rows, bytes, sha256,
+                           content_sha256, first_key, last_key)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9::text::jsonb)""",
+                    run_id, seq, object_key, len(rows), len(packed), sha, content_sha,
+                    first_json, last_json,
+                )  # fmt: skip
+            await conn.execute(
+                """UPDATE retention_runs SET last_key = $2::text::jsonb,
+                          rows_archived = rows_archived + $3, rows_purged = rows_purged + $4
+                   WHERE id = $1""",
+                run_id,
+                last_json,
+                len(rows) if archives else 0,
+                len(rows) if purges else 0,
+            )
+        last_key = json.loads(last_json)
+    totals = await conn.fetchrow(
+        "SELECT rows_archived, rows_purged FROM retention_runs WHERE id = $1", run_id
+    )
+    assert totals is not None
+    report.archived, report.purged = totals["rows_archived"], totals["rows_purged"]
+    parts = await conn.fetch(
+        """SELECT object_key, rows, bytes, sha256, content_sha256, first_key, last_key
+           FROM retention_parts WHERE run_id = $1 ORDER BY seq""",
+        run_id,
+    )
+    report.parts = len(parts)
+    if archives:
+        assert store is not None
+        manifest = {
+            "format": "jsonl.gz (one row_to_json object per line)",
+            "policy": policy.name,
+            "dataset": rule.dataset,
+            "table": spec.table,
+            "data_class": spec.data_class,
+            "run_id": str(run_id),
+            "action": rule.action,
+            "cutoff": report.cutoff.isoformat(),
+            "key": spec.key_columns,
+            "rows": report.archived,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(),
+            "parts": [_part_json(dict(p)) for p in parts],
+        }
+        report.manifest_key = f"{rule.dataset}/{run_id}/manifest.json"
+        await store.put(report.manifest_key, json.dumps(manifest, indent=1, default=str).encode())
+    async with conn.transaction():
+        await conn.execute(
+            """UPDATE retention_runs SET status = 'done', finished_at = now(), manifest_key = $2
+               WHERE id = $1""",
+            run_id,
+            report.manifest_key,
+        )
+        await audit.record(
+            conn, ACTOR, action="retention.archived",
+            reason=f"policy {policy.name}: {rule.action} older than {rule.older_than_days} days",
+            entity_type="dataset", entity_id=rule.dataset,
+            after={"run_id": str(run_id), "archived": report.archived, "purged": report.purged,
+                   "manifest": report.manifest_key, "cutoff": report.cutoff.isoformat()},
+        )  # fmt: skip
+    log.info("retention.dataset_done", **{k: str(v) for k, v in dataclasses.asdict(report).items()})
+    return report
+
+
+def _part_json(part: dict[str, Any]) -> dict[str, Any]:
+    for name in ("first_key", "last_key"):
+        if isinstance(part[name], str):
+            part[name] = json.loads(part[name])
+    return part
+
+
+async def run_policy(
+    conn: asyncpg.Connection[Any],
+    policy: policies.Policy,
+    store: objectstore.ObjectStore | None,
+    *,
+    now: dt.datetime | None = None,
+    dry_run: bool = False,
+) -> list[DatasetReport]:
+    now = now or dt.datetime.now(dt.UTC)
+    if policy.suspend:
+        return []
+    ordered = sorted(policy.rules, key=lambda r: ORDER.index(r.dataset))
+    return [
+        await archive_dataset(conn, store, policy, rule, now=now, dry_run=dry_run)
+        for rule in ordered
+    ]
+
+
+async def verify(store: objectstore.ObjectStore, manifest_key: str) -> int:
+    """Check every part of a manifest against its checksums; returns the rows verified."""
+    manifest = json.loads(await store.get(manifest_key))
+    total = 0
+    for part in manifest["parts"]:
+        packed = await store.get(part["object_key"])
+        if hashlib.sha256(packed).hexdigest() != part["sha256"]:
+            raise ArchiveMismatch(f"{part['object_key']}: object checksum differs")
+        content = gzip.decompress(packed)
+        if hashlib.sha256(content).hexdigest() != part["content_sha256"]:
+            raise ArchiveMismatch(f"{part['object_key']}: content checksum differs")
+        lines = content.decode().splitlines()
+        if len(lines) != part["rows"]:
+            raise ArchiveMismatch(
+                f"{part['object_key']}: {len(lines)} rows, expected {part['rows']}"
+            )
+        total += len(lines)
+    if total != manifest["rows"]:
+        raise ArchiveMismatch(f"manifest counts {manifest['rows']} rows, parts hold {total}")
+    return total
