@@ -32,6 +32,7 @@ async def test_a_new_user_gets_a_funded_account_and_a_market_order_fills_at_once
     assert Decimal(filled["filled_quantity"]) == 10
     assert Decimal(filled["avg_fill_price"]) == Decimal("100.01")
     assert [e["target"] for e in filled["events"]] == [
+        "OrderCreated",
         "Validated",
         "RiskChecked",
         "Submitted",

@@ -25,6 +25,7 @@ from starkmatter.orders.model import OrderId, OrderStatus, TimeInForce, UserId
 from starkmatter.portfolio import ledger as ledgers
 
 S = OrderStatus
+ZERO = Decimal(0)
 _log = logs.get_logger("starkmatter.orders")
 
 
@@ -52,55 +53,6 @@ def audited(actor: audit.Actor, action: str, reason: str) -> dict[str, Any]:
 async def read_quote(redis: aioredis.Redis, symbol: str) -> fills.Quote | None:
     raw = await redis.get(f"quote:{symbol}")
     return fills.Quote.from_json(raw) if raw else None
-
-
-_EXPOSURE_SQL = """
-SELECT a.cash, a.reserved_cash, a.open_orders, a.rate_window_start, a.rate_window_count,
-       k.active AS kill_switch, i.tradable, i.tick_size,
-       coalesce(p.quantity, 0) AS position_quantity,
-       coalesce(p.reserved_quantity, 0) AS reserved_sell_quantity,
-       (SELECT coalesce(sum(o.reserved_cash), 0) FROM trading_orders o
-         WHERE o.user_id = a.user_id AND o.symbol = $2 AND o.side = 'buy'
-           AND o.status IN ('RiskChecked', 'Submitted', 'Pending', 'PartiallyFilled'))
-         AS open_buy_notional,
-       (SELECT coalesce(sum(abs(q.quantity) * coalesce(q.mark_price, q.avg_cost)), 0)
-          FROM trading_positions q WHERE q.user_id = a.user_id) AS positions_gross
-FROM trading_accounts a
-CROSS JOIN trading_kill_switch k
-LEFT JOIN trading_positions p ON p.user_id = a.user_id AND p.symbol = $2
-LEFT JOIN trading_instruments i ON i.symbol = $2
-WHERE a.user_id = $1
-"""
-
-# Taken alone first: under READ COMMITTED a locking SELECT re-reads only the locked row
-# after waiting, so positions and orders joined into it could be stale. Reading them in
-# the next statement, after the lock is held, sees everything committed before it.
-_LOCK_ACCOUNT_SQL = "SELECT 1 FROM trading_accounts WHERE user_id = $1 FOR UPDATE"
-
-_INSERT_ORDER_SQL = """
-INSERT INTO trading_orders (id, user_id, client_order_id, symbol, side, type, time_in_force,
-    quantity, limit_price, stop_price, status, broker, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'OrderCreated', $11, $12, $12)
-ON CONFLICT (user_id, client_order_id) DO NOTHING
-RETURNING *
-"""
-
-_ACCEPT_SQL = """
-WITH acc AS (
-    UPDATE trading_accounts SET reserved_cash = reserved_cash + $2, open_orders = open_orders + 1,
-        rate_window_start = $3, rate_window_count = $4, updated_at = $5
-    WHERE user_id = $1),
-pos AS (
-    UPDATE trading_positions SET reserved_quantity = reserved_quantity + $7
-    WHERE user_id = $1 AND symbol = $6 AND $7 > 0),
-ord AS (
-    UPDATE trading_orders SET price_cap = $9, reserved_cash = $2, reserved_quantity = $7,
-        expires_at = $10
-    WHERE id = $8),
-box AS (
-    INSERT INTO trading_outbox (topic, payload) VALUES ($11, $12))
-SELECT 1
-"""
 
 
 def _market(row: asyncpg.Record, quote: fills.Quote | None, limits: risk.RiskLimits) -> risk.Market:
@@ -149,35 +101,14 @@ async def _submit(
     request = command.request
     quote = await read_quote(redis, request.symbol)
     limits = config.limits()
+    order_id = uuid.uuid4()
     async with pool.acquire() as conn, conn.transaction():
-        if await conn.fetchval(_LOCK_ACCOUNT_SQL, command.user_id) is None:
-            raise _NoAccountYet
-        ctx = await conn.fetchrow(_EXPOSURE_SQL, command.user_id, request.symbol)
-        assert ctx is not None
-        now = events.utcnow()
-        row = await conn.fetchrow(
-            _INSERT_ORDER_SQL,
-            uuid.uuid4(),
-            command.user_id,
-            command.client_order_id,
-            request.symbol,
-            request.side.value,
-            request.type.value,
-            request.time_in_force.value,
-            request.quantity,
-            request.limit_price,
-            request.stop_price,
-            config.broker,
-            now,
+        ctx = await conn.fetchrow(
+            "SELECT * FROM trading_order_context($1, $2)", command.user_id, request.symbol
         )
-        if row is None:
-            existing = await conn.fetchrow(
-                "SELECT * FROM trading_orders WHERE user_id = $1 AND client_order_id = $2",
-                command.user_id,
-                command.client_order_id,
-            )
-            return Placed(storage.OrderRecord.from_row(existing), created=False)
-        order = storage.OrderRecord.from_row(row)
+        if ctx is None:
+            raise _NoAccountYet
+        now = events.utcnow()
         market = _market(ctx, quote, limits)
         window_start, count = risk.rate_window(
             ctx["rate_window_start"], ctx["rate_window_count"], now
@@ -195,8 +126,7 @@ async def _submit(
         outcome: risk.Rejection | risk.Reservation
         if failed is not None:
             outcome = failed
-            path = [S.REJECTED]
-            reasons = [failed.reason.value]
+            path, reasons = [S.REJECTED], [failed.reason.value]
         else:
             outcome = risk.check(request, market, exposure, limits)
             if isinstance(outcome, risk.Rejection):
@@ -205,63 +135,67 @@ async def _submit(
             else:
                 path = [S.VALIDATED, S.RISK_CHECKED]
                 reasons = ["validation passed", "risk checks passed"]
+        cap = expires = None
+        reserved = risk.Reservation(ZERO, ZERO)
+        code: str | None = None
+        message: str | None = None
         if isinstance(outcome, risk.Rejection):
-            await storage.advance(
-                conn, order.id, S.CREATED, path, reasons, now, {"message": outcome.message}
-            )
-            await conn.execute(
-                "UPDATE trading_orders SET reject_code = $2, reject_message = $3 WHERE id = $1;",
-                order.id,
-                outcome.reason.value,
-                outcome.message,
-            )
-            await conn.execute(
-                "UPDATE trading_accounts SET rate_window_start = $2, rate_window_count = $3"
-                " WHERE user_id = $1",
-                command.user_id,
-                window_start,
-                count + 1,
-            )
-            _log.info("order.rejected", order_id=str(order.id), reason=outcome.reason.value)
+            code, message = outcome.reason.value, outcome.message
+            view = {
+                "id": str(order_id),
+                "client_order_id": command.client_order_id,
+                "symbol": request.symbol,
+                "status": S.REJECTED.value,
+                "reject_code": code,
+            }
+            event: dict[str, Any] = storage.audit_due(
+                actor, "order.rejected", outcome.message, "order", str(order_id), after=view
+            ).payload()
+            topic = events.AuditDue.topic
         else:
-            await storage.advance(conn, order.id, S.CREATED, path, reasons, now)
+            reserved = outcome
             reference = risk.reference_price(request.side, market)
             assert reference is not None
             cap = risk.worst_price(request, reference, limits.market_protection)
-            expires = (
-                day_expiry(now, config.day_close_utc)
-                if request.time_in_force is TimeInForce.DAY
-                else None
-            )
-            placed = events.OrderPlaced(order.id, command.user_id, now)
-            await conn.execute(
-                _ACCEPT_SQL,
-                command.user_id,
-                outcome.cash,
-                window_start,
-                count + 1,
-                now,
-                request.symbol,
-                outcome.quantity,
-                order.id,
-                cap,
-                expires,
-                placed.topic,
-                {**placed.payload(), "audit": audited(actor, "order.placed", "order accepted")},
-            )
-        final = await storage.fetch_order(conn, order.id)
-        assert final is not None
-        if final.status is S.REJECTED:
-            due = storage.audit_due(
-                actor,
-                "order.rejected",
-                final.reject_message or "",
-                "order",
-                str(order.id),
-                after=final.audit_view(),
-            )
-            await storage.enqueue(conn, due.topic, due.payload())
-    await _publish(redis, final, "placed" if final.status is S.RISK_CHECKED else "rejected")
+            if request.time_in_force is TimeInForce.DAY:
+                expires = day_expiry(now, config.day_close_utc)
+            placed = events.OrderPlaced(OrderId(order_id), command.user_id, now)
+            topic = placed.topic
+            event = {**placed.payload(), "audit": audited(actor, "order.placed", "accepted")}
+        row = await conn.fetchrow(
+            "SELECT * FROM trading_order_place($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+            " $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+            order_id,
+            command.user_id,
+            command.client_order_id,
+            request.symbol,
+            request.side.value,
+            request.type.value,
+            request.time_in_force.value,
+            request.quantity,
+            request.limit_price,
+            request.stop_price,
+            config.broker,
+            now,
+            [p.value for p in path],
+            reasons,
+            code,
+            message,
+            reserved.cash,
+            reserved.quantity,
+            cap,
+            expires,
+            window_start,
+            count + 1,
+            topic,
+            event,
+        )
+    final = storage.OrderRecord.from_row(row)
+    if final.id != order_id:
+        return Placed(final, created=False)
+    if final.status is S.REJECTED:
+        _log.info("order.rejected", order_id=str(order_id), reason=final.reject_code)
+        await _publish(redis, final, "rejected")
     return Placed(final, created=True)
 
 
