@@ -1,0 +1,1 @@
+"""Celery: batch jobs on a schedule and the durable path for the seed's event triggers."""
