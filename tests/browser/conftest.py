@@ -167,11 +167,15 @@ async def running_orders(config: settings.Settings) -> AsyncIterator[None]:
 @pytest.fixture
 async def platform(config: settings.Settings) -> AsyncIterator[Platform]:
     pool = await db.create_pool(config)
+    # The feed writes through a plain pool, as tests/integration/market does: with the
+    # platform's jsonb codec, storing.py's json.dumps(indicators) is encoded twice and
+    # /market/bars then fails (reported to the market-data owner).
+    feed_pool = await asyncpg.create_pool(config.database_url, min_size=1, max_size=4)
     redis = redis_client.create_redis(config)
     try:
         async with (
             running_gateway(config) as gateway,
-            running_market(pool, redis),
+            running_market(feed_pool, redis),
             running_orders(config),
         ):
             app = platform_app(config)
@@ -181,6 +185,7 @@ async def platform(config: settings.Settings) -> AsyncIterator[Platform]:
                 yield Platform(base_url, ws_url, config, redis, pool, gateway)
     finally:
         await redis.aclose()
+        await feed_pool.close()
         await pool.close()
 
 

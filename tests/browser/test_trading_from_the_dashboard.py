@@ -72,6 +72,13 @@ async def test_a_limit_order_fills_and_the_position_shows_live_pnl(
     await expect(pnl).not_to_have_text(before or "")
     await expect(page.page.locator("#m-equity")).to_have_text(re.compile(r"^\$\d"))
     await expect(page.page.locator("#t-status")).to_contain_text("Filled")
+    await expect(order.locator("td").nth(7)).to_have_text(re.compile(r"\d"))
+
+    await page.page.get_by_role("button", name="1s").click()
+    await expect(page.page.get_by_role("button", name="1s")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    await expect(page.page.locator("#chart-state")).to_be_hidden()
 
     conftest.ARTIFACTS.mkdir(exist_ok=True)
     await page.page.screenshot(path=str(conftest.ARTIFACTS / "dashboard.png"))

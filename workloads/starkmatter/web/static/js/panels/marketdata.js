@@ -195,7 +195,10 @@ export function createChart(ctx) {
     state.hidden = false;
     subs.set([[`market:quotes:${symbol}`, quotes.handler()]]);
     try {
-      const body = await api.get(`/market/bars/${encodeURIComponent(symbol)}?interval=${interval}&limit=240`);
+      const since = new Date(Date.now() - 240 * intervalMs()).toISOString();
+      const body = await api.get(
+        `/market/bars/${encodeURIComponent(symbol)}?interval=${interval}&limit=240&start=${encodeURIComponent(since)}`,
+      );
       if (mine !== generation) return;
       const bars = listOf(body, "bars").map(normalizeBar).filter(Boolean);
       if (bars.length) quotes.setReference(symbol, bars[0].open);

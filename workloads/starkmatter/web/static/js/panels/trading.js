@@ -284,10 +284,23 @@ export function createOrders(ctx) {
   orders.on(render);
   openOnly.addEventListener("change", render);
 
+  // Live frames carry the order's state, not its fill price: fetch the order once it fills.
+  async function reconcile(id) {
+    try {
+      orders.upsert(normalizeOrder(await api.get(`/orders/${encodeURIComponent(id)}`)));
+    } catch (err) {
+      ctx.toast(`Could not refresh order: ${err.describe ? err.describe() : err}`, "error");
+    }
+  }
+
   function onFrame(data, type) {
     if (!data) return;
     const items = Array.isArray(data) ? data : listOf(data, "orders").length ? listOf(data, "orders") : [data];
-    for (const item of items) orders.upsert(normalizeOrder(item));
+    for (const item of items) {
+      const order = normalizeOrder(item);
+      orders.upsert(order);
+      if (order.id && (order.status === "Filled" || order.status === "PartiallyFilled")) reconcile(order.id);
+    }
     if (type === "update") ctx.onTrade();
   }
 
