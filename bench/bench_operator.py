@@ -4,12 +4,14 @@ Against a real control plane on loopback (kube-apiserver, etcd, controller-manag
 scheduler, kwok) and the operator as a subprocess. Baselines measured in the same run:
 - latency: a plain Deployment of the same pods applied with kubectl, until it is Ready
   (the Kubernetes machinery alone, without the operator);
-- bulk: kubectl creating as many plain ConfigMaps as the feeds have children.
+- bulk: kubectl creating the same number of plain ConfigMaps (one object per feed), the
+  raw cost of getting that many objects into the apiserver.
 Targets: p50 under 1 s; 500 feeds in under 60 s with under 250 MB resident.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import ssl
@@ -40,6 +42,19 @@ class Api:
     def __init__(self, plane: testing.ControlPlane) -> None:
         self.plane = plane
         self.context = ssl.create_default_context(cafile=str(plane.ca_file))
+
+    def post(self, path: str, body: dict[str, Any]) -> None:
+        request = urllib.request.Request(  # noqa: S310 (loopback only)
+            self.plane.server + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {self.plane.admin_token}",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, context=self.context, timeout=30):  # noqa: S310
+            pass
 
     def get(self, path: str) -> Any:
         request = urllib.request.Request(  # noqa: S310 (loopback only)
@@ -130,7 +145,7 @@ def main() -> None:
             env={**os.environ, "KUBECONFIG": str(plane.kubeconfig),
                  "STARKMATTER_OPERATOR_METRICS_PORT": "0",
                  "STARKMATTER_OPERATOR_DEBOUNCE": "0.05"},
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=testing.die_with_parent,
         )  # fmt: skip
         try:
             time.sleep(3)  # the operator lists and starts its watches
@@ -172,36 +187,40 @@ def run(plane: testing.ControlPlane, api: Api, pid: int) -> None:
     print(f"  baseline: plain Deployment of 2 pods apply -> Ready p50 {raw50 * 1000:.0f} ms; "
           f"ratio {p50 / raw50:.2f}x")  # fmt: skip
 
-    # 2. 500 feeds in one apply (no pods: this measures the operator, not the scheduler).
+    # 2. 500 feeds created at once (no pods: this measures the operator, not the
+    # scheduler), by 8 parallel API clients so that creation is not the bottleneck.
     feeds = [feed(f"bulk-{i}", 0) for i in range(BULK)]
     started = time.perf_counter()
-    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(feeds), timeout=300)
-    applied = time.perf_counter() - started
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda f: api.post(base, f), feeds))
+    created = time.perf_counter() - started
 
     def all_ready() -> bool:
-        items = api.get(f"{base}?labelSelector=")["items"]
+        items = api.get(base)["items"]
         done = sum(1 for f in items if f["metadata"]["name"].startswith("bulk-") and is_ready(f))
         return done == BULK
 
     wait(all_ready, timeout=600, interval=0.5)
     bulk = time.perf_counter() - started
     rss, peak = rss_mb(pid)
-    children = len(api.get(f"/api/v1/namespaces/{NS}/configmaps?labelSelector="
-                           "starkmatter.io/owner-kind%3Dmarketfeed")["items"])  # fmt: skip
-    assert children >= BULK, children
+    children = api.get(
+        f"/api/v1/namespaces/{NS}/configmaps?labelSelector=starkmatter.io/owner-kind%3Dmarketfeed"
+    )["items"]
+    assert len(children) >= BULK, len(children)
 
     maps = [
         {"apiVersion": "v1", "kind": "ConfigMap",
          "metadata": {"name": f"plain-{i}", "namespace": NS}, "data": {"k": "v"}}
-        for i in range(BULK * 4)
+        for i in range(BULK)
     ]  # fmt: skip
     started = time.perf_counter()
     plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(maps), timeout=300)
     baseline = time.perf_counter() - started
-    print(f"{BULK} MarketFeeds -> {BULK * 4} children + Ready status: {bulk:.1f} s "
-          f"(kubectl apply itself {applied:.1f} s; target < 60 s)")  # fmt: skip
+    print(f"{BULK} MarketFeeds reconciled ({BULK * 4} children applied, every status Ready): "
+          f"{bulk:.1f} s from the first create")  # fmt: skip
+    print(f"  (the {BULK} creates took {created:.1f} s; target < 60 s)")
     print(f"  operator memory: {rss:.0f} MB resident now, {peak:.0f} MB peak (target < 250 MB)")
-    print(f"  baseline: kubectl apply of {BULK * 4} plain ConfigMaps {baseline:.1f} s; "
+    print(f"  baseline: kubectl apply of {BULK} plain ConfigMaps {baseline:.1f} s; "
           f"ratio {bulk / baseline:.2f}x")  # fmt: skip
 
 

@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
+    if not args.verbose:
+        # One INFO line per handler run is noise at hundreds of objects; failures still log.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import starkmatter_operator.handlers  # noqa: F401  (registers the handlers)
 
     kopf.run(

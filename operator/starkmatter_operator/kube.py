@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ PLURALS: dict[tuple[str, str], str] = {
     (config.API_VERSION, "RetentionPolicy"): "retentionpolicies",
     (config.API_VERSION, "AlertRule"): "alertrules",
 }
+TOKEN_REREAD_S = 60.0
 SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
@@ -71,26 +73,32 @@ class Kube:
         self._creds_source = creds
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._creds: Credentials | None = None
+        self._token: tuple[float, str] | None = None
         self._discovery: dict[str, bool] = {}
 
-    @property
-    def _creds(self) -> Credentials:
-        return self._creds_source()
-
-    def _headers(self) -> dict[str, str]:
-        token = self._creds.token
-        # A projected service-account token is rotated on disk; always send the fresh one.
-        if SA_TOKEN.exists():
-            token = SA_TOKEN.read_text().strip()
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
-    def _get_session(self) -> aiohttp.ClientSession:
+    def _connect(self) -> tuple[aiohttp.ClientSession, Credentials]:
+        # Credentials (and the SSL context, costly to build) are resolved once, not per call.
+        if self._creds is None:
+            self._creds = self._creds_source()
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._creds.ssl_context)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+                connector=connector,
+                # No total limit: under load a request may first wait for a free connection.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
             )
-        return self._session
+        return self._session, self._creds
+
+    def _headers(self, creds: Credentials) -> dict[str, str]:
+        token = creds.token
+        # A projected service-account token is rotated on disk: re-read it every minute.
+        if SA_TOKEN.exists():
+            now = time.monotonic()
+            if self._token is None or now - self._token[0] > TOKEN_REREAD_S:
+                self._token = (now, SA_TOKEN.read_text().strip())
+            token = self._token[1]
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def close(self) -> None:
         if self._session is not None:
@@ -105,15 +113,19 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Any:
-        headers = {**self._headers(), "Accept": "application/json"}
+        session, creds = self._connect()
+        headers = {**self._headers(creds), "Accept": "application/json"}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
-        async with self._get_session().request(
-            method, self._creds.server + path, params=params, data=data, headers=headers
+        async with session.request(
+            method, creds.server + path, params=params, data=data, headers=headers
         ) as response:
             text = await response.text()
+            if response.status == 401:
+                # Pick up a re-login by Kopf or a rotated token on the next call.
+                self._creds, self._token = None, None
             if response.status >= 400:
                 try:
                     status = json.loads(text)

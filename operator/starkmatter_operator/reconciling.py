@@ -111,6 +111,25 @@ def trimmed(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _revision(obj: Mapping[str, Any]) -> int:
+    text = str((obj.get("metadata") or {}).get("resourceVersion") or "0")
+    return int(text) if text.isdigit() else 0
+
+
+def remember(rt: Runtime, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Keep the newest version of a child; returns the one it replaced.
+
+    An apply answer and a watch event can arrive in either order: the older one must not
+    overwrite the newer (a stale "not rolled out yet" would then stick forever).
+    """
+    key = key_of(obj)
+    before = rt.observed.get(key)
+    after = trimmed(obj)
+    if before is None or _revision(after) >= _revision(before):
+        rt.observed[key] = after
+    return before
+
+
 def spec_drifted(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
     if after.get("kind") in GENERATION_KINDS:
         return bool(before["metadata"].get("generation") != after["metadata"].get("generation"))
@@ -169,7 +188,7 @@ async def _apply_all(
         key = key_of(manifest)
         before = rt.observed.get(key)
         after = trimmed(await rt.kube.apply(manifest, manager=manager))
-        rt.observed[key] = after
+        remember(rt, after)
         change = _change(before, after)
         if change is None:
             return None
@@ -371,7 +390,11 @@ async def reconcile(
                     why = {"Restored": "drift corrected", "Updated": "spec changed"}.get(reason)
                     rt.post_event(body, "Normal", reason, change + (f" ({why})" if why else ""))
             _announce(rt, body, old, status)
-            if problem is not None and problem.reason in RETRYABLE and trigger != "child":
+            if (
+                problem is not None
+                and problem.reason in RETRYABLE
+                and trigger not in ("child", "timer")
+            ):
                 # Fixable outside the CR (create the Secret, grant the role): look again
                 # later without a spec change. Kopf backs off; the operator never crashes.
                 raise kopf.TemporaryError(problem.message, delay=RETRY_DELAY_S)
@@ -379,7 +402,7 @@ async def reconcile(
     except (kube.ApiError, aiohttp.ClientError, TimeoutError) as e:
         outcome = "retry"
         metrics.ERRORS.labels(kind, type(e).__name__).inc()
-        raise kopf.TemporaryError(f"will retry: {e}", delay=5) from e
+        raise kopf.TemporaryError(f"will retry: {type(e).__name__}: {e}", delay=5) from e
     finally:
         metrics.RECONCILES.labels(kind, trigger, outcome).inc()
         metrics.DURATION.labels(kind).observe(time.monotonic() - started)
@@ -429,3 +452,29 @@ class Debouncer:
     async def drain(self) -> None:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def refresh_periodically(rt: Runtime) -> None:
+    """Refresh what no watch event announces: feed heartbeats, alert states, and the
+    shared alert-rules ConfigMap (not watched, so re-applied to correct drift).
+
+    One loop for all objects rather than a Kopf timer per object: timers would also make
+    Kopf put a finalizer on every resource.
+    """
+    limit = asyncio.Semaphore(8)
+
+    async def one(body: dict[str, Any]) -> None:
+        async with limit:
+            try:
+                await reconcile(rt, body, trigger="timer", apply=body["kind"] == "AlertRule")
+            except kopf.TemporaryError as e:
+                log.warning("event=refresh.failed owner=%s error=%s", "/".join(key_of(body)), e)
+
+    while True:
+        await asyncio.sleep(rt.cfg.status_interval_s)
+        bodies = [
+            b
+            for b in list(rt.owners.values())
+            if b["kind"] == "AlertRule" or (b["kind"] == "MarketFeed" and rt.heartbeats)
+        ]
+        await asyncio.gather(*(one(b) for b in bodies))

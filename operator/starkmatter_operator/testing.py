@@ -45,6 +45,16 @@ def missing_binaries() -> list[str]:
     return [n for n in names if not (bin_dir() / n).exists()]
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the kernel kills the child when the test process dies, however it dies,
+    so no apiserver or etcd outlives an interrupted run."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,6 +107,7 @@ class ControlPlane:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
 
     def log_tail(self, name: str, lines: int = 40) -> str:

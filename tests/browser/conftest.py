@@ -24,18 +24,20 @@ import redis.asyncio as aioredis
 from playwright import async_api
 
 from starkmatter.ai import routes as ai_routes
+from starkmatter.alerts import routes as alert_routes
 from starkmatter.api import app as api_app
 from starkmatter.core import db, embedded, redis_client, serving, settings
 from starkmatter.gateway import fanout, server
 from starkmatter.ingest import pipeline, simulation, simulator, worker
 from starkmatter.ingest.providers import simulated
+from starkmatter.market import routes as market_routes
+from starkmatter.news import routes as news_routes
 from starkmatter.orders import processing
 from starkmatter.orders import routes as order_routes
 from starkmatter.orders.config import OrdersConfig
 from starkmatter.orders.service import make_broker
 from starkmatter.portfolio import routes as portfolio_routes
 from starkmatter.web import routes as web_routes
-from tests.browser import standins
 
 CHROMIUM = os.environ.get("STARKMATTER_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -73,21 +75,13 @@ def platform_app(config: settings.Settings) -> fastapi.FastAPI:
         ("/orders", order_routes.router),
         ("/portfolio", portfolio_routes.router),
         ("/ai/analyze", ai_routes.router),
-        ("/market/symbols", standins.component_router("starkmatter.market.routes")),
-        ("/news", standins.component_router("starkmatter.news.routes")),
-        ("/alerts", standins.component_router("starkmatter.alerts.routes")),
+        ("/market/symbols", market_routes.router),
+        ("/news", news_routes.router),
+        ("/alerts", alert_routes.router),
         ("/", web_routes.router),
     ):
-        if router is not None and path not in paths:
-            app.include_router(router)
-            paths |= {getattr(route, "path", "") for route in router.routes}
-    for path, standin in (
-        ("/market/symbols", standins.market),
-        ("/news", standins.news),
-        ("/alerts", standins.alerts),
-    ):
         if path not in paths:
-            app.include_router(standin)
+            app.include_router(router)
     return app
 
 

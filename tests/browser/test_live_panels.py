@@ -93,3 +93,18 @@ async def test_a_dropped_connection_reconnects_resubscribes_and_says_so(
     # Quotes flow again over the new connection's subscriptions.
     seen = await last.text_content()
     await expect(last).not_to_have_text(seen or "")
+
+
+async def test_a_price_alert_is_created_from_the_form_and_deleted(
+    page: conftest.PageWatch, platform: conftest.Platform
+) -> None:
+    await flows.register_and_log_in(page.page)
+    await page.page.get_by_label("Alert symbol").fill("AAPL")
+    await page.page.get_by_label("Condition").select_option("above")
+    await page.page.get_by_label("Alert price").fill("400")
+    await page.page.get_by_label("Alert price").press("Enter")
+    rule = page.page.locator("#alerts tbody tr").filter(has_text="AAPL")
+    await expect(rule).to_contain_text("above")
+    await expect(rule).to_contain_text("400.00")
+    await rule.get_by_role("button").click()
+    await expect(page.page.locator("#alerts tbody tr")).to_have_count(0)

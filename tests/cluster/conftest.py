@@ -100,6 +100,7 @@ class OperatorProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=testing.die_with_parent,
         )  # fmt: skip
         wait_for(self.healthy, timeout=60, what="operator liveness endpoint")
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -30,6 +31,10 @@ def get(cluster: testing.ControlPlane, kind: str, namespace: str, name: str) -> 
 def ready(cluster: testing.ControlPlane, kind: str, namespace: str, name: str) -> Any:
     obj = get(cluster, kind, namespace, name)
     return obj if obj and condition(obj, "Ready").get("status") == "True" else None
+
+
+def gone(cluster: testing.ControlPlane, kind: str, namespace: str, name: str) -> bool:
+    return get(cluster, kind, namespace, name) is None
 
 
 def apply_sample(cluster: testing.ControlPlane, namespace: str, kind: str) -> dict[str, Any]:
@@ -200,7 +205,7 @@ def test_deleting_a_feed_garbage_collects_its_children(cluster, operator, namesp
         ("service", "us-equities-gateway"),
         ("configmap", "us-equities-feed"),
     ]:
-        wait_for(lambda k=kind, n=name: get(cluster, k, namespace, n) is None, 60, f"{kind} gone")
+        wait_for(functools.partial(gone, cluster, kind, namespace, name), 60, f"{kind} gone")
 
 
 def test_newssource_polls_with_a_cronjob_and_streams_with_a_deployment(
@@ -302,5 +307,6 @@ def test_restart_mid_reconcile_converges(cluster, operator: OperatorProcess, nam
     operator.stop(kill=True)  # SIGKILL: no clean-up, whatever was in flight is lost
     operator.start()
     for i in range(15):
-        wait_for(lambda i=i: ready(cluster, "mf", namespace, f"feed-{i}"), 90, f"feed-{i} Ready")
-        assert get(cluster, "deployment", namespace, f"feed-{i}-gateway")
+        name = f"feed-{i}"
+        wait_for(functools.partial(ready, cluster, "mf", namespace, name), 90, f"{name} Ready")
+        assert get(cluster, "deployment", namespace, f"{name}-gateway")

@@ -37,9 +37,8 @@ async def on_child(event: kopf.RawEvent, resource: kopf.Resource, memo: Any, **_
         runtime.observed.pop(child, None)
         apply = True
     else:
-        before = runtime.observed.get(child)
-        after = reconciling.trimmed(obj)
-        runtime.observed[child] = after
+        before = reconciling.remember(runtime, obj)
+        after = runtime.observed[child]
         apply = before is not None and reconciling.spec_drifted(before, after)
     memo.debouncer.poke((owner_kind, child[1], str(owner_name)), apply=apply)
 

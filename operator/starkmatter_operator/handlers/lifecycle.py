@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -51,6 +52,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     runtime = reconciling.Runtime(cfg, client, reader, post_event=post_event)
     memo.runtime = runtime
     memo.debouncer = reconciling.Debouncer(cfg.debounce_s, _reconcile_owner(runtime))
+    memo.refresher = asyncio.get_running_loop().create_task(
+        reconciling.refresh_periodically(runtime)
+    )
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
     log.info("event=operator.started image=%s", cfg.image)
@@ -80,6 +84,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     runtime: reconciling.Runtime | None = getattr(memo, "runtime", None)
     if runtime is None:
         return
+    memo.refresher.cancel()
     await memo.debouncer.drain()
     await runtime.kube.close()
     if runtime.heartbeats is not None:

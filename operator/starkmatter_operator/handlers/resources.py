@@ -8,8 +8,6 @@ import kopf
 
 from starkmatter_operator import config, reconciling
 
-STATUS_INTERVAL_S = config.OperatorConfig.from_env().status_interval_s
-
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
     return {
@@ -43,28 +41,12 @@ async def _remember(body: kopf.Body, event: kopf.RawEvent, memo: Any, **_: Any) 
         runtime.owners[key] = plain
 
 
-async def _on_timer(body: kopf.Body, memo: Any, **_: Any) -> None:
-    runtime: reconciling.Runtime = memo.runtime
-    if body["kind"] == "AlertRule":
-        # The shared rules ConfigMap is not watched: re-applying it corrects drift cheaply.
-        await reconciling.reconcile(runtime, _plain(body), trigger="timer", apply=True)
-    elif runtime.heartbeats is not None:
-        await reconciling.reconcile(runtime, _plain(body), trigger="timer", apply=False)
-
-
-for _kind, _info in reconciling.KINDS.items():
+for _info in reconciling.KINDS.values():
     _resource = (config.GROUP, config.VERSION, _info.plural)
     kopf.on.create(*_resource, id=f"{_info.plural}-create")(_on_spec)
     kopf.on.update(*_resource, id=f"{_info.plural}-update")(_on_spec)
     kopf.on.resume(*_resource, id=f"{_info.plural}-resume")(_on_spec)
     kopf.on.event(*_resource, id=f"{_info.plural}-remember")(_remember)
-    if _kind in ("MarketFeed", "AlertRule"):
-        kopf.timer(
-            *_resource,
-            id=f"{_info.plural}-status",
-            interval=STATUS_INTERVAL_S,
-            initial_delay=STATUS_INTERVAL_S,
-        )(_on_timer)
 
 
 @kopf.on.delete(config.GROUP, config.VERSION, "alertrules", id="alertrules-delete")
