@@ -7,7 +7,8 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from starkmatter.core import settings
 
@@ -100,6 +101,75 @@ def _cmd_users_add(args: argparse.Namespace, config: settings.Settings) -> int:
     return 0
 
 
+def _until_stopped(main: Coroutine[Any, Any, object]) -> int:
+    """Run a service's main coroutine; Ctrl-C/SIGTERM end it without a traceback."""
+    try:
+        result = asyncio.run(main)
+    except KeyboardInterrupt:
+        return 0
+    return result if isinstance(result, int) else 0
+
+
+def _cmd_gateway(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter.gateway import server
+
+    return _until_stopped(server.run(config, host=args.host, port=args.port))
+
+
+def _cmd_ingest(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter.ingest import worker
+
+    return _until_stopped(worker.run(config, args.feed, spec_path=args.config))
+
+
+def _cmd_simulate(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter.ingest import simulator
+
+    return _until_stopped(
+        simulator.serve(
+            host=args.host, port=args.port, rate=args.rate, bad_share=args.bad_share, seed=args.seed
+        )
+    )
+
+
+def _cmd_orders(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter.orders import service
+
+    return _until_stopped(service.run(config, probes_port=config.metrics_port))
+
+
+def _cmd_news(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter.news import worker
+
+    return _until_stopped(worker.main(args.source, once=args.once))
+
+
+def _cmd_alerts(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter.alerts import evaluating
+
+    return _until_stopped(evaluating.main())
+
+
+def _cmd_archive(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter.retention import worker
+
+    return _until_stopped(worker.main(args.policy, dry_run=args.dry_run))
+
+
+def _cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter.tasks import running
+
+    running.run_worker(concurrency=args.concurrency)
+    return 0
+
+
+def _cmd_beat(args: argparse.Namespace, config: settings.Settings) -> int:
+    from starkmatter.tasks import running
+
+    running.run_beat(schedule_file=args.schedule_file)
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     parser = argparse.ArgumentParser(prog="starkmatter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -116,6 +186,32 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     )
     api = add("api", _cmd_api, "serve the REST API gateway")
     api.add_argument("--host", help="address to bind (default STARKMATTER_API_HOST)")
+    gateway = add("gateway", _cmd_gateway, "serve the WebSocket (/ws) and SSE (/sse) gateway")
+    gateway.add_argument("--host", help="address to bind (default STARKMATTER_API_HOST)")
+    gateway.add_argument("--port", type=int, help="port (default STARKMATTER_GATEWAY_PORT)")
+    ingest = add("ingest", _cmd_ingest, "run the ingestion worker of one MarketFeed")
+    ingest.add_argument("--feed", required=True, help="the MarketFeed's name")
+    ingest.add_argument("--config", help="feed spec JSON (default STARKMATTER_FEED_CONFIG)")
+    simulate = add("simulate", _cmd_simulate, "serve the market simulator over WebSocket")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8765)
+    simulate.add_argument("--rate", type=float, default=200.0, help="messages per second")
+    simulate.add_argument(
+        "--bad-share", type=float, default=0.01, help="share of deliberately bad messages"
+    )
+    simulate.add_argument("--seed", type=int, help="random seed, for reproducible streams")
+    add("orders", _cmd_orders, "run the order service worker (outbox, broker, portfolio)")
+    news = add("news", _cmd_news, "poll one NewsSource")
+    news.add_argument("--source", required=True, help="the NewsSource's name")
+    news.add_argument("--once", action="store_true", help="poll once and exit (CronJob mode)")
+    add("alerts", _cmd_alerts, "run the alert evaluator")
+    archive = add("archive", _cmd_archive, "run one RetentionPolicy: archive, then purge")
+    archive.add_argument("--policy", required=True, help="the RetentionPolicy's name")
+    archive.add_argument("--dry-run", action="store_true", help="report only; move nothing")
+    worker = add("worker", _cmd_worker, "run a Celery worker for batch jobs")
+    worker.add_argument("--concurrency", type=int)
+    beat = add("beat", _cmd_beat, "run Celery beat (the batch schedule); one per deployment")
+    beat.add_argument("--schedule-file")
     add("migrate", _cmd_migrate, "apply database migrations and exit")
     add("audit-verify", _cmd_audit_verify, "verify the audit trail's hash chain")
     users = add("users-add", _cmd_users_add, "create a user (password from a prompt)")
