@@ -8,19 +8,25 @@ from collections.abc import AsyncIterator
 import fastapi
 
 from starkmatter.ai import routes as ai_routes
+from starkmatter.alerts import routes as alert_routes
 from starkmatter.api import failing, observing, resources
 from starkmatter.api.routes import auth, health
 from starkmatter.core import db, migrating, redis_client, settings
 from starkmatter.core.auth import keys
+from starkmatter.market import routes as market_routes
+from starkmatter.news import routes as news_routes
 from starkmatter.orders import routes as order_routes
 from starkmatter.portfolio import routes as portfolio_routes
 from starkmatter.web import routes as web_routes
 
 # The gateway's REST surface: every component's public router, in one place.
 COMPONENT_ROUTERS = (
+    market_routes.router,
     order_routes.router,
     portfolio_routes.router,
     ai_routes.router,
+    news_routes.router,
+    alert_routes.router,
     web_routes.router,
 )
 
