@@ -68,6 +68,8 @@ class Runtime:
     post_event: Callable[[Mapping[str, Any], str, str, str], None] | None = None
     # The latest body of every custom resource, from Kopf's own watch (no extra requests).
     owners: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # The generation each CR was last handed to a reconcile (so one spec goes once).
+    seen: dict[Key, Any] = dataclasses.field(default_factory=dict)
     # Secret look-ups, briefly cached: hundreds of CRs in one namespace share a few Secrets.
     secrets: dict[tuple[str, str], tuple[float, Any]] = dataclasses.field(default_factory=dict)
     secret_ttl_s: float = 5.0
@@ -384,11 +386,15 @@ async def reconcile(
                 )
                 if owner in rt.owners:
                     rt.owners[owner] = {**rt.owners[owner], "status": status}
-            if rt.post_event is not None:
-                for change in changes:
-                    reason = change.split(" ", 1)[0]
-                    why = {"Restored": "drift corrected", "Updated": "spec changed"}.get(reason)
-                    rt.post_event(body, "Normal", reason, change + (f" ({why})" if why else ""))
+            if rt.post_event is not None and changes:
+                # One Event per reconcile, saying what changed and why.
+                reason = {"child": "DriftCorrected", "spec": "Applied"}.get(trigger, "Applied")
+                why = (
+                    "a child was edited or deleted"
+                    if trigger == "child"
+                    else (f"spec generation {body['metadata'].get('generation')}")
+                )
+                rt.post_event(body, "Normal", reason, f"{'; '.join(changes)} ({why})")
             _announce(rt, body, old, status)
             if (
                 problem is not None
@@ -419,39 +425,54 @@ async def remove_alert_rule(rt: Runtime, body: Mapping[str, Any]) -> None:
             raise kopf.TemporaryError(f"will retry: {e}", delay=5) from e
 
 
-class Debouncer:
-    """Collapses a burst of child events into one reconcile per owner."""
+@dataclasses.dataclass(frozen=True)
+class Pass:
+    """What a pending reconcile must do; two requests for one owner merge into one."""
 
-    def __init__(self, delay: float, run: Callable[[Key, bool], Awaitable[None]]) -> None:
+    apply: bool = False
+    prune: bool = False
+    spec: bool = False  # a new spec (or first look after start), rather than a child event
+
+    def __or__(self, other: Pass) -> Pass:
+        return Pass(self.apply or other.apply, self.prune or other.prune, self.spec or other.spec)
+
+
+class Debouncer:
+    """Collapses a burst of events into one reconcile per owner, and retries failures."""
+
+    def __init__(self, delay: float, run: Callable[[Key, Pass], Awaitable[None]]) -> None:
         self._delay = delay
         self._run = run
-        self._pending: dict[Key, bool] = {}
+        self._pending: dict[Key, Pass] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def poke(self, owner: Key, *, apply: bool) -> None:
+    def poke(self, owner: Key, work: Pass, *, delay: float | None = None) -> None:
         if owner in self._pending:
-            self._pending[owner] = self._pending[owner] or apply
+            self._pending[owner] = self._pending[owner] | work
             return
-        self._pending[owner] = apply
-        task = asyncio.get_running_loop().create_task(self._later(owner))
+        self._pending[owner] = work
+        task = asyncio.get_running_loop().create_task(
+            self._later(owner, self._delay if delay is None else delay)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _later(self, owner: Key) -> None:
-        await asyncio.sleep(self._delay)
-        apply = self._pending.pop(owner)
+    async def _later(self, owner: Key, delay: float) -> None:
+        await asyncio.sleep(delay)
+        work = self._pending.pop(owner)
         try:
-            await self._run(owner, apply)
-        except kopf.TemporaryError:
-            # Retry once the apiserver answers again.
-            await asyncio.sleep(5)
-            self.poke(owner, apply=apply)
+            await self._run(owner, work)
+        except kopf.TemporaryError as e:
+            # The apiserver is busy, or the fix lies outside the CR (a Secret): look again.
+            log.info("event=reconcile.retry owner=%s reason=%s", "/".join(owner), e)
+            self.poke(owner, work, delay=e.delay or RETRY_DELAY_S)
         except Exception:
             log.exception("event=reconcile.failed owner=%s", "/".join(owner))
 
     async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def refresh_periodically(rt: Runtime) -> None:

@@ -40,7 +40,7 @@ async def on_child(event: kopf.RawEvent, resource: kopf.Resource, memo: Any, **_
         before = reconciling.remember(runtime, obj)
         after = runtime.observed[child]
         apply = before is not None and reconciling.spec_drifted(before, after)
-    memo.debouncer.poke((owner_kind, child[1], str(owner_name)), apply=apply)
+    memo.debouncer.poke((owner_kind, child[1], str(owner_name)), reconciling.Pass(apply=apply))
 
 
 for _api_version, _plural in CHILD_RESOURCES:

@@ -61,14 +61,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 def _reconcile_owner(rt: reconciling.Runtime) -> Any:
-    async def run(owner: reconciling.Key, apply: bool) -> None:
+    async def run(owner: reconciling.Key, work: reconciling.Pass) -> None:
         kind, namespace, name = owner
         body = rt.owners.get(owner)
         if body is None:
             body = await rt.kube.get(config.API_VERSION, kind, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return  # being deleted: garbage collection removes the children
-        await reconciling.reconcile(rt, body, trigger="child", apply=apply)
+        await reconciling.reconcile(
+            rt,
+            body,
+            trigger="spec" if work.spec else "child",
+            apply=work.apply,
+            prune=work.prune,
+        )
 
     return run
 

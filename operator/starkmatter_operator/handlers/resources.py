@@ -1,4 +1,4 @@
-"""The four custom resources: a spec change (or the operator starting) reconciles them."""
+"""The four custom resources: a new spec (or the operator starting) reconciles them."""
 
 from __future__ import annotations
 
@@ -19,17 +19,14 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
     }
 
 
-async def _on_spec(body: kopf.Body, reason: str, memo: Any, **_: Any) -> None:
-    await reconciling.reconcile(
-        memo.runtime,
-        _plain(body),
-        trigger=str(reason),
-        # A new object has nothing stale to prune; an update or a restart may have.
-        prune=reason != kopf.Reason.CREATE.value,
-    )
+async def _on_event(body: kopf.Body, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    """Every event of a custom resource: keep its latest body, and reconcile when its
+    spec is one the status has not caught up with.
 
-
-async def _remember(body: kopf.Body, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    The spec's generation against status.observedGeneration is the whole bookkeeping, so
+    Kopf keeps no annotations on the objects: a spec change costs no extra writes, and
+    after a restart (or a crash mid-reconcile) every object is simply looked at again.
+    """
     runtime: reconciling.Runtime | None = getattr(memo, "runtime", None)
     if runtime is None:
         return
@@ -37,16 +34,24 @@ async def _remember(body: kopf.Body, event: kopf.RawEvent, memo: Any, **_: Any) 
     key = reconciling.key_of(plain)
     if event.get("type") == "DELETED":
         runtime.owners.pop(key, None)
-    else:
-        runtime.owners[key] = plain
+        runtime.seen.pop(key, None)
+        return
+    runtime.owners[key] = plain
+    if plain["metadata"].get("deletionTimestamp"):
+        return
+    generation = plain["metadata"].get("generation")
+    observed = plain["status"].get("observedGeneration")
+    first_sight = key not in runtime.seen
+    if first_sight or (generation != observed and runtime.seen.get(key) != generation):
+        runtime.seen[key] = generation
+        # A brand-new object has nothing stale to prune; anything else may have.
+        brand_new = generation == 1 and observed is None
+        memo.debouncer.poke(key, reconciling.Pass(apply=True, prune=not brand_new, spec=True))
 
 
 for _info in reconciling.KINDS.values():
     _resource = (config.GROUP, config.VERSION, _info.plural)
-    kopf.on.create(*_resource, id=f"{_info.plural}-create")(_on_spec)
-    kopf.on.update(*_resource, id=f"{_info.plural}-update")(_on_spec)
-    kopf.on.resume(*_resource, id=f"{_info.plural}-resume")(_on_spec)
-    kopf.on.event(*_resource, id=f"{_info.plural}-remember")(_remember)
+    kopf.on.event(*_resource, id=f"{_info.plural}-events")(_on_event)
 
 
 @kopf.on.delete(config.GROUP, config.VERSION, "alertrules", id="alertrules-delete")
