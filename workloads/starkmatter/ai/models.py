@@ -55,6 +55,11 @@ def normalize(request: AnalyzeRequest, user_id: str) -> NormalizedRequest:
     )
 
 
+def request_key(normalized: NormalizedRequest, model: str) -> str:
+    """The request alone (no data version): where its cached answer lives in Redis."""
+    return cache_key(normalized, "", model)
+
+
 def cache_key(normalized: NormalizedRequest, data_version: str, model: str) -> str:
     """Same request over the same data with the same model: the same key, the same answer."""
     material = json.dumps(

@@ -38,8 +38,19 @@ def channel(request_id: str) -> str:
     return f"ai:analysis:{request_id}"
 
 
-def cache_redis_key(key: str) -> str:
-    return f"ai:cache:{key}"
+def cache_redis_key(request_key: str) -> str:
+    """One entry per normalized request; it records the data version (as the full cache
+    key) its answer was made from, and only a request over the same data may use it."""
+    return f"ai:cache:{request_key}"
+
+
+def cached_outcome(raw: bytes | str | None, key: str) -> Outcome | None:
+    if raw is None:
+        return None
+    entry = json.loads(raw)
+    if entry.get("key") != key:
+        return None
+    return Outcome.from_json(entry)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +87,7 @@ class Outcome:
 @dataclasses.dataclass
 class Flight:
     key: str
+    request_key: str
     normalized: models.NormalizedRequest
     user_id: str
     request_ids: list[str]
@@ -116,13 +128,18 @@ class AnalysisService:
     async def submit(self, user_id: str, request: models.AnalyzeRequest) -> Submitted:
         normalized = models.normalize(request, user_id)
         tables = await self._available_tables()
-        version = await contexting.data_version(self.pool, normalized, tables)
+        request_key = models.request_key(normalized, self.settings.model)
+        # The data version (PostgreSQL) and the cached entry (Redis) are read at the same
+        # time; the entry counts only if it was made from this version of the data.
+        version, raw = await asyncio.gather(
+            contexting.data_version(self.pool, normalized, tables),
+            self.redis.get(cache_redis_key(request_key)),
+        )
         key = models.cache_key(normalized, version, self.settings.model)
         request_id = str(uuid.uuid4())
-        raw = await self.redis.get(cache_redis_key(key))
-        if raw is not None:
+        outcome = cached_outcome(raw, key)
+        if outcome is not None:
             metrics.cache_result("ai", hit=True)
-            outcome = Outcome.from_json(json.loads(raw))
             await self._insert_done(request_id, user_id, normalized, key, version, outcome)
             ANALYSES.labels(source=outcome.source, cached="true").inc()
             return Submitted(request_id, "done", True, outcome)
@@ -133,7 +150,7 @@ class AnalysisService:
         if flight is not None:
             flight.request_ids.append(request_id)
         else:
-            flight = Flight(key, normalized, user_id, [request_id])
+            flight = Flight(key, request_key, normalized, user_id, [request_id])
             self._flights[key] = flight
             flight.task = asyncio.create_task(self._fly(flight), name=f"ai-analysis-{key[:12]}")
         return Submitted(request_id, "pending", False, None)
@@ -264,9 +281,11 @@ class AnalysisService:
         while not await self.redis.set(
             lock_key, token, nx=True, px=int(self.settings.coalesce_wait_s * 1000)
         ):
-            raw = await self.redis.get(cache_redis_key(flight.key))
-            if raw is not None:
-                return Outcome.from_json(json.loads(raw))
+            ready = cached_outcome(
+                await self.redis.get(cache_redis_key(flight.request_key)), flight.key
+            )
+            if ready is not None:
+                return ready
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
@@ -278,7 +297,9 @@ class AnalysisService:
                 else min(OFFLINE_CACHE_TTL_S, self.settings.cache_ttl_s)
             )
             await self.redis.set(
-                cache_redis_key(flight.key), json.dumps(outcome.as_json(), default=str), ex=ttl
+                cache_redis_key(flight.request_key),
+                json.dumps({"key": flight.key, **outcome.as_json()}, default=str),
+                ex=ttl,
             )
             return outcome
         finally:
