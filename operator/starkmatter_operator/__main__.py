@@ -36,14 +36,18 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import starkmatter_operator.handlers  # noqa: F401  (registers the handlers)
 
+    # With peering, the replica with the highest priority works and the others wait;
+    # random priorities make exactly one of them win without any configuration.
+    priority = secrets.randbelow(10_000) + 1
+    if not args.standalone:
+        os.environ["STARKMATTER_OPERATOR_PEERING_NAME"] = args.peering
+        os.environ["STARKMATTER_OPERATOR_PRIORITY"] = str(priority)
     kopf.run(
         clusterwide=True,
         liveness_endpoint=args.liveness,
         standalone=args.standalone,
         peering_name=None if args.standalone else args.peering,
-        # With peering, the replica with the highest priority works and the others wait;
-        # random priorities make exactly one of them win without any configuration.
-        priority=None if args.standalone else secrets.randbelow(10_000) + 1,
+        priority=None if args.standalone else priority,
     )
 
 

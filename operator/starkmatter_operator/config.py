@@ -35,6 +35,9 @@ class OperatorConfig:
     debounce_s: float = 0.2
     # Concurrent HTTP connections to the apiserver.
     api_connections: int = 32
+    # Kopf peering between replicas (None: standalone) and this replica's priority.
+    peering: str | None = None
+    priority: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -56,4 +59,6 @@ class OperatorConfig:
             metrics_port=int(get("METRICS_PORT", str(defaults.metrics_port))),
             debounce_s=float(get("DEBOUNCE", str(defaults.debounce_s))),
             api_connections=int(get("API_CONNECTIONS", str(defaults.api_connections))),
+            peering=get("PEERING_NAME", "") or None,
+            priority=int(get("PRIORITY", "0")),
         )

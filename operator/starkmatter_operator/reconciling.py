@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from starkmatter_operator import conditions, config, heartbeat, kube, metrics
+from starkmatter_operator import conditions, config, heartbeat, kube, metrics, peering
 from starkmatter_operator.builders import alertrule, common, marketfeed, newssource, retentionpolicy
 
 log = logging.getLogger(__name__)
@@ -493,6 +493,12 @@ async def refresh_periodically(rt: Runtime) -> None:
 
     while True:
         await asyncio.sleep(rt.cfg.status_interval_s)
+        try:
+            if not await peering.active(rt.kube, rt.cfg.peering, rt.cfg.priority):
+                continue  # a peer with a higher priority does the work
+        except (aiohttp.ClientError, TimeoutError) as e:
+            log.warning("event=refresh.skipped error=%s", type(e).__name__)
+            continue
         bodies = [
             b
             for b in list(rt.owners.values())
