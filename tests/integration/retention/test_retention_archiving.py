@@ -202,7 +202,7 @@ async def test_archive_to_s3_through_boto3_with_checksums(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     bucket = f"archive-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    boto3.session.Session().client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     await _news(db, 6, OLD, "s3")
     policy = policies.Policy.model_validate(
         {"name": "s3", "partRows": 4,
@@ -219,7 +219,9 @@ async def test_archive_to_s3_through_boto3_with_checksums(
         [report.manifest_key]
         + [f"news/{report.manifest_key.split('/')[1]}/part-0000{i}.jsonl.gz" for i in (1, 2)]
     )
-    head = boto3.client("s3", endpoint_url=s3_endpoint).head_object(
-        Bucket=bucket, Key=f"starkmatter/{listed[0]}", ChecksumMode="ENABLED"
+    head = (
+        boto3.session.Session()
+        .client("s3", endpoint_url=s3_endpoint)
+        .head_object(Bucket=bucket, Key=f"starkmatter/{listed[0]}", ChecksumMode="ENABLED")
     )
     assert head["ContentLength"] > 0

@@ -69,7 +69,7 @@ def s3(versitygw: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return boto3.client("s3", endpoint_url=versitygw)
+    return boto3.session.Session().client("s3", endpoint_url=versitygw)
 
 
 async def test_locked_archive_cannot_be_deleted_and_a_bad_checksum_is_refused(

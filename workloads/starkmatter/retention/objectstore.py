@@ -80,7 +80,9 @@ class S3Store:
         self.prefix = parsed.path.strip("/")
         self.lock_days = lock_days
         self.lock_mode = lock_mode
-        self.client = client or boto3.client(
+        # A session of its own: credentials are resolved now, not cached from whatever the
+        # process's default session saw first.
+        self.client = client or boto3.session.Session().client(
             "s3",
             endpoint_url=endpoint,
             config=botocore.config.Config(
