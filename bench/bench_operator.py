@@ -4,8 +4,9 @@ Against a real control plane on loopback (kube-apiserver, etcd, controller-manag
 scheduler, kwok) and the operator as a subprocess. Baselines measured in the same run:
 - latency: a plain Deployment of the same pods applied with kubectl, until it is Ready
   (the Kubernetes machinery alone, without the operator);
-- bulk: kubectl creating the same number of plain ConfigMaps (one object per feed), the
-  raw cost of getting that many objects into the apiserver.
+- bulk: kubectl creating the same number of plain ConfigMaps (one object per feed), and
+  the same 2000 child objects posted directly (no operator) until the controllers have
+  observed every Deployment: the floor set by this cluster for that much work.
 Targets: p50 under 1 s; 500 feeds in under 60 s with under 250 MB resident.
 """
 
@@ -28,7 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from starkmatter_operator import testing  # noqa: E402
+from starkmatter_operator import config, kube, testing  # noqa: E402
+from starkmatter_operator.builders import marketfeed  # noqa: E402
 from tests.cluster.conftest import platform_secrets  # noqa: E402
 
 LATENCY_RUNS = int(os.environ.get("BENCH_LATENCY_RUNS", "20"))
@@ -222,6 +224,37 @@ def run(plane: testing.ControlPlane, api: Api, pid: int) -> None:
     print(f"  operator memory: {rss:.0f} MB resident now, {peak:.0f} MB peak (target < 250 MB)")
     print(f"  baseline: kubectl apply of {BULK} plain ConfigMaps {baseline:.1f} s; "
           f"ratio {bulk / baseline:.2f}x")  # fmt: skip
+    floor = raw_children(plane, api)
+    print(f"  baseline: the same {BULK * 4} children posted without the operator, until every "
+          f"Deployment is observed: {floor:.1f} s; ratio {bulk / floor:.2f}x")  # fmt: skip
+
+
+def raw_children(plane: testing.ControlPlane, api: Api) -> float:
+    raw_ns = "bench-raw"
+    plane.kubectl("create", "namespace", raw_ns)
+    cfg = config.OperatorConfig()
+    objects = []
+    for i in range(BULK):
+        body = {**feed(f"raw-{i}", 0), "metadata": {"name": f"raw-{i}", "namespace": raw_ns,
+                                                      "uid": "none"}}  # fmt: skip
+        for manifest in marketfeed.build(body, cfg):
+            del manifest["metadata"]["ownerReferences"]
+            objects.append(manifest)
+    started = time.perf_counter()
+
+    def post(m: dict[str, Any]) -> None:
+        api.post(kube.path_for(m["apiVersion"], m["kind"], raw_ns), m)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(post, objects))
+
+    def observed() -> bool:
+        items = api.get(f"/apis/apps/v1/namespaces/{raw_ns}/deployments")["items"]
+        done = [d for d in items if (d.get("status") or {}).get("observedGeneration") == 1]
+        return len(done) == 2 * BULK
+
+    wait(observed, timeout=600, interval=0.5)
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":
