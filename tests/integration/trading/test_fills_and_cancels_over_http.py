@@ -10,7 +10,7 @@ import pytest
 
 from starkmatter.orders.processing import Worker
 from tests.integration.trading.conftest import publish_market, wait_for_order
-from tests.support import LiveServer, sign_up
+from tests.support import LiveServer, sign_up, sign_up_admin
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -156,3 +156,33 @@ async def test_filled_order_cannot_be_cancelled(api: LiveServer, worker: Worker)
     await wait_for_order(api.client, user.headers, o["id"], "Filled")
     r = await api.client.delete(f"/orders/{o['id']}", headers=user.headers)
     assert r.status_code == 409 and r.json()["error"]["code"] == "order_not_cancellable"
+
+
+async def test_kill_switch_is_admin_only_cancels_working_orders_and_can_be_lifted(
+    api: LiveServer, worker: Worker, database_url: str
+) -> None:
+    user = await sign_up(api.client)
+    await publish_market(worker.redis, "AAPL", bid="99.99", ask="100.01")
+    resting = await place(api, user.headers, type="limit", limit_price="95.00")
+    await wait_for_order(api.client, user.headers, resting["id"], "Pending")
+    halt = {"active": True, "reason": "market incident", "cancel_working": True}
+    refused = await api.client.post("/admin/kill-switch", headers=user.headers, json=halt)
+    assert refused.status_code == 403
+
+    admin = await sign_up_admin(api, database_url)
+    halted = await api.client.post("/admin/kill-switch", headers=admin.headers, json=halt)
+    assert halted.status_code == 200 and halted.json()["cancelled_orders"] == 1
+    await wait_for_order(api.client, user.headers, resting["id"], "Cancelled")
+    blocked = await api.client.post(
+        "/orders",
+        headers=user.headers,
+        json={"client_order_id": "during", "symbol": "AAPL", "side": "buy", "quantity": "1"},
+    )
+    assert blocked.json()["error"]["code"] == "kill_switch"
+
+    lift = {"active": False, "reason": "incident over"}
+    assert (
+        await api.client.post("/admin/kill-switch", headers=admin.headers, json=lift)
+    ).status_code == 200
+    after = await place(api, user.headers, client_order_id="after")
+    await wait_for_order(api.client, user.headers, after["id"], "Filled")

@@ -22,7 +22,9 @@ class CancelOrder:
 
 @dataclasses.dataclass(frozen=True)
 class CancelAllOrders:
-    user_id: UserId
+    user_id: UserId | None
+    """None: every user's orders (the kill switch)"""
+    reason: str = "cancel_all"
 
 
 @dataclasses.dataclass(frozen=True)

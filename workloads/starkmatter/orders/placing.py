@@ -19,9 +19,9 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from starkmatter.core import audit, logs
-from starkmatter.orders import commands, events, fills, lifecycle, risk, storage
+from starkmatter.orders import commands, events, fills, lifecycle, observing, risk, storage
 from starkmatter.orders.config import OrdersConfig, day_expiry
-from starkmatter.orders.model import OrderId, OrderStatus, TimeInForce, UserId
+from starkmatter.orders.model import OrderId, OrderStatus, TimeInForce
 from starkmatter.portfolio import ledger as ledgers
 
 S = OrderStatus
@@ -193,6 +193,7 @@ async def _submit(
     final = storage.OrderRecord.from_row(row)
     if final.id != order_id:
         return Placed(final, created=False)
+    observing.ORDERS_PLACED.labels(outcome=final.reject_code or "accepted").inc()
     if final.status is S.REJECTED:
         _log.info("order.rejected", order_id=str(order_id), reason=final.reject_code)
         await _publish(redis, final, "rejected")
@@ -314,10 +315,10 @@ async def cancel_all(
     redis: aioredis.Redis,
     config: OrdersConfig,
     actor: audit.Actor,
-    user_id: UserId | None,
-    reason: str = "cancel_all",
+    command: commands.CancelAllOrders,
 ) -> list[OrderId]:
-    """Cancel every live order of ``user_id`` (every user's when None); returns their ids."""
+    """Cancel every live order of the user (every user's when None); returns their ids."""
+    user_id, reason = command.user_id, command.reason
     now = events.utcnow()
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
@@ -362,7 +363,9 @@ async def set_kill_switch(
         )
     cancelled: list[OrderId] = []
     if command.active and command.cancel_working:
-        cancelled = await cancel_all(pool, redis, config, actor, None, "kill_switch")
+        cancelled = await cancel_all(
+            pool, redis, config, actor, commands.CancelAllOrders(None, "kill_switch")
+        )
     _log.warning("orders.kill_switch", active=command.active, reason=command.reason)
     return {
         "active": after["active"],

@@ -26,7 +26,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from starkmatter.core import audit, logs
-from starkmatter.orders import events, lifecycle, risk, storage
+from starkmatter.orders import events, lifecycle, observing, risk, storage
 from starkmatter.orders.brokers import base
 from starkmatter.orders.config import OrdersConfig
 from starkmatter.orders.model import OrderId, OrderStatus
@@ -296,6 +296,7 @@ class Worker:
             ],
         )
         if executions:
+            observing.EXECUTIONS.inc(len(executions))
             await conn.executemany(
                 """INSERT INTO trading_executions (id, order_id, user_id, symbol, side,
                        quantity, price, broker_execution_id, ts_event, ts_init)
@@ -349,15 +350,23 @@ class Worker:
 
     async def drain_once(self) -> int:
         """Handle one batch of outbox events in one transaction; returns how many."""
+        with observing.BATCH_SECONDS.time():
+            handled = await self._drain()
+        return handled
+
+    async def _drain(self) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                """SELECT id, topic, payload, attempts FROM trading_outbox
+                """SELECT id, topic, payload, attempts, created_at FROM trading_outbox
                    WHERE NOT parked AND available_at <= now()
                    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
                 self.config.batch_size,
             )
             if not rows:
+                observing.OUTBOX_LAG_SECONDS.set(0)
                 return 0
+            oldest = min(r["created_at"] for r in rows)
+            observing.OUTBOX_LAG_SECONDS.set((events.utcnow() - oldest).total_seconds())
             try:
                 async with conn.transaction():
                     await self._handle(conn, rows)
@@ -388,6 +397,9 @@ class Worker:
                         )
             await conn.execute("DELETE FROM trading_outbox WHERE id = ANY($1::bigint[])", done)
         failpoint(self.config, "after_commit")
+        for row in rows:
+            result = "ok" if row["id"] in done else "failed"
+            observing.OUTBOX_EVENTS.labels(topic=row["topic"], result=result).inc()
         return len(rows)
 
     async def _handle(self, conn: Any, rows: Sequence[asyncpg.Record]) -> None:

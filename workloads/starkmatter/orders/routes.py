@@ -325,7 +325,11 @@ async def cancel_all_orders(
     request: fastapi.Request,
 ) -> CancelAllResult:
     ids = await placing.cancel_all(
-        pool, redis, get_config(), _actor(principal, request), _user(principal)
+        pool,
+        redis,
+        get_config(),
+        _actor(principal, request),
+        commands.CancelAllOrders(_user(principal)),
     )
     return CancelAllResult(cancel_requested=len(ids), order_ids=list(ids))
 

@@ -119,9 +119,6 @@ class OrderRecord:
         }
 
 
-ORDER_COLUMNS = "o.*"
-
-
 async def fetch_order(conn: Conn, order_id: uuid.UUID) -> OrderRecord | None:
     row = await conn.fetchrow("SELECT o.* FROM trading_orders o WHERE id = $1", order_id)
     return OrderRecord.from_row(row) if row else None
