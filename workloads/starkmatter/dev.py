@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from starkmatter.alerts import evaluating
 from starkmatter.api import app as api_app
-from starkmatter.core import embedded, logs, serving, settings
+from starkmatter.core import db, embedded, logs, migrating, redis_client, serving, settings
 from starkmatter.core.auth import keys
+from starkmatter.gateway import server as gateway_server
+from starkmatter.ingest import simulation, simulator
+from starkmatter.ingest import worker as ingest_worker
+from starkmatter.news import worker as news_worker
+from starkmatter.orders import service as order_service
+
+DEV_FEED = "dev"
 
 _log = logs.get_logger("starkmatter.dev")
 
@@ -52,29 +62,96 @@ def prepare(config: settings.Settings, stack: contextlib.ExitStack) -> settings.
 Service = tuple[str, Callable[[], Coroutine[Any, Any, None]]]
 
 
+def _write_dev_feed(config: settings.Settings, simulator_port: int) -> Path:
+    """The MarketFeed spec dev mode ingests: every simulated symbol, from the local simulator."""
+    path = config.data_dir / "feeds" / f"{DEV_FEED}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "provider": "simulator",
+        "url": f"ws://127.0.0.1:{simulator_port}/",
+        "symbols": sorted(simulation.DEFAULT_SYMBOLS),
+        "referencePrices": simulation.DEFAULT_SYMBOLS,
+    }
+    path.write_text(json.dumps({"spec": spec}, indent=2))
+    return path
+
+
+async def _alerts(config: settings.Settings) -> None:
+    pool = await db.create_pool(config)
+    redis = redis_client.create_redis(config)
+    evaluator = evaluating.Evaluator(
+        pool,
+        redis,
+        rules_dir=None,
+        metrics_url=f"http://{config.api_host}:{config.api_port}/metrics",
+    )
+    try:
+        await evaluating.run(evaluator)
+    finally:
+        await evaluator.aclose()
+        await redis.aclose()
+        await pool.close()
+
+
 def _services(config: settings.Settings) -> tuple[list[uvicorn.Server], list[Service]]:
     """Every component of the platform, as HTTP servers and background loops."""
     api = serving.server(
         api_app.create_app(config), config.api_host, config.api_port, lifespan="on"
     )
-    return [api], []
+    simulator_port = embedded.free_port()
+    feed_path = _write_dev_feed(config, simulator_port)
+    loops: list[Service] = [
+        ("simulator", lambda: simulator.serve(port=simulator_port, rate=100.0, bad_share=0.01)),
+        ("ingest", lambda: ingest_worker.run(config, DEV_FEED, spec_path=str(feed_path))),
+        ("gateway", lambda: gateway_server.run(config, port=config.gateway_port)),
+        ("orders", lambda: order_service.run(config)),
+        ("news", lambda: news_worker.run_dev(config, port=embedded.free_port())),
+        ("alerts", lambda: _alerts(config)),
+    ]
+    return [api], loops
+
+
+async def _supervised(name: str, factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Restart a background service that fails, with backoff, as Kubernetes would."""
+    delay = 1.0
+    while True:
+        started = time.monotonic()
+        try:
+            await factory()
+            return
+        except Exception:  # noqa: BLE001 - logged; the service is restarted
+            _log.exception("dev.service_failed", service=name, restart_in_s=delay)
+        delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 30.0)
+        await asyncio.sleep(delay)
+
+
+async def _migrate(config: settings.Settings) -> None:
+    pool = await db.create_pool(config)
+    try:
+        async with pool.acquire() as conn:
+            await migrating.apply(conn)
+    finally:
+        await pool.close()
 
 
 async def serve(config: settings.Settings) -> None:
-    """Run every service until Ctrl-C/SIGTERM or until one of them fails."""
+    """Run every service until Ctrl-C/SIGTERM or until the API server stops."""
+    await _migrate(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     servers, loops = _services(config)
     tasks = {asyncio.create_task(s.serve(), name="http") for s in servers}
-    tasks |= {asyncio.create_task(factory(), name=name) for name, factory in loops}
+    tasks |= {asyncio.create_task(_supervised(name, factory), name=name) for name, factory in loops}
     stopper = asyncio.create_task(stop.wait(), name="stop")
     while not all(s.started for s in servers) and not any(t.done() for t in tasks):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     if all(s.started for s in servers):
         _say(f"\nStarkMatter is running: http://{config.api_host}:{config.api_port}/")
         _say(f"  API docs  http://{config.api_host}:{config.api_port}/docs")
+        _say(f"  stream    ws://{config.api_host}:{config.gateway_port}/ws (and /sse)")
+        _say(f"  services  api, gateway, {', '.join(name for name, _ in loops)}")
         _say("  Ctrl-C stops everything; data is kept for the next run.\n")
     done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
     for task in done - {stopper}:
