@@ -88,7 +88,8 @@ def platform_app(config: settings.Settings) -> fastapi.FastAPI:
 @contextlib.asynccontextmanager
 async def serving_app(app: fastapi.FastAPI) -> AsyncIterator[str]:
     port = embedded.free_port()
-    http = serving.server(app, "127.0.0.1", port, lifespan="on")
+    # Bounded shutdown: a browser may leave a keep-alive connection behind.
+    http = serving.server(app, "127.0.0.1", port, lifespan="on", timeout_graceful_shutdown=5)
     task = asyncio.create_task(http.serve())
     while not http.started:
         if task.done():
@@ -137,8 +138,8 @@ async def running_market(
             yield feed
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 10)
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,7 @@ function sentimentOf(item) {
   const raw = item.sentiment ?? item.sentiment_label ?? item.sentiment_score;
   if (raw && typeof raw === "object") return sentimentOf({ sentiment: raw.label ?? raw.score });
   const score = num(item.sentiment_score ?? raw);
-  let label = typeof raw === "string" && score === null ? raw.toLowerCase() : null;
+  let label = item.sentiment_label || (typeof raw === "string" && score === null ? raw.toLowerCase() : null);
   if (!label && score !== null) label = score > 0.15 ? "positive" : score < -0.15 ? "negative" : "neutral";
   return { label: label || "neutral", score };
 }
@@ -94,7 +94,7 @@ function normalizeRule(raw) {
     symbol: raw.symbol,
     condition: String(condition).replace(/^price_/, ""),
     threshold: num(raw.threshold ?? raw.price ?? raw.value),
-    status: raw.status ?? (raw.active === false ? "inactive" : "active"),
+    status: raw.status ?? (raw.triggered_at ? "triggered" : raw.active === false ? "inactive" : "active"),
   };
 }
 
@@ -135,11 +135,11 @@ export function createAlerts(ctx) {
 
   function onFrame(data) {
     if (!data) return;
-    const message = data.message ?? `${data.symbol ?? ""} ${data.condition ?? ""} ${data.value ?? data.price ?? ""}`.trim();
+    const message = data.summary ?? data.message ?? `${data.symbol ?? ""} ${data.condition ?? ""} ${data.value ?? data.price ?? ""}`.trim();
     live.prepend(el("li", { class: "alert-event" }, el("span", { class: "muted" }, new Date().toLocaleTimeString("en-GB", { hour12: false })), ` ${message}`));
     while (live.children.length > 20) live.lastChild.remove();
     ctx.toast(`Alert: ${message}`, "alert");
-    render();
+    reload().catch(() => {});
   }
 
   async function reload() {
