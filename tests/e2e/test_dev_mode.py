@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 
 from starkmatter.core import embedded
+from tests.support import sign_up
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,9 +28,15 @@ def test_make_run_runs_the_dev_command_after_its_own_setup() -> None:
     assert "starkmatter dev" in plan
 
 
-async def _start_dev(data_dir: Path, port: int) -> tuple[asyncio.subprocess.Process, float]:
+async def _start_dev(
+    data_dir: Path, port: int, gateway_port: int | None = None
+) -> tuple[asyncio.subprocess.Process, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STARKMATTER_", "ANTHROPIC_"))}
-    env.update(STARKMATTER_DATA_DIR=str(data_dir), STARKMATTER_API_PORT=str(port))
+    env.update(
+        STARKMATTER_DATA_DIR=str(data_dir),
+        STARKMATTER_API_PORT=str(port),
+        STARKMATTER_GATEWAY_PORT=str(gateway_port or embedded.free_port()),
+    )
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -93,3 +102,46 @@ async def test_fresh_start_is_ready_and_a_restart_keeps_a_registered_user(data_d
     finally:
         assert await _stop(proc) == 0
     print(f"\ndev start-up: fresh {fresh_s:.2f}s, warm {warm_s:.2f}s")
+
+
+@pytest.mark.timeout(300)
+async def test_dev_platform_streams_quotes_and_fills_a_market_order(data_dir: Path) -> None:
+    port, gateway_port = embedded.free_port(), embedded.free_port()
+    proc, _ = await _start_dev(data_dir, port, gateway_port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            user = await sign_up(client)
+            uri = f"ws://127.0.0.1:{gateway_port}/ws?token={user.access_token}"
+            async with websockets.connect(uri) as ws:
+                await ws.send(json.dumps({"op": "subscribe", "topics": ["market:quotes:AAPL"]}))
+                kinds = set()
+                async with asyncio.timeout(30):
+                    while "update" not in kinds:
+                        frame = json.loads(await ws.recv())
+                        if frame.get("topic") == "market:quotes:AAPL":
+                            kinds.add(frame["type"])
+                assert frame["data"]["symbol"] == "AAPL"
+            placed = await client.post(
+                "/orders",
+                headers=user.headers,
+                json={
+                    "symbol": "AAPL",
+                    "side": "buy",
+                    "type": "market",
+                    "quantity": "5",
+                    "time_in_force": "day",
+                    "client_order_id": "e2e-1",
+                },
+            )
+            assert placed.status_code == 201, placed.text
+            order_id = placed.json()["id"]
+            async with asyncio.timeout(30):
+                while True:
+                    order = (await client.get(f"/orders/{order_id}", headers=user.headers)).json()
+                    if order["status"] == "Filled":
+                        break
+                    await asyncio.sleep(0.2)
+            positions = (await client.get("/portfolio/positions", headers=user.headers)).json()
+            assert [(p["symbol"], p["quantity"]) for p in positions] == [("AAPL", "5")]
+    finally:
+        assert await _stop(proc) == 0
