@@ -26,6 +26,8 @@ class OperatorConfig:
     # Where AlertRules are delivered: one ConfigMap read by the alert evaluator.
     alerts_namespace: str = "starkmatter"
     alerts_configmap: str = "starkmatter-alert-rules"
+    # Optional: the alert evaluator's metrics, to report whether each AlertRule fires.
+    alerts_metrics_url: str | None = None
     # Optional: read feed heartbeats (ticks/s, last tick) for MarketFeed status.
     redis_url: str | None = None
     # Seconds between status refreshes from heartbeats and CronJob history.
@@ -55,6 +57,7 @@ class OperatorConfig:
             alerts_namespace=get("ALERTS_NAMESPACE", defaults.alerts_namespace),
             alerts_configmap=get("ALERTS_CONFIGMAP", defaults.alerts_configmap),
             redis_url=get("REDIS_URL", "") or None,
+            alerts_metrics_url=get("ALERTS_METRICS_URL", "") or None,
             status_interval_s=float(get("STATUS_INTERVAL", str(defaults.status_interval_s))),
             metrics_port=int(get("METRICS_PORT", str(defaults.metrics_port))),
             debounce_s=float(get("DEBOUNCE", str(defaults.debounce_s))),

@@ -73,17 +73,5 @@ class Reader:
             updated=_time(data.get("updated_ts")),
         )
 
-    async def alert_firing(self, namespace: str, rule: str) -> tuple[bool, str | None] | None:
-        try:
-            raw = await self._client.hgetall(f"alert:state:{namespace}/{rule}")
-        except (aioredis.RedisError, OSError) as e:
-            log.warning("event=alert_state.unreadable rule=%s error=%s", rule, type(e).__name__)
-            return None
-        if not raw:
-            return None
-        data = {(_text(k) or ""): v for k, v in raw.items()}
-        firing = (_text(data.get("firing")) or "").lower() in ("1", "true", "yes")
-        return firing, iso(_time(data.get("since")))
-
     async def close(self) -> None:
         await self._client.aclose()

@@ -30,6 +30,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("apps/v1", "Deployment"): "deployments",
     ("batch/v1", "CronJob"): "cronjobs",
     ("batch/v1", "Job"): "jobs",
+    ("v1", "Pod"): "pods",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrules",
     (config.API_VERSION, "MarketFeed"): "marketfeeds",
@@ -112,9 +113,11 @@ class Kube:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        text: bool = False,
     ) -> Any:
         session, creds = self._connect()
-        headers = {**self._headers(creds), "Accept": "application/json"}
+        accept = "application/json, */*" if text else "application/json"
+        headers = {**self._headers(creds), "Accept": accept}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -122,21 +125,23 @@ class Kube:
         async with session.request(
             method, creds.server + path, params=params, data=data, headers=headers
         ) as response:
-            text = await response.text()
+            answer = await response.text()
             if response.status == 401:
                 # Pick up a re-login by Kopf or a rotated token on the next call.
                 self._creds, self._token = None, None
             if response.status >= 400:
                 try:
-                    status = json.loads(text)
+                    status = json.loads(answer)
                     raise ApiError(
                         response.status,
                         str(status.get("reason", "")),
-                        str(status.get("message", text)),
+                        str(status.get("message", answer)),
                     )
                 except ValueError:
-                    raise ApiError(response.status, "", text) from None
-            return json.loads(text) if text else None
+                    raise ApiError(response.status, "", answer) from None
+            if text:
+                return answer
+            return json.loads(answer) if answer else None
 
     async def apply(
         self, manifest: Mapping[str, Any], *, manager: str = config.FIELD_MANAGER

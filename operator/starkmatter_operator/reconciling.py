@@ -20,7 +20,16 @@ from typing import Any
 import aiohttp
 import kopf
 
-from starkmatter_operator import conditions, config, heartbeat, kube, metrics, peering
+from starkmatter_operator import (
+    conditions,
+    config,
+    evaluator,
+    heartbeat,
+    kube,
+    metrics,
+    peering,
+    reports,
+)
 from starkmatter_operator.builders import alertrule, common, marketfeed, newssource, retentionpolicy
 
 log = logging.getLogger(__name__)
@@ -62,6 +71,7 @@ class Runtime:
     cfg: config.OperatorConfig
     kube: kube.Kube
     heartbeats: heartbeat.Reader | None = None
+    alerts: evaluator.Scraper | None = None
     # The latest version of every child seen (from watch events and apply answers).
     observed: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = dataclasses.field(default_factory=dict)
@@ -107,6 +117,7 @@ def trimmed(obj: Mapping[str, Any]) -> dict[str, Any]:
             "generation": meta.get("generation"),
             "resourceVersion": meta.get("resourceVersion"),
             "creationTimestamp": meta.get("creationTimestamp"),
+            "owner": (meta.get("labels") or {}).get("starkmatter.io/owner-name"),
         },
         "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
         "status": obj.get("status") or {},
@@ -281,12 +292,12 @@ async def _status(
                 extra |= {"lastRunTime": last} if last else {}
                 extra |= {"lastSuccessfulRunTime": ok} if ok else {}
                 extra["activeJobs"] = len(st.get("active") or [])
-                if "rowsArchived" in old:
-                    extra["rowsArchived"] = old["rowsArchived"]
             suspended = bool(spec.get("suspend", False))
             ready_message = (
                 "suspended" if suspended else f"scheduled {spec.get('schedule', '')}".strip()
             )
+        if kind == "RetentionPolicy":
+            extra, health = await _archive_outcome(rt, body, old, extra, health)
         if kind == "NewsSource" and deployments:
             extra["readyReplicas"] = health.ready
     elif kind == "AlertRule":
@@ -295,22 +306,63 @@ async def _status(
             f"delivered to the alert evaluator (ConfigMap {rt.cfg.alerts_namespace}/"
             f"{rt.cfg.alerts_configmap}, key {alertrule.rule_key(body)})"
         )
-        if "firing" in old:
-            extra["firing"] = old["firing"]
-        if rt.heartbeats is not None:
-            state = await rt.heartbeats.alert_firing(
-                common.namespace_of(body), common.name_of(body)
-            )
-            if state is not None:
-                extra["firing"] = state[0] and _alert_enabled(body)
-                if state[1]:
-                    extra["lastFiredTime"] = state[1]
+        for field in ("firing", "lastFiredTime"):
+            if field in old:
+                extra[field] = old[field]
+        states = await rt.alerts.firing() if rt.alerts is not None else None
+        if states is not None:
+            firing = states.get(alertrule.rule_name(body), False) and _alert_enabled(body)
+            if firing and not old.get("firing"):
+                extra["lastFiredTime"] = conditions.now_iso()
+            extra["firing"] = firing
     new_conditions = conditions.compute(generation, health, problem, ready_message=ready_message)
     return {
         "observedGeneration": generation,
         "conditions": conditions.merge(old.get("conditions"), new_conditions, conditions.now_iso()),
         **extra,
     }
+
+
+async def _archive_outcome(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    old: Mapping[str, Any],
+    extra: dict[str, Any],
+    health: conditions.Health,
+) -> tuple[dict[str, Any], conditions.Health]:
+    """Last run, rows archived and failures, from the policy's Jobs (manual runs too)."""
+    namespace, name = common.namespace_of(body), common.name_of(body)
+    jobs = [
+        job
+        for (kind, ns, _), job in list(rt.observed.items())
+        if kind == "Job" and ns == namespace and job["metadata"].get("owner") == name
+    ]
+    for field in ("rowsArchived", "lastJob"):
+        if field in old:
+            extra[field] = old[field]
+    latest = reports.latest_finished(jobs)
+    if latest is None:
+        return extra, health
+    job_name = str(latest["metadata"]["name"])
+    status = latest.get("status") or {}
+    started = status.get("startTime")
+    if started and started > str(extra.get("lastRunTime", "")):
+        extra["lastRunTime"] = started
+    why = reports.failed(latest)
+    if why is not None:
+        message = f"archival Job {job_name} failed ({why}); see kubectl logs job/{job_name}"
+        return extra, dataclasses.replace(
+            health, failure_reason="ArchiveFailed", failure_message=message
+        )
+    done = status.get("completionTime")
+    if done and done > str(extra.get("lastSuccessfulRunTime", "")):
+        extra["lastSuccessfulRunTime"] = done
+    if old.get("lastJob") != job_name:
+        extra["lastJob"] = job_name
+        rows = await reports.job_rows_archived(rt.kube, namespace, job_name)
+        if rows is not None:
+            extra["rowsArchived"] = rows
+    return extra, health
 
 
 def _announce(

@@ -161,14 +161,34 @@ def heartbeat_redis_url(redis_server: Any) -> str:
 
 
 @pytest.fixture(scope="session")
+def alerts_metrics_url() -> Iterator[str]:
+    """The alert evaluator's own gauge, served the way the evaluator serves it."""
+    import prometheus_client
+
+    from starkmatter.alerts import evaluating
+
+    assert evaluating.FIRING is not None
+    port = testing.free_port()
+    server, thread = prometheus_client.start_http_server(port, addr="127.0.0.1")
+    yield f"http://127.0.0.1:{port}/metrics"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
 def operator(
-    cluster: testing.ControlPlane, operator_kubeconfig: Path, heartbeat_redis_url: str
+    cluster: testing.ControlPlane,
+    operator_kubeconfig: Path,
+    heartbeat_redis_url: str,
+    alerts_metrics_url: str,
 ) -> Iterator[OperatorProcess]:
     process = OperatorProcess(
         cluster,
         operator_kubeconfig,
         {
             "STARKMATTER_OPERATOR_REDIS_URL": heartbeat_redis_url,
+            "STARKMATTER_OPERATOR_ALERTS_METRICS_URL": alerts_metrics_url,
             "STARKMATTER_OPERATOR_STATUS_INTERVAL": "1",
         },
     ).start()

@@ -11,6 +11,7 @@ from typing import Any
 import redis
 import yaml
 
+from starkmatter.alerts import evaluating
 from starkmatter_operator import testing
 from tests.cluster.conftest import OPERATOR_NS, OperatorProcess, platform_secrets, wait_for
 
@@ -249,6 +250,17 @@ def test_retentionpolicy_runs_starkmatter_archive_on_its_schedule(cluster, opera
         30,
         "archive job pod admitted",
     )
+    # kwok completes the pod; the Job's outcome becomes the policy's last run.
+    policy = wait_for(
+        lambda: (
+            (p := get(cluster, "rtp", namespace, "default-retention"))
+            and p["status"].get("lastJob") == "manual-run"
+            and p
+        ),
+        60,
+        "last run in status",
+    )
+    assert policy["status"]["lastRunTime"] <= policy["status"]["lastSuccessfulRunTime"]
 
 
 def test_alertrule_is_delivered_to_the_evaluator_and_removed_on_delete(
@@ -268,6 +280,19 @@ def test_alertrule_is_delivered_to_the_evaluator_and_removed_on_delete(
         "rule in ConfigMap",
     )
     assert json.loads(cm["data"][key])["condition"] == "DataIngestionStopped"
+    # The evaluator's gauge says the rule fires: the status says so too.
+    evaluating.FIRING.labels(rule=f"{namespace}.us-equities-stopped", severity="critical").set(1)
+    rule = wait_for(
+        lambda: (
+            (r := get(cluster, "alr", namespace, "us-equities-stopped"))
+            and r["status"].get("firing") is True
+            and r
+        ),
+        30,
+        "firing in status",
+    )
+    assert rule["status"]["lastFiredTime"]
+    assert "True" in cluster.kubectl("get", "alr", "-n", namespace).stdout.split("\n")[1]
     cluster.kubectl("delete", "alr", "us-equities-stopped", "-n", namespace, "--timeout=30s")
     wait_for(
         lambda: (

@@ -15,8 +15,8 @@ def test_rule_is_delivered_as_one_key_of_the_evaluator_config_map(cfg):
     (key,) = cm["data"]
     assert key == "trading.us-equities-stopped.json"
     rule = json.loads(cm["data"][key])
-    assert rule["condition"] == "DataIngestionStopped"
-    assert rule["namespace"] == "trading"
+    # A bare spec: the evaluator names the rule after the file (namespace.name).
+    assert rule == sample("AlertRule")["spec"]
     # Cross-namespace: no owner reference, removal is done by the delete handler.
     assert "ownerReferences" not in cm["metadata"]
 
@@ -35,7 +35,9 @@ def test_prometheus_rule_is_added_where_the_crd_is_installed(cfg):
     assert entry["alert"] == "StarkMatterDataIngestionStopped"
     assert entry["for"] == "5m"
     assert entry["labels"] == {"severity": "critical", "feed": "us-equities"}
-    assert 'rule="us-equities-stopped"' in entry["expr"]
+    assert entry["expr"] == (
+        'max(starkmatter_alerts_firing{rule="trading.us-equities-stopped"}) > 0'
+    )
     assert rule["metadata"]["ownerReferences"][0]["kind"] == "AlertRule"
 
 

@@ -13,8 +13,13 @@ from starkmatter_operator import config, validation
 from starkmatter_operator.builders import common
 
 
+def rule_name(body: common.Body) -> str:
+    """The evaluator names a rule after its file: unique across namespaces."""
+    return f"{common.namespace_of(body)}.{common.name_of(body)}"
+
+
 def rule_key(body: common.Body) -> str:
-    return f"{common.namespace_of(body)}.{common.name_of(body)}.json"
+    return f"{rule_name(body)}.json"
 
 
 def field_manager(body: common.Body) -> str:
@@ -46,15 +51,15 @@ def build(
     problems = validation.name_problems(rule) + validation.alertrule_problems(spec)
     if problems:
         raise common.InvalidSpec(problems)
-    payload = {"name": rule, "namespace": common.namespace_of(body), **spec}
-    manifests = [rules_config_map(cfg, {rule_key(body): common.canonical_json(payload)})]
+    # A bare spec: the evaluator takes the rule's name from the file name.
+    manifests = [rules_config_map(cfg, {rule_key(body): common.canonical_json(dict(spec))})]
     if prometheus_rules:
         alert_labels = {"severity": str(spec.get("severity", "warning"))}
         if spec.get("feed"):
             alert_labels["feed"] = str(spec["feed"])
         if spec.get("symbol"):
             alert_labels["symbol"] = str(spec["symbol"])
-        selector = f'namespace="{common.namespace_of(body)}",rule="{rule}"'
+        selector = f'rule="{rule_name(body)}"'
         manifests.append(
             {
                 "apiVersion": "monitoring.coreos.com/v1",
@@ -69,7 +74,7 @@ def build(
                                     "alert": f"StarkMatter{spec['condition']}",
                                     # The evaluator exports one gauge per rule; Prometheus
                                     # then routes it like any other alert.
-                                    "expr": f"max(starkmatter_alert_firing{{{selector}}}) > 0",
+                                    "expr": f"max(starkmatter_alerts_firing{{{selector}}}) > 0",
                                     "for": str(spec.get("for", "5m")),
                                     "labels": alert_labels,
                                     "annotations": {

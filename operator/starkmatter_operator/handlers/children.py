@@ -14,6 +14,9 @@ CHILD_RESOURCES = [
     ("v1", "services"),
     ("apps/v1", "deployments"),
     ("batch/v1", "cronjobs"),
+    # Jobs are made by the CronJob controller from our template (labels included): their
+    # outcome is the RetentionPolicy's last run.
+    ("batch/v1", "jobs"),
     ("autoscaling/v2", "horizontalpodautoscalers"),
     ("monitoring.coreos.com/v1", "prometheusrules"),
 ]
@@ -35,7 +38,8 @@ async def on_child(event: kopf.RawEvent, resource: kopf.Resource, memo: Any, **_
     child = reconciling.key_of(obj)
     if event.get("type") == "DELETED":
         runtime.observed.pop(child, None)
-        apply = True
+        # A deleted child is put back; a Job is not ours to restore (history clean-up).
+        apply = resource.plural != "jobs"
     else:
         before = reconciling.remember(runtime, obj)
         after = runtime.observed[child]

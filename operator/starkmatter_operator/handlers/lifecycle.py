@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from starkmatter_operator import config, heartbeat, kube, metrics, reconciling
+from starkmatter_operator import config, evaluator, heartbeat, kube, metrics, reconciling
 
 log = logging.getLogger(__name__)
 _login: list[kopf.ConnectionInfo] = []
@@ -49,7 +49,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     def post_event(body: Any, kind: str, reason: str, message: str) -> None:
         kopf.event(body, type=kind, reason=reason, message=message[:1000])
 
-    runtime = reconciling.Runtime(cfg, client, reader, post_event=post_event)
+    scraper = evaluator.Scraper(cfg.alerts_metrics_url) if cfg.alerts_metrics_url else None
+    runtime = reconciling.Runtime(cfg, client, reader, scraper, post_event=post_event)
     memo.runtime = runtime
     memo.debouncer = reconciling.Debouncer(cfg.debounce_s, _reconcile_owner(runtime))
     memo.refresher = asyncio.get_running_loop().create_task(
