@@ -247,6 +247,16 @@ async def release_and_cancel(
     return True
 
 
+async def _lock_accounts(conn: storage.Conn, orders: list[storage.OrderRecord]) -> None:
+    """Take the accounts' locks before changing any order row, as placement and the worker
+    do: a placement holding its account may be waiting on one of these order rows."""
+    await conn.execute(
+        "SELECT 1 FROM trading_accounts WHERE user_id = ANY($1::uuid[]) ORDER BY user_id"
+        " FOR UPDATE",
+        sorted({o.user_id for o in orders}),
+    )
+
+
 async def _cancel_locked(
     conn: storage.Conn,
     config: OrdersConfig,
@@ -299,6 +309,7 @@ async def cancel(
         if row is None:
             return None
         order = storage.OrderRecord.from_row(row)
+        await _lock_accounts(conn, [order])
         await _cancel_locked(conn, config, actor, order, "user_cancel", events.utcnow())
         after = await storage.fetch_order(conn, order.id)
     assert after is not None
@@ -328,6 +339,7 @@ async def cancel_all(
             user_id,
         )
         orders = [storage.OrderRecord.from_row(r) for r in rows]
+        await _lock_accounts(conn, orders)
         for order in orders:
             await _cancel_locked(conn, config, actor, order, reason, now)
     for order in orders:

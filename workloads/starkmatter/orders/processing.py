@@ -270,6 +270,11 @@ class Worker:
         now: dt.datetime,
     ) -> list[tuple[str, dict[str, Any]]]:
         changed = [w for w in work if w.changed]
+        # Accounts are locked before any order row is updated. An order placement holds
+        # its account lock and, for a reused client order id, may wait on the order row's
+        # newest version; if we updated order rows first and then waited for that
+        # account, the two would wait for each other.
+        book = await ledgers.load(conn, ops.users()) if ops.ops else None
         for w in changed:
             for source, targets, reasons, details in w.steps:
                 moved = await storage.advance(
@@ -319,8 +324,7 @@ class Worker:
             messages.append(
                 (f"orders:{after.user_id}", storage.order_message(after, after.status.value))
             )
-        if ops.ops:
-            book = await ledgers.load(conn, ops.users())
+        if book is not None:
             ops.apply_to(book)
             quotes = await self._quotes(sorted({s for (_, s) in book.holdings}))
             snapshots = await ledgers.save(conn, book, ledgers.marks_from_quotes(quotes), now)

@@ -26,6 +26,8 @@ class PaperBroker:
         self._model = model
         self._latency = latency
         self._books: dict[str, fills.Book] = {}
+        self._looked: dict[OrderId, tuple[object, ...]] = {}
+        """what each working order was last matched against: unchanged inputs, no rematch"""
 
     async def submit(self, order: storage.OrderRecord) -> base.Accepted | base.Refused:
         return base.Accepted(f"paper-{order.id}")
@@ -68,7 +70,12 @@ class PaperBroker:
         updates: dict[OrderId, base.Update] = {}
         for order in ready:
             quote, book = market[order.request.symbol]
+            inputs = (order.updated_at, quote.ts if quote else None, book, order.filled_quantity)
+            if self._looked.get(order.id) == inputs:
+                continue
             got = fills.match(order.working(), quote, book, self._model)
+            if not got.fills and got.cancel is None:
+                self._looked[order.id] = inputs
             if book is not None and got.fills:
                 book = book.consume(order.request.side, got.fills)
                 self._books[order.request.symbol] = book
@@ -79,4 +86,6 @@ class PaperBroker:
                     triggered=got.triggered,
                     cancelled=got.cancel.value if got.cancel else None,
                 )
+        if len(self._looked) > 100_000:  # forget orders that ended long ago
+            self._looked.clear()
         return updates
