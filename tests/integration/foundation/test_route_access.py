@@ -28,5 +28,5 @@ def test_every_route_is_either_public_or_requires_a_role(config: settings.Settin
         public = deps.public in calls
         roles = any(hasattr(call, "required_roles") for call in calls)
         if public == roles:  # neither, or contradictory
-            undeclared.append(f"{sorted(route.methods)} {route.path}")
+            undeclared.append(f"{sorted(route.methods or ())} {route.path}")
     assert undeclared == []
