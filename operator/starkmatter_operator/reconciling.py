@@ -433,9 +433,14 @@ async def reconcile(
             status = await _status(rt, body, manifests, problem)
             old = dict(body.get("status") or {})
             if not conditions.same_status(old, status):
-                await rt.kube.patch_status(
-                    str(body["apiVersion"]), kind, owner[1], owner[2], status
-                )
+                try:
+                    await rt.kube.patch_status(
+                        str(body["apiVersion"]), kind, owner[1], owner[2], status
+                    )
+                except kube.ApiError as e:
+                    if e.status != 404:
+                        raise
+                    return status  # deleted meanwhile: nothing left to report on
                 if owner in rt.owners:
                     rt.owners[owner] = {**rt.owners[owner], "status": status}
             if rt.post_event is not None and changes:
@@ -542,6 +547,9 @@ async def refresh_periodically(rt: Runtime) -> None:
                 await reconcile(rt, body, trigger="timer", apply=body["kind"] == "AlertRule")
             except kopf.TemporaryError as e:
                 log.warning("event=refresh.failed owner=%s error=%s", "/".join(key_of(body)), e)
+            except Exception:
+                # One bad object must not stop the refresh of all the others.
+                log.exception("event=refresh.failed owner=%s", "/".join(key_of(body)))
 
     while True:
         await asyncio.sleep(rt.cfg.status_interval_s)

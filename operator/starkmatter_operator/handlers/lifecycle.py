@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -47,15 +46,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     reader = heartbeat.Reader(cfg.redis_url) if cfg.redis_url else None
 
     def post_event(body: Any, kind: str, reason: str, message: str) -> None:
-        kopf.event(body, type=kind, reason=reason, message=message[:1000])
+        try:
+            kopf.event(body, type=kind, reason=reason, message=message[:1000])
+        except LookupError:
+            # Only tasks started inside Kopf's handlers can post; never fail a reconcile.
+            log.warning("event=event.unposted reason=%s", reason)
 
     scraper = evaluator.Scraper(cfg.alerts_metrics_url) if cfg.alerts_metrics_url else None
     runtime = reconciling.Runtime(cfg, client, reader, scraper, post_event=post_event)
     memo.runtime = runtime
     memo.debouncer = reconciling.Debouncer(cfg.debounce_s, _reconcile_owner(runtime))
-    memo.refresher = asyncio.get_running_loop().create_task(
-        reconciling.refresh_periodically(runtime)
-    )
+    memo.refresher = None  # started by the first resource event, see resources.py
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
     log.info("event=operator.started image=%s", cfg.image)
@@ -91,7 +92,8 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     runtime: reconciling.Runtime | None = getattr(memo, "runtime", None)
     if runtime is None:
         return
-    memo.refresher.cancel()
+    if memo.refresher is not None:
+        memo.refresher.cancel()
     await memo.debouncer.drain()
     await runtime.kube.close()
     if runtime.heartbeats is not None:

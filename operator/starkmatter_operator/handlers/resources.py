@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
 
 from starkmatter_operator import config, reconciling
 
+# Bulky metadata the operator never reads; dropped so that hundreds of cached bodies stay small.
+_UNUSED_METADATA = ("managedFields",)
+_UNUSED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
+    metadata = {k: v for k, v in body["metadata"].items() if k not in _UNUSED_METADATA}
+    if metadata.get("annotations"):
+        metadata["annotations"] = {
+            k: v for k, v in metadata["annotations"].items() if k not in _UNUSED_ANNOTATIONS
+        }
     return {
         "apiVersion": body.get("apiVersion", config.API_VERSION),
         "kind": body["kind"],
-        "metadata": dict(body["metadata"]),
+        "metadata": metadata,
         "spec": dict(body.get("spec") or {}),
         "status": dict(body.get("status") or {}),
     }
@@ -37,6 +47,11 @@ async def _on_event(body: kopf.Body, event: kopf.RawEvent, memo: Any, **_: Any) 
         runtime.seen.pop(key, None)
         return
     runtime.owners[key] = plain
+    if memo.refresher is None:
+        # Started from inside a handler so that it inherits Kopf's context (Event posting).
+        memo.refresher = asyncio.get_running_loop().create_task(
+            reconciling.refresh_periodically(runtime)
+        )
     if plain["metadata"].get("deletionTimestamp"):
         return
     generation = plain["metadata"].get("generation")
