@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,6 +42,29 @@ BURST_ORDERS = int(os.environ.get("BENCH_ORDERS_BURST", "4000"))
 PACED_RATE = 300
 PACED_SECONDS = 8
 CEILING_SECONDS = 4.0
+API_PROCESSES = int(os.environ.get("BENCH_ORDERS_API_PROCESSES", "2"))
+"""API replicas (separate processes, one port each); clients spread over them"""
+
+
+def _cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU time (user + system) used so far by each named group of processes; postgres
+    backends are counted as the children of the postmaster."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for name, group in pids.items():
+        total = 0.0
+        for pid in group:
+            try:
+                proc = psutil.Process(pid)
+                members = [proc, *proc.children(recursive=True)] if name == "postgres" else [proc]
+                for m in members:
+                    t = m.cpu_times()
+                    total += t.user + t.system
+            except psutil.NoSuchProcess:
+                continue
+        out[name] = total
+    return out
 
 
 def _env(pg_url: str, redis_url: str, key_file: Path) -> dict[str, str]:
@@ -151,22 +175,27 @@ async def _filled(conn: asyncpg.Connection, want: int) -> None:
 
 
 async def _burst(
-    client: httpx.AsyncClient, users: list[dict[str, str]], conn: asyncpg.Connection, base: int
+    clients: list[httpx.AsyncClient],
+    users: list[dict[str, str]],
+    conn: asyncpg.Connection,
+    base: int,
 ) -> tuple[float, list[float]]:
     latencies: list[float] = []
     queue = iter(range(BURST_ORDERS))
 
-    async def lane() -> None:
+    async def lane(client: httpx.AsyncClient) -> None:
         for n in queue:
             await _submit(client, users[n % USERS], n, latencies)
 
     started = time.perf_counter()
-    await asyncio.gather(*(lane() for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(lane(clients[i % len(clients)]) for i in range(CONCURRENCY)))
     await _filled(conn, base + BURST_ORDERS)
     return BURST_ORDERS / (time.perf_counter() - started), latencies
 
 
-async def _paced(client: httpx.AsyncClient, users: list[dict[str, str]]) -> tuple[list[float], int]:
+async def _paced(
+    clients: list[httpx.AsyncClient], users: list[dict[str, str]]
+) -> tuple[list[float], int]:
     """Open loop at PACED_RATE: each order is due at its time, late or not; latency counts
     from when it was due, so a server that falls behind shows it."""
     latencies: list[float] = []
@@ -176,6 +205,7 @@ async def _paced(client: httpx.AsyncClient, users: list[dict[str, str]]) -> tupl
     async def one(n: int, due: float) -> None:
         nonlocal errors
         try:
+            client = clients[n % len(clients)]
             r = await client.post("/orders", headers=users[n % USERS], json=_order(n))
             if r.status_code != 201:
                 errors += 1
@@ -250,15 +280,16 @@ async def main() -> None:
             key_file = root / "jwt.pem"
             key_file.write_text(keys.generate_private_pem())
             env = _env(url, rd.url, key_file)
-            port = embedded.free_port()
-            procs.append(
-                subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
-                    [sys.executable, __file__, "serve-api", str(port)],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+            ports = [embedded.free_port() for _ in range(API_PROCESSES)]
+            for port in ports:
+                procs.append(
+                    subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
+                        [sys.executable, __file__, "serve-api", str(port)],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                 )
-            )
             procs.append(
                 subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
                     [sys.executable, "-m", "starkmatter.orders.service"],
@@ -267,7 +298,8 @@ async def main() -> None:
                     stderr=subprocess.DEVNULL,
                 )
             )
-            await _wait_http(f"http://127.0.0.1:{port}/healthz")
+            for port in ports:
+                await _wait_http(f"http://127.0.0.1:{port}/healthz")
             import redis.asyncio as aioredis
 
             from tests.integration.trading.conftest import publish_market
@@ -277,14 +309,29 @@ async def main() -> None:
                 r, "BENCH", bid="99.99", ask="100.01", asks=(("100.01", "1000000000"),)
             )
             limits = httpx.Limits(max_connections=CONCURRENCY * 4, keepalive_expiry=2)
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30
-            ) as client:
-                users = await _users(client)
-                await _burst(client, users, conn, 0)  # warm-up (same size, not reported)
+            async with contextlib.AsyncExitStack() as stack:
+                clients = [
+                    await stack.enter_async_context(
+                        httpx.AsyncClient(
+                            base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30
+                        )
+                    )
+                    for port in ports
+                ]
+                users = await _users(clients[0])
+                await _burst(clients, users, conn, 0)  # warm-up (same size, not reported)
                 stop = asyncio.Event()
                 sampler = asyncio.create_task(_sample_waits(url, stop))
-                throughput, burst_lat = await _burst(client, users, conn, BURST_ORDERS)
+                groups = {
+                    "api": [p.pid for p in procs[:API_PROCESSES]],
+                    "worker": [procs[API_PROCESSES].pid],
+                    "postgres": [int((pg.pgdata / "postmaster.pid").read_text().split()[0])],
+                    "load generator": [os.getpid()],
+                }
+                cpu_before = _cpu_seconds(groups)
+                throughput, burst_lat = await _burst(clients, users, conn, BURST_ORDERS)
+                cpu_after = _cpu_seconds(groups)
+                cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / BURST_ORDERS for k in groups}
                 stop.set()
                 waits = await sampler
                 if os.environ.get("BENCH_ORDERS_DIAG"):
@@ -295,7 +342,7 @@ async def main() -> None:
                     f" {common.percentile(burst_lat, 50) * 1000:.1f} ms",
                     flush=True,
                 )
-                paced, paced_errors = await _paced(client, users)
+                paced, paced_errors = await _paced(clients, users)
             await _filled(conn, 2 * BURST_ORDERS + PACED_RATE * PACED_SECONDS - paced_errors)
             audited = await conn.fetchval("SELECT count(*) FROM audit_log")
             ceiling = await _ceiling(url)
@@ -313,7 +360,8 @@ async def main() -> None:
             pg.stop()
     ms = 1000.0
     common.report(
-        f"orders: full lifecycle, {BURST_ORDERS} orders, {CONCURRENCY} concurrent clients",
+        f"orders: full lifecycle, {BURST_ORDERS} orders, {CONCURRENCY} concurrent clients,"
+        f" {API_PROCESSES} API processes",
         [
             ("single-row INSERT transactions/s", ceiling, "rows/s"),
             ("orders/s submitted -> Filled", throughput, "orders/s"),
@@ -323,10 +371,17 @@ async def main() -> None:
             (f"submit p99 at {PACED_RATE}/s", common.percentile(paced, 99) * ms, "ms"),
             (f"submit errors at {PACED_RATE}/s", float(paced_errors), "requests"),
             ("audit rows written", float(audited), "rows"),
+            *((f"CPU per order: {k}", v, "ms") for k, v in cpu_ms.items()),
+            ("CPU per order: all", sum(cpu_ms.values()), "ms"),
         ],
         baseline="single-row INSERT transactions/s",
     )
     common.ratio("lifecycle orders/s vs single-row inserts/s", throughput, ceiling)
+    own = sum(v for k, v in cpu_ms.items() if k != "load generator")
+    print(
+        f"  CPU-bound ceiling on 2 dedicated cores: {2000 / own:.0f} orders/s"
+        f" ({own:.2f} ms of CPU per order in API + worker + PostgreSQL)"
+    )
     print(
         f"  target: >= 1000 orders/s (got {throughput:.0f}); "
         f"p99 < 25 ms at {PACED_RATE}/s (got {common.percentile(paced, 99) * ms:.1f} ms)"
