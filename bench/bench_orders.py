@@ -39,7 +39,7 @@ from starkmatter.core.auth import keys
 USERS = 20
 CONCURRENCY = 32
 BURST_ORDERS = int(os.environ.get("BENCH_ORDERS_BURST", "4000"))
-PACED_RATE = 300
+PACED_RATE = int(os.environ.get("BENCH_ORDERS_PACED_RATE", "300"))
 PACED_SECONDS = 8
 CEILING_SECONDS = 4.0
 API_PROCESSES = int(os.environ.get("BENCH_ORDERS_API_PROCESSES", "2"))
