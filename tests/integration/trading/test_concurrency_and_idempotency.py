@@ -10,8 +10,9 @@ import asyncpg
 import pytest
 
 from starkmatter.orders import lifecycle
+from starkmatter.orders.config import OrdersConfig
 from starkmatter.orders.processing import Worker
-from tests.integration.trading.conftest import publish_market, wait_for_order
+from tests.integration.trading.conftest import publish_market, running_worker, wait_for_order
 from tests.support import LiveServer, sign_up
 
 pytestmark = pytest.mark.timeout(90)
@@ -162,3 +163,34 @@ async def test_list_orders_filters_and_pages_with_a_cursor(api: LiveServer, redi
         if cursor is None:
             break
     assert seen == [f"AAPL{i}" for i in reversed(range(5))]
+
+
+async def test_a_poison_outbox_event_is_parked_and_does_not_hold_up_the_others(
+    api: LiveServer, config: Any, database_url: str, redis: Any
+) -> None:
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO trading_outbox (topic, payload) VALUES ('no.such.topic', '{}')"
+        )
+        r = await api.client.post(
+            "/orders",
+            headers=user.headers,
+            json={
+                "client_order_id": "after-poison",
+                "symbol": "AAPL",
+                "side": "buy",
+                "quantity": "1",
+            },
+        )
+        async with running_worker(config, OrdersConfig(poll_interval_ms=50, max_attempts=1)):
+            await wait_for_order(api.client, user.headers, r.json()["id"], "Filled")
+        parked = await conn.fetchrow(
+            "SELECT parked, attempts, last_error FROM trading_outbox WHERE topic = 'no.such.topic'"
+        )
+    finally:
+        await conn.close()
+    assert parked["parked"] and parked["attempts"] == 1
+    assert "unknown outbox topic" in parked["last_error"]

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import httpx
 import redis.asyncio as aioredis
 
 from starkmatter.core import audit, logs
@@ -384,14 +385,19 @@ class Worker:
                             await self._handle(conn, [row])
                         done.append(row["id"])
                     except Exception as one:  # noqa: BLE001 - recorded on the event
+                        # An unreachable broker or Redis is retried for ever with backoff;
+                        # only an event that fails on its own is parked after max_attempts.
+                        transient = isinstance(one, OSError | httpx.HTTPError | aioredis.RedisError)
                         await conn.execute(
                             """UPDATE trading_outbox SET attempts = attempts + 1,
-                                   last_error = $2, parked = attempts + 1 >= $3,
-                                   available_at = now() + interval '1 second'
+                                   last_error = $2, parked = NOT $4 AND attempts + 1 >= $3,
+                                   available_at = now() + least(attempts + 1, 30)
+                                                  * interval '1 second'
                                WHERE id = $1""",
                             row["id"],
                             repr(one)[:2000],
                             self.config.max_attempts,
+                            transient,
                         )
                         _log.error(
                             "orders.event_failed",
