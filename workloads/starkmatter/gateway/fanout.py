@@ -9,15 +9,12 @@ per transport kind, whatever the number of clients that receive it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from starkmatter.core import logs
-from starkmatter.gateway import connections, metrics, topics
+from starkmatter.gateway import connections, metrics, subscribing, topics
 
 log = logs.get_logger(__name__)
 
@@ -42,25 +39,22 @@ class Hub:
         self.redis = redis
         self.subscribers: dict[str, set[connections.Client]] = {}
         self._redis_topics: set[str] = set()
-        self._lock = asyncio.Lock()
-        self._pubsub = redis.pubsub()
-        self._reader: asyncio.Task[None] | None = None
-        self._has_topics = asyncio.Event()
+        self._subscriber = subscribing.Subscriber(redis, self.dispatch)
+        # Snapshot reads share the process's Redis pool with everything else: a reconnect
+        # storm of clients must queue here, not exhaust the pool.
+        self._reads = asyncio.Semaphore(16)
         self.dispatched = 0
-        self.ready = False
+
+    @property
+    def ready(self) -> bool:
+        return self._subscriber.ready
 
     async def start(self) -> None:
         await self.redis.ping()
-        self.ready = True
-        self._reader = asyncio.create_task(self._read(), name="gateway-pubsub")
+        await self._subscriber.start()
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        with contextlib.suppress(redis.exceptions.RedisError, OSError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._subscriber.stop()
 
     @property
     def redis_topics(self) -> frozenset[str]:
@@ -74,9 +68,12 @@ class Hub:
         client.warming.add(topic)
         self.subscribers.setdefault(topic, set()).add(client)
         metrics.SUBSCRIPTIONS.inc()
-        await self._sync(topic)
-        # Subscribed before reading the snapshot: no update can fall between the two.
-        raw = await self.redis.get(topics.snapshot_key(topic))
+        self._sync(topic)
+        # SUBSCRIBE is written before the snapshot is read on another connection; Redis
+        # handles a client's commands in order, so no update can fall between the two
+        # except one that the snapshot already contains (harmless: updates are states).
+        async with self._reads:
+            raw = await self.redis.get(topics.snapshot_key(topic))
         snapshot = raw.encode() if isinstance(raw, str) else raw
         if topic in client.topics:
             client.send_now(client.encode(snapshot_body(topic, snapshot)))
@@ -93,51 +90,24 @@ class Hub:
             if not holders:
                 del self.subscribers[topic]
         metrics.SUBSCRIPTIONS.dec()
-        await self._sync(topic)
+        self._sync(topic)
 
     async def drop(self, client: connections.Client) -> None:
         for topic in list(client.topics):
             await self.unsubscribe(client, topic)
 
-    async def _sync(self, topic: str) -> None:
-        """Make the Redis subscription match local demand (idempotent, serialized)."""
-        async with self._lock:
-            wanted = bool(self.subscribers.get(topic))
-            if wanted and topic not in self._redis_topics:
-                await self._pubsub.subscribe(topic)
-                self._redis_topics.add(topic)
-                self._has_topics.set()
-            elif not wanted and topic in self._redis_topics:
-                await self._pubsub.unsubscribe(topic)
-                self._redis_topics.discard(topic)
-            metrics.REDIS_TOPICS.set(len(self._redis_topics))
+    def _sync(self, topic: str) -> None:
+        """Make the Redis subscription match local demand (synchronous: no interleaving)."""
+        wanted = bool(self.subscribers.get(topic))
+        if wanted and topic not in self._redis_topics:
+            self._subscriber.subscribe(topic)
+            self._redis_topics.add(topic)
+        elif not wanted and topic in self._redis_topics:
+            self._subscriber.unsubscribe(topic)
+            self._redis_topics.discard(topic)
+        metrics.REDIS_TOPICS.set(len(self._redis_topics))
 
     # ------------------------------------------------------------------ messages
-
-    async def _read(self) -> None:
-        while True:
-            if not self._redis_topics:
-                self._has_topics.clear()
-                await self._has_topics.wait()
-            try:
-                message: Any = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=1.0
-                )
-            except (redis.exceptions.ConnectionError, OSError) as exc:
-                self.ready = False
-                log.warning("gateway.redis_lost", error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            self.ready = True
-            if message is None or message.get("type") != "message":
-                continue
-            channel = message["channel"]
-            self.dispatch(
-                channel.decode() if isinstance(channel, bytes) else str(channel),
-                message["data"]
-                if isinstance(message["data"], bytes)
-                else str(message["data"]).encode(),
-            )
 
     def dispatch(self, topic: str, payload: bytes) -> int:
         """Deliver one published message to every local subscriber; returns how many."""

@@ -29,6 +29,7 @@ from typing import Any
 
 import prometheus_client
 import redis.asyncio as aioredis
+from redis import exceptions as redis_exceptions
 from websockets import frames as ws_frames
 from websockets import http11
 from websockets import server as ws_server
@@ -267,7 +268,11 @@ class _Connection(asyncio.Protocol):
                 connections.ConnectionState.CLOSING, connections.ConnectionState.CLOSED
             ):  # fmt: skip
                 break
-            await gateway.handle(client, message)
+            try:
+                await gateway.handle(client, message)
+            except (OSError, ConnectionError, redis_exceptions.RedisError) as exc:
+                log.warning("gateway.backend_error", error=str(exc))
+                gateway.refuse(client, "unavailable", "temporarily unavailable, retry")
             if deadline is not None and client.principal is not None:
                 deadline.cancel()
                 deadline = None
@@ -295,7 +300,11 @@ class _Connection(asyncio.Protocol):
         client.transition(connections.ConnectionState.OPEN)
         gateway.clients.add(client)
         metrics.CONNECTIONS.labels(transport="sse").inc()
-        await gateway.subscribe(client, wanted)
+        try:
+            await gateway.subscribe(client, wanted)
+        except (OSError, ConnectionError, redis_exceptions.RedisError) as exc:
+            log.warning("gateway.backend_error", error=str(exc))
+            client.close(1011, "unavailable")
 
 
 class Gateway:
