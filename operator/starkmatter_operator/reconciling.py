@@ -9,146 +9,23 @@ Kubernetes Events.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from types import ModuleType
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 import kopf
 
-from starkmatter_operator import (
-    conditions,
-    config,
-    evaluator,
-    heartbeat,
-    kube,
-    metrics,
-    peering,
-    reports,
-)
-from starkmatter_operator.builders import alertrule, common, marketfeed, newssource, retentionpolicy
+from starkmatter_operator import conditions, config, kube, metrics, reporting, state
+from starkmatter_operator.builders import alertrule, common
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str, str]  # (kind, namespace, name)
-
-
-@dataclasses.dataclass(frozen=True)
-class KindInfo:
-    plural: str
-    builder: ModuleType
-    # Child kinds that a spec change can make unnecessary, so they are pruned.
-    optional_children: tuple[tuple[str, str], ...]
-
-
-KINDS: dict[str, KindInfo] = {
-    "MarketFeed": KindInfo(
-        "marketfeeds", marketfeed, (("autoscaling/v2", "HorizontalPodAutoscaler"),)
-    ),
-    "NewsSource": KindInfo(
-        "newssources", newssource, (("batch/v1", "CronJob"), ("apps/v1", "Deployment"))
-    ),
-    "RetentionPolicy": KindInfo("retentionpolicies", retentionpolicy, ()),
-    "AlertRule": KindInfo(
-        "alertrules", alertrule, (("monitoring.coreos.com/v1", "PrometheusRule"),)
-    ),
-}
 # Problems that go away without a spec change, so a spec-triggered reconcile retries.
 RETRYABLE = frozenset({"SecretMissing", "Forbidden"})
 RETRY_DELAY_S = 10
-# Kinds whose spec changes bump metadata.generation; others are compared by resourceVersion.
-GENERATION_KINDS = frozenset({"Deployment", "CronJob", "HorizontalPodAutoscaler"})
-
-
-@dataclasses.dataclass
-class Runtime:
-    """Process-wide state shared by every handler."""
-
-    cfg: config.OperatorConfig
-    kube: kube.Kube
-    heartbeats: heartbeat.Reader | None = None
-    alerts: evaluator.Scraper | None = None
-    # The latest version of every child seen (from watch events and apply answers).
-    observed: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    locks: dict[Key, asyncio.Lock] = dataclasses.field(default_factory=dict)
-    post_event: Callable[[Mapping[str, Any], str, str, str], None] | None = None
-    # The latest body of every custom resource, from Kopf's own watch (no extra requests).
-    owners: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    # The generation each CR was last handed to a reconcile (so one spec goes once).
-    seen: dict[Key, Any] = dataclasses.field(default_factory=dict)
-    # Secret look-ups, briefly cached: hundreds of CRs in one namespace share a few Secrets.
-    secrets: dict[tuple[str, str], tuple[float, Any]] = dataclasses.field(default_factory=dict)
-    secret_ttl_s: float = 5.0
-
-    def lock(self, key: Key) -> asyncio.Lock:
-        return self.locks.setdefault(key, asyncio.Lock())
-
-    async def secret(self, namespace: str, name: str) -> Any:
-        now = time.monotonic()
-        cached = self.secrets.get((namespace, name))
-        if cached is not None and now - cached[0] < self.secret_ttl_s:
-            return cached[1]
-        found = await self.kube.get("v1", "Secret", namespace, name)
-        # Only the key names are kept: values never stay in the operator's memory.
-        keys = None if found is None else {"data": dict.fromkeys(found.get("data") or {}, "")}
-        self.secrets[(namespace, name)] = (now, keys)
-        return keys
-
-
-def key_of(obj: Mapping[str, Any]) -> Key:
-    meta = obj["metadata"]
-    return (str(obj["kind"]), str(meta.get("namespace") or ""), str(meta["name"]))
-
-
-def trimmed(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """What status and drift detection need from a child; the rest is not kept in memory."""
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    return {
-        "apiVersion": obj.get("apiVersion"),
-        "kind": obj.get("kind"),
-        "metadata": {
-            "name": meta.get("name"),
-            "namespace": meta.get("namespace"),
-            "generation": meta.get("generation"),
-            "resourceVersion": meta.get("resourceVersion"),
-            "creationTimestamp": meta.get("creationTimestamp"),
-            "owner": (meta.get("labels") or {}).get("starkmatter.io/owner-name"),
-        },
-        "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
-        "status": obj.get("status") or {},
-    }
-
-
-def _revision(obj: Mapping[str, Any]) -> int:
-    text = str((obj.get("metadata") or {}).get("resourceVersion") or "0")
-    return int(text) if text.isdigit() else 0
-
-
-def remember(rt: Runtime, obj: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Keep the newest version of a child; returns the one it replaced.
-
-    An apply answer and a watch event can arrive in either order: the older one must not
-    overwrite the newer (a stale "not rolled out yet" would then stick forever).
-    """
-    key = key_of(obj)
-    before = rt.observed.get(key)
-    after = trimmed(obj)
-    if before is None or _revision(after) >= _revision(before):
-        rt.observed[key] = after
-    return before
-
-
-def spec_drifted(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
-    if after.get("kind") in GENERATION_KINDS:
-        return bool(before["metadata"].get("generation") != after["metadata"].get("generation"))
-    return bool(
-        before["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion")
-    )
 
 
 def _recent(timestamp: str | None, seconds: float = 15) -> bool:
@@ -161,10 +38,12 @@ def _recent(timestamp: str | None, seconds: float = 15) -> bool:
 def _change(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> str | None:
     if before is None:
         return "Created" if _recent(after["metadata"].get("creationTimestamp")) else None
-    return "Updated" if spec_drifted(before, after) else None
+    return "Updated" if state.spec_drifted(before, after) else None
 
 
-async def _missing_secrets(rt: Runtime, body: Mapping[str, Any], info: KindInfo) -> list[str]:
+async def _missing_secrets(
+    rt: state.Runtime, body: Mapping[str, Any], info: state.KindInfo
+) -> list[str]:
     namespace = common.namespace_of(body)
     problems = []
     for ref in info.builder.required_secrets(body, rt.cfg):
@@ -182,26 +61,24 @@ async def _missing_secrets(rt: Runtime, body: Mapping[str, Any], info: KindInfo)
     return problems
 
 
-def _build(rt: Runtime, body: Mapping[str, Any], prometheus: bool) -> list[common.Manifest]:
+def _build(rt: state.Runtime, body: Mapping[str, Any], prometheus: bool) -> list[common.Manifest]:
     if body["kind"] == "AlertRule":
-        return alertrule.build(body, rt.cfg, prometheus_rules=prometheus and _alert_enabled(body))
-    return list(KINDS[body["kind"]].builder.build(body, rt.cfg))
-
-
-def _alert_enabled(body: Mapping[str, Any]) -> bool:
-    return bool(common.spec_of(body).get("enabled", True))
+        return alertrule.build(
+            body, rt.cfg, prometheus_rules=prometheus and reporting.alert_enabled(body)
+        )
+    return list(state.KINDS[body["kind"]].builder.build(body, rt.cfg))
 
 
 async def _apply_all(
-    rt: Runtime, body: Mapping[str, Any], manifests: list[common.Manifest], trigger: str
+    rt: state.Runtime, body: Mapping[str, Any], manifests: list[common.Manifest], trigger: str
 ) -> list[str]:
     manager = alertrule.field_manager(body) if body["kind"] == "AlertRule" else config.FIELD_MANAGER
 
     async def one(manifest: common.Manifest) -> str | None:
-        key = key_of(manifest)
+        key = state.key_of(manifest)
         before = rt.observed.get(key)
-        after = trimmed(await rt.kube.apply(manifest, manager=manager))
-        remember(rt, after)
+        after = state.trimmed(await rt.kube.apply(manifest, manager=manager))
+        state.remember(rt, after)
         change = _change(before, after)
         if change is None:
             return None
@@ -215,9 +92,12 @@ async def _apply_all(
 
 
 async def _prune(
-    rt: Runtime, body: Mapping[str, Any], info: KindInfo, manifests: list[common.Manifest]
+    rt: state.Runtime,
+    body: Mapping[str, Any],
+    info: state.KindInfo,
+    manifests: list[common.Manifest],
 ) -> list[str]:
-    wanted = {key_of(m) for m in manifests}
+    wanted = {state.key_of(m) for m in manifests}
     namespace = common.namespace_of(body)
     selector = (
         f"starkmatter.io/owner-kind={str(body['kind']).lower()},"
@@ -233,172 +113,25 @@ async def _prune(
             owners = child["metadata"].get("ownerReferences") or []
             ours = any(o.get("uid") == body["metadata"]["uid"] for o in owners)
             child["kind"], child["apiVersion"] = kind, api_version
-            if ours and key_of(child) not in wanted:
+            if ours and state.key_of(child) not in wanted:
                 await rt.kube.delete(api_version, kind, namespace, child["metadata"]["name"])
-                rt.observed.pop(key_of(child), None)
+                rt.observed.pop(state.key_of(child), None)
                 removed.append(f"Deleted {kind} {child['metadata']['name']} (no longer in spec)")
     return removed
 
 
-def _children(rt: Runtime, manifests: list[common.Manifest], kind: str) -> list[dict[str, Any]]:
-    out = []
-    for m in manifests:
-        if m["kind"] == kind:
-            seen = rt.observed.get(key_of(m))
-            out.append(seen if seen is not None else {**m, "status": {}})
-    return out
-
-
-async def _status(
-    rt: Runtime,
-    body: Mapping[str, Any],
-    manifests: list[common.Manifest],
-    problem: conditions.Problem | None,
-) -> dict[str, Any]:
-    kind = body["kind"]
-    spec = common.spec_of(body)
-    generation = int(body["metadata"].get("generation") or 0)
-    deployments = _children(rt, manifests, "Deployment")
-    health = conditions.deployment_health(deployments)
-    extra: dict[str, Any] = {}
-    ready_message = ""
-    old = dict(body.get("status") or {})
-    if kind == "MarketFeed":
-        extra["symbolCount"] = len(spec.get("symbols") or [])
-        extra["replicas"] = health.desired
-        extra["readyReplicas"] = health.ready
-        for field in ("lastTickTime", "ticksPerSecond", "rejectedPerSecond"):
-            if field in old:
-                extra[field] = old[field]
-        if rt.heartbeats is not None:
-            beat = await rt.heartbeats.feed(common.name_of(body))
-            if beat is not None:
-                for field, value in (
-                    ("lastTickTime", beat.last_tick_time),
-                    ("ticksPerSecond", beat.ticks_per_second),
-                    ("rejectedPerSecond", beat.rejected_per_second),
-                ):
-                    if value is not None:
-                        extra[field] = value
-    elif kind in ("NewsSource", "RetentionPolicy"):
-        cronjobs = _children(rt, manifests, "CronJob")
-        for cj in cronjobs:
-            st = cj.get("status") or {}
-            last, ok = st.get("lastScheduleTime"), st.get("lastSuccessfulTime")
-            if kind == "NewsSource":
-                extra |= {"lastFetchTime": last} if last else {}
-                extra |= {"lastSuccessfulFetchTime": ok} if ok else {}
-            else:
-                extra |= {"lastRunTime": last} if last else {}
-                extra |= {"lastSuccessfulRunTime": ok} if ok else {}
-                extra["activeJobs"] = len(st.get("active") or [])
-            suspended = bool(spec.get("suspend", False))
-            ready_message = (
-                "suspended" if suspended else f"scheduled {spec.get('schedule', '')}".strip()
-            )
-        if kind == "RetentionPolicy":
-            extra, health = await _archive_outcome(rt, body, old, extra, health)
-        if kind == "NewsSource" and deployments:
-            extra["readyReplicas"] = health.ready
-    elif kind == "AlertRule":
-        extra["prometheusRule"] = any(m["kind"] == "PrometheusRule" for m in manifests)
-        ready_message = (
-            f"delivered to the alert evaluator (ConfigMap {rt.cfg.alerts_namespace}/"
-            f"{rt.cfg.alerts_configmap}, key {alertrule.rule_key(body)})"
-        )
-        for field in ("firing", "lastFiredTime"):
-            if field in old:
-                extra[field] = old[field]
-        states = await rt.alerts.firing() if rt.alerts is not None else None
-        if states is not None:
-            firing = states.get(alertrule.rule_name(body), False) and _alert_enabled(body)
-            if firing and not old.get("firing"):
-                extra["lastFiredTime"] = conditions.now_iso()
-            extra["firing"] = firing
-    new_conditions = conditions.compute(generation, health, problem, ready_message=ready_message)
-    return {
-        "observedGeneration": generation,
-        "conditions": conditions.merge(old.get("conditions"), new_conditions, conditions.now_iso()),
-        **extra,
-    }
-
-
-async def _archive_outcome(
-    rt: Runtime,
-    body: Mapping[str, Any],
-    old: Mapping[str, Any],
-    extra: dict[str, Any],
-    health: conditions.Health,
-) -> tuple[dict[str, Any], conditions.Health]:
-    """Last run, rows archived and failures, from the policy's Jobs (manual runs too)."""
-    namespace, name = common.namespace_of(body), common.name_of(body)
-    jobs = [
-        job
-        for (kind, ns, _), job in list(rt.observed.items())
-        if kind == "Job" and ns == namespace and job["metadata"].get("owner") == name
-    ]
-    for field in ("rowsArchived", "lastJob"):
-        if field in old:
-            extra[field] = old[field]
-    latest = reports.latest_finished(jobs)
-    if latest is None:
-        return extra, health
-    job_name = str(latest["metadata"]["name"])
-    status = latest.get("status") or {}
-    started = status.get("startTime")
-    if started and started > str(extra.get("lastRunTime", "")):
-        extra["lastRunTime"] = started
-    why = reports.failed(latest)
-    if why is not None:
-        message = f"archival Job {job_name} failed ({why}); see kubectl logs job/{job_name}"
-        return extra, dataclasses.replace(
-            health, failure_reason="ArchiveFailed", failure_message=message
-        )
-    done = status.get("completionTime")
-    if done and done > str(extra.get("lastSuccessfulRunTime", "")):
-        extra["lastSuccessfulRunTime"] = done
-    if old.get("lastJob") != job_name:
-        extra["lastJob"] = job_name
-        rows = await reports.job_rows_archived(rt.kube, namespace, job_name)
-        if rows is not None:
-            extra["rowsArchived"] = rows
-    return extra, health
-
-
-def _announce(
-    rt: Runtime, body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
-) -> None:
-    if rt.post_event is None:
-        return
-    was_ready = conditions.find(old.get("conditions"), conditions.READY)
-    is_ready = conditions.find(new.get("conditions"), conditions.READY)
-    degraded = conditions.find(new.get("conditions"), conditions.DEGRADED)
-    was_degraded = conditions.find(old.get("conditions"), conditions.DEGRADED)
-    if (
-        degraded
-        and degraded["status"] == "True"
-        and (
-            not was_degraded
-            or was_degraded.get("status") != "True"
-            or was_degraded.get("message") != degraded.get("message")
-        )
-    ):
-        rt.post_event(body, "Warning", str(degraded["reason"]), str(degraded["message"]))
-    elif (
-        is_ready
-        and is_ready["status"] == "True"
-        and (not was_ready or was_ready.get("status") != "True")
-    ):
-        rt.post_event(body, "Normal", "Ready", str(is_ready["message"]))
-
-
 async def reconcile(
-    rt: Runtime, body: Mapping[str, Any], *, trigger: str, apply: bool = True, prune: bool = False
+    rt: state.Runtime,
+    body: Mapping[str, Any],
+    *,
+    trigger: str,
+    apply: bool = True,
+    prune: bool = False,
 ) -> dict[str, Any]:
     """Bring one CR's children and status in line with its spec; returns the status."""
     kind = str(body["kind"])
-    info = KINDS[kind]
-    owner = key_of(body)
+    info = state.KINDS[kind]
+    owner = state.key_of(body)
     started = time.monotonic()
     outcome = "ok"
     try:
@@ -430,7 +163,7 @@ async def reconcile(
             if problem is not None:
                 outcome = problem.reason
                 metrics.ERRORS.labels(kind, problem.reason).inc()
-            status = await _status(rt, body, manifests, problem)
+            status = await reporting.status_for(rt, body, manifests, problem)
             old = dict(body.get("status") or {})
             if not conditions.same_status(old, status):
                 try:
@@ -452,7 +185,7 @@ async def reconcile(
                     else (f"spec generation {body['metadata'].get('generation')}")
                 )
                 rt.post_event(body, "Normal", reason, f"{'; '.join(changes)} ({why})")
-            _announce(rt, body, old, status)
+            reporting.announce(rt, body, old, status)
             if (
                 problem is not None
                 and problem.reason in RETRYABLE
@@ -471,7 +204,7 @@ async def reconcile(
         metrics.DURATION.labels(kind).observe(time.monotonic() - started)
 
 
-async def remove_alert_rule(rt: Runtime, body: Mapping[str, Any]) -> None:
+async def remove_alert_rule(rt: state.Runtime, body: Mapping[str, Any]) -> None:
     """Take a deleted AlertRule's key out of the shared rules ConfigMap."""
     try:
         await rt.kube.apply(
@@ -480,88 +213,3 @@ async def remove_alert_rule(rt: Runtime, body: Mapping[str, Any]) -> None:
     except kube.ApiError as e:
         if e.status != 404:
             raise kopf.TemporaryError(f"will retry: {e}", delay=5) from e
-
-
-@dataclasses.dataclass(frozen=True)
-class Pass:
-    """What a pending reconcile must do; two requests for one owner merge into one."""
-
-    apply: bool = False
-    prune: bool = False
-    spec: bool = False  # a new spec (or first look after start), rather than a child event
-
-    def __or__(self, other: Pass) -> Pass:
-        return Pass(self.apply or other.apply, self.prune or other.prune, self.spec or other.spec)
-
-
-class Debouncer:
-    """Collapses a burst of events into one reconcile per owner, and retries failures."""
-
-    def __init__(self, delay: float, run: Callable[[Key, Pass], Awaitable[None]]) -> None:
-        self._delay = delay
-        self._run = run
-        self._pending: dict[Key, Pass] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def poke(self, owner: Key, work: Pass, *, delay: float | None = None) -> None:
-        if owner in self._pending:
-            self._pending[owner] = self._pending[owner] | work
-            return
-        self._pending[owner] = work
-        task = asyncio.get_running_loop().create_task(
-            self._later(owner, self._delay if delay is None else delay)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _later(self, owner: Key, delay: float) -> None:
-        await asyncio.sleep(delay)
-        work = self._pending.pop(owner)
-        try:
-            await self._run(owner, work)
-        except kopf.TemporaryError as e:
-            # The apiserver is busy, or the fix lies outside the CR (a Secret): look again.
-            log.info("event=reconcile.retry owner=%s reason=%s", "/".join(owner), e)
-            self.poke(owner, work, delay=e.delay or RETRY_DELAY_S)
-        except Exception:
-            log.exception("event=reconcile.failed owner=%s", "/".join(owner))
-
-    async def drain(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-async def refresh_periodically(rt: Runtime) -> None:
-    """Refresh what no watch event announces: feed heartbeats, alert states, and the
-    shared alert-rules ConfigMap (not watched, so re-applied to correct drift).
-
-    One loop for all objects rather than a Kopf timer per object: timers would also make
-    Kopf put a finalizer on every resource.
-    """
-    limit = asyncio.Semaphore(8)
-
-    async def one(body: dict[str, Any]) -> None:
-        async with limit:
-            try:
-                await reconcile(rt, body, trigger="timer", apply=body["kind"] == "AlertRule")
-            except kopf.TemporaryError as e:
-                log.warning("event=refresh.failed owner=%s error=%s", "/".join(key_of(body)), e)
-            except Exception:
-                # One bad object must not stop the refresh of all the others.
-                log.exception("event=refresh.failed owner=%s", "/".join(key_of(body)))
-
-    while True:
-        await asyncio.sleep(rt.cfg.status_interval_s)
-        try:
-            if not await peering.active(rt.kube, rt.cfg.peering, rt.cfg.priority):
-                continue  # a peer with a higher priority does the work
-        except (aiohttp.ClientError, TimeoutError) as e:
-            log.warning("event=refresh.skipped error=%s", type(e).__name__)
-            continue
-        bodies = [
-            b
-            for b in list(rt.owners.values())
-            if b["kind"] == "AlertRule" or (b["kind"] == "MarketFeed" and rt.heartbeats)
-        ]
-        await asyncio.gather(*(one(b) for b in bodies))

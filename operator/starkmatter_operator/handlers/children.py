@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from starkmatter_operator import config, reconciling
+from starkmatter_operator import config, debouncing, state
 
 CHILD_RESOURCES = [
     ("v1", "configmaps"),
@@ -20,7 +20,7 @@ CHILD_RESOURCES = [
     ("autoscaling/v2", "horizontalpodautoscalers"),
     ("monitoring.coreos.com/v1", "prometheusrules"),
 ]
-OWNER_KINDS = {kind.lower(): kind for kind in reconciling.KINDS}
+OWNER_KINDS = {kind.lower(): kind for kind in state.KINDS}
 
 
 async def on_child(event: kopf.RawEvent, resource: kopf.Resource, memo: Any, **_: Any) -> None:
@@ -32,19 +32,19 @@ async def on_child(event: kopf.RawEvent, resource: kopf.Resource, memo: Any, **_
     owner_name = labels.get("starkmatter.io/owner-name")
     if owner_kind is None or not owner_name:
         return
-    runtime: reconciling.Runtime = memo.runtime
+    runtime: state.Runtime = memo.runtime
     obj["kind"] = resource.kind
     obj["apiVersion"] = f"{resource.group}/{resource.version}" if resource.group else "v1"
-    child = reconciling.key_of(obj)
+    child = state.key_of(obj)
     if event.get("type") == "DELETED":
         runtime.observed.pop(child, None)
         # A deleted child is put back; a Job is not ours to restore (history clean-up).
         apply = resource.plural != "jobs"
     else:
-        before = reconciling.remember(runtime, obj)
+        before = state.remember(runtime, obj)
         after = runtime.observed[child]
-        apply = before is not None and reconciling.spec_drifted(before, after)
-    memo.debouncer.poke((owner_kind, child[1], str(owner_name)), reconciling.Pass(apply=apply))
+        apply = before is not None and state.spec_drifted(before, after)
+    memo.debouncer.poke((owner_kind, child[1], str(owner_name)), debouncing.Pass(apply=apply))
 
 
 for _api_version, _plural in CHILD_RESOURCES:

@@ -7,7 +7,16 @@ from typing import Any
 
 import kopf
 
-from starkmatter_operator import config, evaluator, heartbeat, kube, metrics, reconciling
+from starkmatter_operator import (
+    config,
+    debouncing,
+    evaluator,
+    heartbeat,
+    kube,
+    metrics,
+    reconciling,
+    state,
+)
 
 log = logging.getLogger(__name__)
 _login: list[kopf.ConnectionInfo] = []
@@ -53,17 +62,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             log.warning("event=event.unposted reason=%s", reason)
 
     scraper = evaluator.Scraper(cfg.alerts_metrics_url) if cfg.alerts_metrics_url else None
-    runtime = reconciling.Runtime(cfg, client, reader, scraper, post_event=post_event)
+    runtime = state.Runtime(cfg, client, reader, scraper, post_event=post_event)
     memo.runtime = runtime
-    memo.debouncer = reconciling.Debouncer(cfg.debounce_s, _reconcile_owner(runtime))
+    memo.debouncer = debouncing.Debouncer(cfg.debounce_s, _reconcile_owner(runtime))
     memo.refresher = None  # started by the first resource event, see resources.py
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
     log.info("event=operator.started image=%s", cfg.image)
 
 
-def _reconcile_owner(rt: reconciling.Runtime) -> Any:
-    async def run(owner: reconciling.Key, work: reconciling.Pass) -> None:
+def _reconcile_owner(rt: state.Runtime) -> Any:
+    async def run(owner: state.Key, work: debouncing.Pass) -> None:
         kind, namespace, name = owner
         body = rt.owners.get(owner)
         if body is None:
@@ -89,7 +98,7 @@ def children_seen(memo: kopf.Memo, **_: Any) -> int:
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
-    runtime: reconciling.Runtime | None = getattr(memo, "runtime", None)
+    runtime: state.Runtime | None = getattr(memo, "runtime", None)
     if runtime is None:
         return
     if memo.refresher is not None:

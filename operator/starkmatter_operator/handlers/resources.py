@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from starkmatter_operator import config, reconciling
+from starkmatter_operator import config, debouncing, reconciling, refreshing, state
 
 # Bulky metadata the operator never reads; dropped so that hundreds of cached bodies stay small.
 _UNUSED_METADATA = ("managedFields",)
@@ -37,11 +37,11 @@ async def _on_event(body: kopf.Body, event: kopf.RawEvent, memo: Any, **_: Any) 
     Kopf keeps no annotations on the objects: a spec change costs no extra writes, and
     after a restart (or a crash mid-reconcile) every object is simply looked at again.
     """
-    runtime: reconciling.Runtime | None = getattr(memo, "runtime", None)
+    runtime: state.Runtime | None = getattr(memo, "runtime", None)
     if runtime is None:
         return
     plain = _plain(body)
-    key = reconciling.key_of(plain)
+    key = state.key_of(plain)
     if event.get("type") == "DELETED":
         runtime.owners.pop(key, None)
         runtime.seen.pop(key, None)
@@ -50,7 +50,7 @@ async def _on_event(body: kopf.Body, event: kopf.RawEvent, memo: Any, **_: Any) 
     if memo.refresher is None:
         # Started from inside a handler so that it inherits Kopf's context (Event posting).
         memo.refresher = asyncio.get_running_loop().create_task(
-            reconciling.refresh_periodically(runtime)
+            refreshing.refresh_periodically(runtime)
         )
     if plain["metadata"].get("deletionTimestamp"):
         return
@@ -61,10 +61,10 @@ async def _on_event(body: kopf.Body, event: kopf.RawEvent, memo: Any, **_: Any) 
         runtime.seen[key] = generation
         # A brand-new object has nothing stale to prune; anything else may have.
         brand_new = generation == 1 and observed is None
-        memo.debouncer.poke(key, reconciling.Pass(apply=True, prune=not brand_new, spec=True))
+        memo.debouncer.poke(key, debouncing.Pass(apply=True, prune=not brand_new, spec=True))
 
 
-for _info in reconciling.KINDS.values():
+for _info in state.KINDS.values():
     _resource = (config.GROUP, config.VERSION, _info.plural)
     kopf.on.event(*_resource, id=f"{_info.plural}-events")(_on_event)
 

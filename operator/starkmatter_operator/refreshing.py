@@ -1,0 +1,52 @@
+"""The periodic refresh of status that no watch event announces."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import kopf
+
+from starkmatter_operator import peering, reconciling
+from starkmatter_operator.state import Runtime, key_of
+
+log = logging.getLogger(__name__)
+
+
+async def refresh_periodically(rt: Runtime) -> None:
+    """Refresh what no watch event announces: feed heartbeats, alert states, and the
+    shared alert-rules ConfigMap (not watched, so re-applied to correct drift).
+
+    One loop for all objects rather than a Kopf timer per object: timers would also make
+    Kopf put a finalizer on every resource.
+    """
+    limit = asyncio.Semaphore(8)
+
+    async def one(body: dict[str, Any]) -> None:
+        async with limit:
+            try:
+                await reconciling.reconcile(
+                    rt, body, trigger="timer", apply=body["kind"] == "AlertRule"
+                )
+            except kopf.TemporaryError as e:
+                log.warning("event=refresh.failed owner=%s error=%s", "/".join(key_of(body)), e)
+            except Exception:
+                # One bad object must not stop the refresh of all the others.
+                log.exception("event=refresh.failed owner=%s", "/".join(key_of(body)))
+
+    while True:
+        await asyncio.sleep(rt.cfg.status_interval_s)
+        try:
+            if not await peering.active(rt.kube, rt.cfg.peering, rt.cfg.priority):
+                continue  # a peer with a higher priority does the work
+        except (aiohttp.ClientError, TimeoutError) as e:
+            log.warning("event=refresh.skipped error=%s", type(e).__name__)
+            continue
+        bodies = [
+            b
+            for b in list(rt.owners.values())
+            if b["kind"] == "AlertRule" or (b["kind"] == "MarketFeed" and rt.heartbeats)
+        ]
+        await asyncio.gather(*(one(b) for b in bodies))

@@ -1,0 +1,167 @@
+"""Status of a custom resource, computed from what its children and the data plane say."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from starkmatter_operator import conditions, reports
+from starkmatter_operator.builders import alertrule, common
+from starkmatter_operator.state import Runtime, key_of
+
+
+def alert_enabled(body: Mapping[str, Any]) -> bool:
+    return bool(common.spec_of(body).get("enabled", True))
+
+
+def children(rt: Runtime, manifests: list[common.Manifest], kind: str) -> list[dict[str, Any]]:
+    out = []
+    for m in manifests:
+        if m["kind"] == kind:
+            seen = rt.observed.get(key_of(m))
+            out.append(seen if seen is not None else {**m, "status": {}})
+    return out
+
+
+async def status_for(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    manifests: list[common.Manifest],
+    problem: conditions.Problem | None,
+) -> dict[str, Any]:
+    kind = body["kind"]
+    spec = common.spec_of(body)
+    generation = int(body["metadata"].get("generation") or 0)
+    deployments = children(rt, manifests, "Deployment")
+    health = conditions.deployment_health(deployments)
+    extra: dict[str, Any] = {}
+    ready_message = ""
+    old = dict(body.get("status") or {})
+    if kind == "MarketFeed":
+        extra["symbolCount"] = len(spec.get("symbols") or [])
+        extra["replicas"] = health.desired
+        extra["readyReplicas"] = health.ready
+        for field in ("lastTickTime", "ticksPerSecond", "rejectedPerSecond"):
+            if field in old:
+                extra[field] = old[field]
+        if rt.heartbeats is not None:
+            beat = await rt.heartbeats.feed(common.name_of(body))
+            if beat is not None:
+                for field, value in (
+                    ("lastTickTime", beat.last_tick_time),
+                    ("ticksPerSecond", beat.ticks_per_second),
+                    ("rejectedPerSecond", beat.rejected_per_second),
+                ):
+                    if value is not None:
+                        extra[field] = value
+    elif kind in ("NewsSource", "RetentionPolicy"):
+        cronjobs = children(rt, manifests, "CronJob")
+        for cj in cronjobs:
+            st = cj.get("status") or {}
+            last, ok = st.get("lastScheduleTime"), st.get("lastSuccessfulTime")
+            if kind == "NewsSource":
+                extra |= {"lastFetchTime": last} if last else {}
+                extra |= {"lastSuccessfulFetchTime": ok} if ok else {}
+            else:
+                extra |= {"lastRunTime": last} if last else {}
+                extra |= {"lastSuccessfulRunTime": ok} if ok else {}
+                extra["activeJobs"] = len(st.get("active") or [])
+            suspended = bool(spec.get("suspend", False))
+            ready_message = (
+                "suspended" if suspended else f"scheduled {spec.get('schedule', '')}".strip()
+            )
+        if kind == "RetentionPolicy":
+            extra, health = await archive_outcome(rt, body, old, extra, health)
+        if kind == "NewsSource" and deployments:
+            extra["readyReplicas"] = health.ready
+    elif kind == "AlertRule":
+        extra["prometheusRule"] = any(m["kind"] == "PrometheusRule" for m in manifests)
+        ready_message = (
+            f"delivered to the alert evaluator (ConfigMap {rt.cfg.alerts_namespace}/"
+            f"{rt.cfg.alerts_configmap}, key {alertrule.rule_key(body)})"
+        )
+        for field in ("firing", "lastFiredTime"):
+            if field in old:
+                extra[field] = old[field]
+        states = await rt.alerts.firing() if rt.alerts is not None else None
+        if states is not None:
+            firing = states.get(alertrule.rule_name(body), False) and alert_enabled(body)
+            if firing and not old.get("firing"):
+                extra["lastFiredTime"] = conditions.now_iso()
+            extra["firing"] = firing
+    new_conditions = conditions.compute(generation, health, problem, ready_message=ready_message)
+    return {
+        "observedGeneration": generation,
+        "conditions": conditions.merge(old.get("conditions"), new_conditions, conditions.now_iso()),
+        **extra,
+    }
+
+
+async def archive_outcome(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    old: Mapping[str, Any],
+    extra: dict[str, Any],
+    health: conditions.Health,
+) -> tuple[dict[str, Any], conditions.Health]:
+    """Last run, rows archived and failures, from the policy's Jobs (manual runs too)."""
+    namespace, name = common.namespace_of(body), common.name_of(body)
+    jobs = [
+        job
+        for (kind, ns, _), job in list(rt.observed.items())
+        if kind == "Job" and ns == namespace and job["metadata"].get("owner") == name
+    ]
+    for field in ("rowsArchived", "lastJob"):
+        if field in old:
+            extra[field] = old[field]
+    latest = reports.latest_finished(jobs)
+    if latest is None:
+        return extra, health
+    job_name = str(latest["metadata"]["name"])
+    status = latest.get("status") or {}
+    started = status.get("startTime")
+    if started and started > str(extra.get("lastRunTime", "")):
+        extra["lastRunTime"] = started
+    why = reports.failed(latest)
+    if why is not None:
+        message = f"archival Job {job_name} failed ({why}); see kubectl logs job/{job_name}"
+        return extra, dataclasses.replace(
+            health, failure_reason="ArchiveFailed", failure_message=message
+        )
+    done = status.get("completionTime")
+    if done and done > str(extra.get("lastSuccessfulRunTime", "")):
+        extra["lastSuccessfulRunTime"] = done
+    if old.get("lastJob") != job_name:
+        extra["lastJob"] = job_name
+        rows = await reports.job_rows_archived(rt.kube, namespace, job_name)
+        if rows is not None:
+            extra["rowsArchived"] = rows
+    return extra, health
+
+
+def announce(
+    rt: Runtime, body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
+) -> None:
+    if rt.post_event is None:
+        return
+    was_ready = conditions.find(old.get("conditions"), conditions.READY)
+    is_ready = conditions.find(new.get("conditions"), conditions.READY)
+    degraded = conditions.find(new.get("conditions"), conditions.DEGRADED)
+    was_degraded = conditions.find(old.get("conditions"), conditions.DEGRADED)
+    if (
+        degraded
+        and degraded["status"] == "True"
+        and (
+            not was_degraded
+            or was_degraded.get("status") != "True"
+            or was_degraded.get("message") != degraded.get("message")
+        )
+    ):
+        rt.post_event(body, "Warning", str(degraded["reason"]), str(degraded["message"]))
+    elif (
+        is_ready
+        and is_ready["status"] == "True"
+        and (not was_ready or was_ready.get("status") != "True")
+    ):
+        rt.post_event(body, "Normal", "Ready", str(is_ready["message"]))
