@@ -30,6 +30,9 @@ from starkmatter.market import indicators, models, normalizing, storing, validat
 
 log = logs.get_logger(__name__)
 _to_text = models.to_text
+_KIND_NAMES: dict[type, str] = {
+    models.Trade: "trade", models.Quote: "quote", models.Depth: "depth", models.Bar: "bar"
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +156,7 @@ class Pipeline:
         publish = self._publish.append
         snapshots = self._snapshots
         accepted = 0
+        kinds = {Trade: 0, Quote: 0, Depth: 0, models.Bar: 0}
         for incoming in batch:
             fields = incoming.fields
             if fields is None:
@@ -179,6 +183,7 @@ class Pipeline:
                 continue
             accepted += 1
             kind = type(event)
+            kinds[kind] += 1
             symbol = event.symbol
             if kind is Trade:
                 trades.append(event)  # type: ignore[arg-type]
@@ -219,6 +224,9 @@ class Pipeline:
                 self._bar_closed(event)  # type: ignore[arg-type]
             self.last_tick_ns = now
         self.accepted += accepted
+        for kind, count in kinds.items():
+            if count:
+                self._accepted[_KIND_NAMES[kind]].inc(count)
 
     def _reference(self, incoming: base.Incoming, now: int) -> None:
         fields = incoming.fields or {}

@@ -150,14 +150,22 @@ async def run_feed(
     pipe = pipeline.Pipeline(spec.name, validator, pool, redis, config)
     source = provider or build_provider(spec)
     consumer = asyncio.create_task(pipe.run(), name=f"ingest-{spec.name}")
+    producer = asyncio.create_task(source.run(pipe.submit), name=f"provider-{spec.name}")
     log.info("ingest.started", feed=spec.name, provider=spec.provider, symbols=len(spec.symbols))
     try:
-        await source.run(pipe.submit)
+        # Whichever ends first decides: a failed pipeline must not leave the provider
+        # blocked on a full queue, silently.
+        await asyncio.wait({consumer, producer}, return_when=asyncio.FIRST_COMPLETED)
+        if consumer.done():
+            consumer.result()
+            raise RuntimeError("the ingest pipeline stopped")
+        producer.result()
         await pipe.drain(close_bars=source.finite)
     finally:
-        consumer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer
+        for task in (producer, consumer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def run(config: settings.Settings, feed: str, *, spec_path: str | None = None) -> None:

@@ -200,7 +200,7 @@ async def copy_rows(
 _BAR_UPSERT = """
 INSERT INTO market_bars (symbol, interval, ts, open, high, low, close, volume, vwap, trades,
                          indicators, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, now())
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb, now())
 ON CONFLICT (symbol, interval, ts) DO UPDATE SET
     open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
     volume = EXCLUDED.volume, vwap = EXCLUDED.vwap, trades = EXCLUDED.trades,
