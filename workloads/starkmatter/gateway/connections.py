@@ -129,6 +129,7 @@ class Client:
         if self.state in (ConnectionState.OPEN, ConnectionState.UNAUTHENTICATED):
             self.transport.write(frame)
             self.sent += 1
+            metrics.FRAMES_SENT.inc()
 
     def warmed(self, topic: str) -> None:
         """The snapshot of ``topic`` is sent: release the update that waited for it."""

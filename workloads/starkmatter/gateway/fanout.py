@@ -124,4 +124,5 @@ class Hub:
                 frame = frames[kind] = client.encode(body)
             client.deliver(topic, frame, conflatable)
         self.dispatched += 1
+        metrics.FRAMES_SENT.inc(len(holders))
         return len(holders)

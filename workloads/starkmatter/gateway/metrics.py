@@ -14,7 +14,9 @@ REDIS_TOPICS = prometheus_client.Gauge(
     "starkmatter_gateway_redis_topics", "Redis channels this replica is subscribed to."
 )
 FRAMES_SENT = prometheus_client.Counter(
-    "starkmatter_gateway_frames_sent_total", "Frames written to clients.", ["transport"]
+    "starkmatter_gateway_frames_sent_total",
+    "Frames fanned out to clients (updates, snapshots, errors, heartbeats); a conflated "
+    "update counts here and in frames_conflated_total.",
 )
 FRAMES_CONFLATED = prometheus_client.Counter(
     "starkmatter_gateway_frames_conflated_total",
