@@ -97,6 +97,14 @@ async def test_every_bad_message_class_lands_in_the_dead_letter_table_with_its_r
 
             await eventually(all_stored)
 
+            async def heartbeat_written() -> bool:
+                return bool(await redis.hexists("feed:heartbeat:sim", "last_tick_ts"))
+
+            await eventually(heartbeat_written)
+            beat: dict[bytes, bytes] = await redis.hgetall("feed:heartbeat:sim")  # type: ignore[misc]
+            assert {b"last_tick_ts", b"ticks_per_s", b"rejected_per_s", b"updated_ts"} <= set(beat)
+            assert beat[b"last_tick_ts"].decode().endswith("Z")
+
     rows = await db.fetch("SELECT reason, count(*) AS n FROM market_rejections GROUP BY reason")
     by_reason = {row["reason"]: row["n"] for row in rows}
     assert by_reason == {kind.value: n for kind, n in sim.bad_counts.items() if n}
