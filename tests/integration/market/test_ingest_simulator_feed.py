@@ -101,9 +101,14 @@ async def test_every_bad_message_class_lands_in_the_dead_letter_table_with_its_r
                 return bool(await redis.hexists("feed:heartbeat:sim", "last_tick_ts"))
 
             await eventually(heartbeat_written)
-            beat: dict[bytes, bytes] = await redis.hgetall("feed:heartbeat:sim")  # type: ignore[misc]
-            assert {b"last_tick_ts", b"ticks_per_s", b"rejected_per_s", b"updated_ts"} <= set(beat)
-            assert beat[b"last_tick_ts"].decode().endswith("Z")
+            beat = {
+                (k.decode() if isinstance(k, bytes) else k): (
+                    v.decode() if isinstance(v, bytes) else v
+                )
+                for k, v in (await redis.hgetall("feed:heartbeat:sim")).items()
+            }
+            assert {"last_tick_ts", "ticks_per_s", "rejected_per_s", "updated_ts"} <= set(beat)
+            assert beat["last_tick_ts"].endswith("Z")
 
     rows = await db.fetch("SELECT reason, count(*) AS n FROM market_rejections GROUP BY reason")
     by_reason = {row["reason"]: row["n"] for row in rows}
