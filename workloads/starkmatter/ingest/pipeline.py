@@ -284,13 +284,19 @@ class Pipeline:
             for i in range(self.config.writers)
         ]
         heartbeat = asyncio.create_task(self._heartbeat(), name="ingest-heartbeat")
+        consume = asyncio.create_task(self._consume(), name="ingest-consume")
+        tasks = (consume, heartbeat, *writers)
         try:
-            await self._consume()
+            # None of these ends on its own: the first to end has failed, and takes the
+            # pipeline down with it rather than leaving the others waiting forever.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            raise RuntimeError("an ingest pipeline task ended unexpectedly")
         finally:
-            heartbeat.cancel()
-            for task in writers:
+            for task in tasks:
                 task.cancel()
-            for task in (heartbeat, *writers):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.publisher.close()
@@ -375,13 +381,18 @@ class Pipeline:
         while True:
             batch = await self._store.get()
             try:
-                await self._write(batch)
-            except (asyncpg.PostgresError, OSError) as exc:
-                # The rows stay in memory and are retried: dropping them would lose data.
-                log.error("ingest.store_failed", feed=self.feed, error=str(exc), rows=len(batch))
-                await asyncio.sleep(1.0)
-                await self._store.put(batch)
-                continue
+                delay = 0.1
+                while True:
+                    try:
+                        await self._write(batch)
+                        break
+                    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                        # Retried in place (never re-queued: a full queue would deadlock the
+                        # writers); rewriting is idempotent, so nothing is lost or doubled.
+                        log.error("ingest.store_failed", feed=self.feed, error=str(exc),
+                                  rows=len(batch), retry_s=delay)  # fmt: skip
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
             finally:
                 self._store.task_done()
 
