@@ -35,6 +35,8 @@ class OperatorConfig:
     metrics_port: int = 9090
     # Seconds a burst of child events for one owner is collapsed into one reconcile.
     debounce_s: float = 0.2
+    # Seconds a "does the apiserver serve this kind" answer is trusted (PrometheusRule).
+    discovery_ttl_s: float = 60.0
     # Concurrent HTTP connections to the apiserver.
     api_connections: int = 32
     # Kopf peering between replicas (None: standalone) and this replica's priority.
@@ -62,6 +64,7 @@ class OperatorConfig:
             metrics_port=int(get("METRICS_PORT", str(defaults.metrics_port))),
             debounce_s=float(get("DEBOUNCE", str(defaults.debounce_s))),
             api_connections=int(get("API_CONNECTIONS", str(defaults.api_connections))),
+            discovery_ttl_s=float(get("DISCOVERY_TTL", str(defaults.discovery_ttl_s))),
             peering=get("PEERING_NAME", "") or None,
             priority=int(get("PRIORITY", "0")),
         )

@@ -69,7 +69,14 @@ def path_for(api_version: str, kind: str, namespace: str | None, name: str | Non
 class Kube:
     """One shared HTTP connection pool to the apiserver."""
 
-    def __init__(self, creds: Callable[[], Credentials], *, connections: int = 32) -> None:
+    def __init__(
+        self,
+        creds: Callable[[], Credentials],
+        *,
+        connections: int = 32,
+        discovery_ttl_s: float = 60.0,
+    ) -> None:
+        self._discovery_ttl_s = discovery_ttl_s
         # Credentials come from Kopf's login, which happens after the client is made.
         self._creds_source = creds
         self._connections = connections
@@ -208,6 +215,8 @@ class Kube:
                     raise
                 found = False
             self._discovery[key] = found
-            # Forget the answer after a minute so a CRD installed later is noticed.
-            asyncio.get_running_loop().call_later(60, self._discovery.pop, key, None)
+            # Forget the answer after a while so that a CRD installed later is noticed.
+            asyncio.get_running_loop().call_later(
+                self._discovery_ttl_s, self._discovery.pop, key, None
+            )
         return self._discovery[key]

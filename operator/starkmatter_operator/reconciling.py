@@ -206,6 +206,12 @@ async def reconcile(
 
 async def remove_alert_rule(rt: state.Runtime, body: Mapping[str, Any]) -> None:
     """Take a deleted AlertRule's key out of the shared rules ConfigMap."""
+    # Under the rule's lock: a reconcile in flight cannot put the key back afterwards.
+    async with rt.lock(state.key_of(body)):
+        await _remove_key(rt, body)
+
+
+async def _remove_key(rt: state.Runtime, body: Mapping[str, Any]) -> None:
     try:
         await rt.kube.apply(
             alertrule.rules_config_map(rt.cfg, {}), manager=alertrule.field_manager(body)

@@ -47,6 +47,9 @@ async def refresh_periodically(rt: Runtime) -> None:
         bodies = [
             b
             for b in list(rt.owners.values())
-            if b["kind"] == "AlertRule" or (b["kind"] == "MarketFeed" and rt.heartbeats)
+            # An object being deleted is left alone: re-applying a deleted AlertRule would
+            # put its key back into the evaluator's ConfigMap.
+            if not b["metadata"].get("deletionTimestamp")
+            and (b["kind"] == "AlertRule" or (b["kind"] == "MarketFeed" and rt.heartbeats))
         ]
         await asyncio.gather(*(one(b) for b in bodies))

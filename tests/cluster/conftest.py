@@ -190,6 +190,7 @@ def operator(
             "STARKMATTER_OPERATOR_REDIS_URL": heartbeat_redis_url,
             "STARKMATTER_OPERATOR_ALERTS_METRICS_URL": alerts_metrics_url,
             "STARKMATTER_OPERATOR_STATUS_INTERVAL": "1",
+            "STARKMATTER_OPERATOR_DISCOVERY_TTL": "1",
         },
     ).start()
     yield process

@@ -51,7 +51,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
     cfg = config.OperatorConfig.from_env()
-    client = kube.Kube(_credentials, connections=cfg.api_connections)
+    client = kube.Kube(
+        _credentials, connections=cfg.api_connections, discovery_ttl_s=cfg.discovery_ttl_s
+    )
     reader = heartbeat.Reader(cfg.redis_url) if cfg.redis_url else None
 
     def post_event(body: Any, kind: str, reason: str, message: str) -> None:

@@ -73,4 +73,6 @@ for _info in state.KINDS.values():
 async def alert_rule_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     # Children in the rule's namespace go by garbage collection; the shared ConfigMap key
     # lives in another namespace and has to be removed by hand.
-    await reconciling.remove_alert_rule(memo.runtime, _plain(body))
+    plain = _plain(body)
+    memo.runtime.owners.pop(state.key_of(plain), None)  # nothing may re-apply it now
+    await reconciling.remove_alert_rule(memo.runtime, plain)
