@@ -7,13 +7,15 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Sequence
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import structlog
 
 from starkmatter.api import app as api_app
 from starkmatter.core import db, embedded, redis_client, serving, settings
@@ -23,6 +25,17 @@ from starkmatter.orders.config import OrdersConfig
 from starkmatter.orders.service import make_broker
 from starkmatter.portfolio import routes as portfolio_routes
 from tests.support import LiveServer
+
+
+@pytest.fixture(autouse=True)
+def _log_to_the_current_stderr() -> Iterator[None]:
+    """A test elsewhere configures structlog with the stderr of its own moment (pytest's
+    capture, closed since); logging then raises in every later test. Log to whatever
+    stderr is current instead, so this tier does not depend on test order."""
+    before = structlog.get_config()
+    structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
+    yield
+    structlog.configure(**before)
 
 
 def trading_app(config: settings.Settings) -> Any:
