@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from starkmatter.orders import fills
 from starkmatter.orders.model import ClientOrderId, OrderId, OrderRequest, UserId
 
 
@@ -24,7 +25,7 @@ class CancelOrder:
 class CancelAllOrders:
     user_id: UserId | None
     """None: every user's orders (the kill switch)"""
-    reason: str = "cancel_all"
+    reason: str = fills.CancelReason.CANCEL_ALL
 
 
 @dataclasses.dataclass(frozen=True)

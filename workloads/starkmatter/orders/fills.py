@@ -147,6 +147,7 @@ class CancelReason(enum.StrEnum):
     USER = "user_cancel"
     CANCEL_ALL = "cancel_all"
     KILL_SWITCH = "kill_switch"
+    BROKER = "broker_cancelled"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -310,7 +310,7 @@ async def cancel(
             return None
         order = storage.OrderRecord.from_row(row)
         await _lock_accounts(conn, [order])
-        await _cancel_locked(conn, config, actor, order, "user_cancel", events.utcnow())
+        await _cancel_locked(conn, config, actor, order, fills.CancelReason.USER, events.utcnow())
         after = await storage.fetch_order(conn, order.id)
     assert after is not None
     if after.status is not order.status:
@@ -376,7 +376,11 @@ async def set_kill_switch(
     cancelled: list[OrderId] = []
     if command.active and command.cancel_working:
         cancelled = await cancel_all(
-            pool, redis, config, actor, commands.CancelAllOrders(None, "kill_switch")
+            pool,
+            redis,
+            config,
+            actor,
+            commands.CancelAllOrders(None, fills.CancelReason.KILL_SWITCH),
         )
     _log.warning("orders.kill_switch", active=command.active, reason=command.reason)
     return {

@@ -27,7 +27,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from starkmatter.core import audit, logs
-from starkmatter.orders import events, lifecycle, observing, risk, storage
+from starkmatter.orders import events, fills, lifecycle, observing, risk, storage
 from starkmatter.orders.brokers import base
 from starkmatter.orders.config import OrdersConfig
 from starkmatter.orders.model import OrderId, OrderStatus
@@ -249,7 +249,8 @@ class Worker:
                 continue
             expired = w.record.expires_at is not None and w.record.expires_at <= now
             if (w.record.cancel_requested or expired) and await self.broker.cancel(w.record):
-                self._cancel(book, w, "expired" if expired else "user_cancel")
+                reason = fills.CancelReason.EXPIRED if expired else fills.CancelReason.USER
+                self._cancel(book, w, reason)
         live = [w for w in work if w.status in lifecycle.OPEN]
         if updates is None:
             updates = await self.broker.poll([w.current() for w in live], now)

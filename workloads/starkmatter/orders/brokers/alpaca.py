@@ -17,13 +17,17 @@ from typing import Any
 import httpx
 
 from starkmatter.core import logs
-from starkmatter.orders import storage
+from starkmatter.orders import fills, storage
 from starkmatter.orders.brokers import base
 from starkmatter.orders.config import OrdersConfig
 from starkmatter.orders.model import OrderId
 
 _log = logs.get_logger("starkmatter.orders.alpaca")
-_ENDED = {"canceled": "broker_cancelled", "expired": "expired", "done_for_day": "expired"}
+_ENDED = {
+    "canceled": fills.CancelReason.BROKER,
+    "expired": fills.CancelReason.EXPIRED,
+    "done_for_day": fills.CancelReason.EXPIRED,
+}
 
 
 class AlpacaError(Exception):
@@ -132,8 +136,8 @@ def _update(order: storage.OrderRecord, data: dict[str, Any]) -> base.Update | N
     status = data.get("status", "")
     rejected = data.get("reject_reason") or "rejected by broker" if status == "rejected" else None
     cancelled = _ENDED.get(status)
-    if cancelled == "broker_cancelled" and order.cancel_requested:
-        cancelled = "user_cancel"
+    if cancelled is fills.CancelReason.BROKER and order.cancel_requested:
+        cancelled = fills.CancelReason.USER
     if not executions and cancelled is None and rejected is None:
         return None
     return base.Update(executions=executions, cancelled=cancelled, rejected=rejected)
