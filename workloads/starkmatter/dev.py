@@ -30,6 +30,8 @@ from starkmatter.news import worker as news_worker
 from starkmatter.orders import service as order_service
 
 DEV_FEED = "dev"
+SHUTDOWN_GRACE_S = 10.0
+"""How long services get to stop on their own before they are cancelled again."""
 
 _log = logs.get_logger("starkmatter.dev")
 
@@ -139,8 +141,17 @@ async def serve(config: settings.Settings) -> None:
     await _migrate(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # A plain handler that wakes the loop itself (as asyncio.Runner does for Ctrl-C),
+        # rather than loop.add_signal_handler, whose wake-up fd another library may reset.
+        loop.call_soon_threadsafe(stop.set)
+        loop.call_soon_threadsafe(
+            lambda: _log.info("dev.stopping", signal=signal.Signals(signum).name)
+        )
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, on_signal)
     servers, loops = _services(config)
     tasks = {asyncio.create_task(s.serve(), name="http") for s in servers}
     tasks |= {asyncio.create_task(_supervised(name, factory), name=name) for name, factory in loops}
@@ -151,7 +162,7 @@ async def serve(config: settings.Settings) -> None:
         _say(f"\nStarkMatter is running: http://{config.api_host}:{config.api_port}/")
         _say(f"  API docs  http://{config.api_host}:{config.api_port}/docs")
         _say(f"  stream    ws://{config.api_host}:{config.gateway_port}/ws (and /sse)")
-        _say(f"  services  api, gateway, {', '.join(name for name, _ in loops)}")
+        _say(f"  services  api, {', '.join(name for name, _ in loops)}")
         _say("  Ctrl-C stops everything; data is kept for the next run.\n")
     done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
     for task in done - {stopper}:
@@ -163,10 +174,25 @@ async def serve(config: settings.Settings) -> None:
         if task.get_name() != "http":
             task.cancel()
     stopper.cancel()
-    await asyncio.gather(*tasks, stopper, return_exceptions=True)
+    pending = {*tasks, stopper}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_S)
+        if pending:
+            names = sorted(t.get_name() for t in pending)
+            _log.warning("dev.shutdown_waiting", services=names)
+            for task in pending:
+                task.cancel()
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run(config: settings.Settings) -> None:
+    # A shell that starts us in the background hands us SIGINT ignored; Ctrl-C and SIGTERM
+    # must stop start-up too (the event loop takes them over once services run).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     _say("Starting StarkMatter in dev mode...")
     with contextlib.ExitStack() as stack:

@@ -22,7 +22,7 @@ from starkmatter.core.auth import sessions, tokens
 _bearer = security.HTTPBearer(auto_error=False)
 
 
-def get_resources(request: fastapi.Request) -> resources.Resources:
+async def get_resources(request: fastapi.Request) -> resources.Resources:
     res: resources.Resources = request.app.state.resources
     return res
 
@@ -30,11 +30,11 @@ def get_resources(request: fastapi.Request) -> resources.Resources:
 ResourcesDep = Annotated[resources.Resources, fastapi.Depends(get_resources)]
 
 
-def get_pool(res: ResourcesDep) -> asyncpg.Pool:
+async def get_pool(res: ResourcesDep) -> asyncpg.Pool:
     return res.pool
 
 
-def get_redis(res: ResourcesDep) -> aioredis.Redis:
+async def get_redis(res: ResourcesDep) -> aioredis.Redis:
     return res.redis
 
 
@@ -42,8 +42,11 @@ DbDep = Annotated[asyncpg.Pool, fastapi.Depends(get_pool)]
 RedisDep = Annotated[aioredis.Redis, fastapi.Depends(get_redis)]
 
 
-def public() -> None:
-    """Marks a route as open to anyone (health, login, ...)."""
+async def public() -> None:
+    """Marks a route as open to anyone (health, login, ...).
+
+    Every dependency here is ``async``: FastAPI runs plain functions in a worker thread.
+    """
 
 
 Public = fastapi.Depends(public)

@@ -61,6 +61,10 @@ def _add_request_id(
     return event_dict
 
 
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure(level: str = "INFO", *, json: bool = True) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -76,7 +80,8 @@ def configure(level: str = "INFO", *, json: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Looked up on every call: whoever swapped sys.stderr (pytest, a daemon) is honoured.
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Third-party libraries log through the standard library; keep them quiet and masked.

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import fastapi
-import uvicorn
 from starlette import responses
 
+from starkmatter.core import serving
 from starkmatter.news import config
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -66,12 +66,8 @@ async def serve(
     host: str = "127.0.0.1", port: int = 8090, overrides: dict[str, bytes] | None = None
 ) -> AsyncIterator[str]:
     """Serve the samples until the context exits; yields the base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            build_app(overrides), host=host, port=port, log_config=None, access_log=False,
-            lifespan="off",
-        )
-    )  # fmt: skip
+    # Signals stay with the owner (dev mode, tests): see core.serving.
+    server = serving.server(build_app(overrides), host, port, lifespan="off")
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 
 from starkmatter.core import errors
 
@@ -64,12 +67,18 @@ def issue(
     return jwt.encode(claims, private_pem, algorithm="RS256"), expires
 
 
+@functools.lru_cache(maxsize=8)
+def _public_key(public_pem: str) -> Any:
+    # Parsing PEM costs about a millisecond; tokens are verified on every request.
+    return serialization.load_pem_public_key(public_pem.encode())
+
+
 def decode(token: str, public_pem: str, config: TokenConfig) -> Principal:
     """Verify signature and claims; every failure is the same 401 with a precise reason code."""
     try:
         claims = jwt.decode(
             token,
-            public_pem,
+            _public_key(public_pem),
             algorithms=ALGORITHMS,
             audience=config.audience,
             issuer=config.issuer,
