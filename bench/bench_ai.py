@@ -44,7 +44,7 @@ async def main(work: Path) -> None:
         pool = await db.create_pool(cfg)
         redis = redis_client.create_redis(cfg)
         async with anthropic_server.serve() as fake:
-            ai = config.AISettings(api_key=pydantic.SecretStr("sk-ant-bench"), base_url=fake.url)
+            ai = config.AISettings(api_key=pydantic.SecretStr("test-bench-key"), base_url=fake.url)
             svc = service.AnalysisService(pool, redis, ai)
             request = models.AnalyzeRequest(symbols=["AAPL", "MSFT"], kind="technical")
             first = await svc.submit(str(user_id), request)

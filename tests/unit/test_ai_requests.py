@@ -18,10 +18,10 @@ def test_default_model_is_not_deprecated_in_the_installed_sdk() -> None:
 
 def test_model_is_configurable_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STARKMATTER_AI_MODEL", "claude-opus-4-7")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-x")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key-x")
     settings = config.AISettings()
     assert settings.model == "claude-opus-4-7"
-    assert settings.api_key is not None and settings.api_key.get_secret_value() == "sk-ant-x"
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "test-key-x"
 
 
 def test_same_request_written_differently_has_one_cache_key() -> None:

@@ -23,7 +23,7 @@ async def anthropic(
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[anthropic_server.FakeAnthropic]:
     async with anthropic_server.serve() as fake:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-anthropic-key")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
         monkeypatch.setenv("STARKMATTER_AI_BACKOFF_BASE_S", "0.01")
         yield fake

@@ -94,7 +94,7 @@ async def test_request_uses_cached_system_prompt_and_forced_tool(
     assert call["system"][0]["cache_control"] == {"type": "ephemeral"}
     assert call["tool_choice"] == {"type": "tool", "name": "submit_analysis"}
     sent = anthropic.headers[0]
-    assert "sk-ant-test-key" in (sent.get("x-api-key", ""), sent.get("authorization", "")[7:])
+    assert "test-anthropic-key" in (sent.get("x-api-key", ""), sent.get("authorization", "")[7:])
 
 
 async def test_identical_request_is_served_from_cache_without_upstream_call(

@@ -10,6 +10,7 @@ oldest first, then the latest market frames. A client that stays congested longe
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import dataclasses
@@ -68,7 +69,7 @@ class Limits:
     """Heartbeat frame (and WebSocket ping) interval."""
 
 
-class Client:
+class Client(abc.ABC):
     """Transport-independent subscriber state; :mod:`.server` makes the WS and SSE kinds."""
 
     transport_name = "base"
@@ -97,12 +98,13 @@ class Client:
             )
         self.state = target
 
+    @abc.abstractmethod
     def encode(self, body: bytes) -> bytes:
         """Frame a JSON message for this transport."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self, code: int, reason: str) -> None:
-        raise NotImplementedError
+        """Close the connection, telling the client why."""
 
     # ------------------------------------------------------------------ delivery
 
