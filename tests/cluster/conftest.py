@@ -77,6 +77,7 @@ class OperatorProcess:
         self.health_port = 0
         self.metrics_port = 0
         self.log_path = plane.workdir / "operator.log"
+        self.peering = f"{RELEASE}-operator"
         self._log: Any = None
 
     def start(self) -> OperatorProcess:
@@ -85,7 +86,7 @@ class OperatorProcess:
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "starkmatter_operator",
-                "--peering", f"{RELEASE}-operator",
+                "--peering", self.peering,
                 "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
             ],
             env={
