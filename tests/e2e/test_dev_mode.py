@@ -62,8 +62,14 @@ async def _start_dev(
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> int:
+    """Ctrl-C, as a user would; a process that does not stop is killed and the test fails."""
     proc.send_signal(signal.SIGINT)
-    return await asyncio.wait_for(proc.wait(), timeout=60)
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout=60)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError("starkmatter dev did not stop within 60 s of Ctrl-C") from None
 
 
 @pytest.fixture
