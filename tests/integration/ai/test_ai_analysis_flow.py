@@ -4,6 +4,7 @@ to a loopback Messages API server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import decimal
 import json
@@ -12,6 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+import websockets
 
 from starkmatter.ai import config, offline
 from tests.integration.ai import anthropic_server
@@ -285,3 +287,31 @@ async def test_invalid_request_is_refused_with_field_paths(api: LiveServer) -> N
     )
     assert resp.status_code == 422
     assert resp.json()["error"]["code"] == "validation_error"
+
+
+async def test_only_the_requester_may_subscribe_to_the_analysis_stream_on_the_gateway(
+    api: LiveServer, config: Any, anthropic: anthropic_server.FakeAnthropic
+) -> None:
+    from starkmatter.core import embedded
+    from starkmatter.gateway import server as gateway_server
+
+    owner, other = await sign_up(api.client), await sign_up(api.client)
+    accepted = await _analyze(api, owner, symbols=["AAPL"], kind="technical")
+    port = embedded.free_port()
+    started = asyncio.Event()
+    gateway = asyncio.create_task(gateway_server.run(config, port=port, started=started))
+    await started.wait()
+    try:
+        replies = {}
+        for who in (owner, other):
+            uri = f"ws://127.0.0.1:{port}/ws?token={who.access_token}"
+            async with websockets.connect(uri) as ws:
+                await ws.send(json.dumps({"op": "subscribe", "topics": [accepted["channel"]]}))
+                replies[who.user_id] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert replies[owner.user_id]["type"] != "error", replies[owner.user_id]
+        assert replies[other.user_id]["type"] == "error"
+        assert replies[other.user_id]["code"] == "forbidden"
+    finally:
+        gateway.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gateway

@@ -38,6 +38,14 @@ def channel(request_id: str) -> str:
     return f"ai:analysis:{request_id}"
 
 
+def owner_key(request_id: str) -> str:
+    """Who asked for an analysis; the gateway lets only that user subscribe (contracts.md)."""
+    return f"ai:owner:{request_id}"
+
+
+OWNER_TTL_S = 24 * 3600
+
+
 def cache_redis_key(request_key: str) -> str:
     """One entry per normalized request; it records the data version (as the full cache
     key) its answer was made from, and only a request over the same data may use it."""
@@ -137,6 +145,7 @@ class AnalysisService:
         )
         key = models.cache_key(normalized, version, self.settings.model)
         request_id = str(uuid.uuid4())
+        await self.redis.set(owner_key(request_id), user_id, ex=OWNER_TTL_S)
         outcome = cached_outcome(raw, key)
         if outcome is not None:
             metrics.cache_result("ai", hit=True)
