@@ -36,7 +36,7 @@ async def serve_api(config: settings.Settings) -> AsyncIterator[LiveServer]:
         await asyncio.sleep(0.01)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=base_url, timeout=20) as client:
             yield LiveServer(base_url, client, config)
     finally:
         server.should_exit = True

@@ -6,9 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from starkmatter.core import settings
-from tests.integration.ai import anthropic_server, serving
-from tests.support import LiveServer
+from tests.integration.ai import anthropic_server
 
 
 @pytest.fixture(autouse=True)
@@ -27,11 +25,3 @@ async def anthropic(
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
         monkeypatch.setenv("STARKMATTER_AI_BACKOFF_BASE_S", "0.01")
         yield fake
-
-
-@pytest.fixture
-async def api(config: settings.Settings) -> AsyncIterator[LiveServer]:
-    from starkmatter.ai import routes
-
-    async with serving.serve(config, [routes.router], [routes.shutdown]) as live:
-        yield live

@@ -1,5 +1,5 @@
-"""Trading tier: the real API (with the order and portfolio routers), a real order worker,
-embedded PostgreSQL and Redis, and helpers to publish market data the way ingest does."""
+"""Trading tier: the real API (the root `api` fixture), a real order worker, embedded
+PostgreSQL and Redis, and helpers to publish market data the way ingest does."""
 
 from __future__ import annotations
 
@@ -7,70 +7,18 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
-import structlog
 
-from starkmatter.api import app as api_app
-from starkmatter.core import db, embedded, redis_client, serving, settings
+from starkmatter.core import db, redis_client, settings
 from starkmatter.orders import processing
-from starkmatter.orders import routes as order_routes
 from starkmatter.orders.config import OrdersConfig
 from starkmatter.orders.service import make_broker
-from starkmatter.portfolio import routes as portfolio_routes
-from tests.support import LiveServer
-
-
-@pytest.fixture(autouse=True)
-def _log_to_the_current_stderr() -> Iterator[None]:
-    """A test elsewhere configures structlog with the stderr of its own moment (pytest's
-    capture, closed since); logging then raises in every later test. Log to whatever
-    stderr is current instead, so this tier does not depend on test order."""
-    before = structlog.get_config()
-    structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
-    yield
-    structlog.configure(**before)
-
-
-def trading_app(config: settings.Settings) -> Any:
-    app = api_app.create_app(config)
-    paths = {getattr(r, "path", "") for r in app.routes}
-    if "/orders" not in paths:  # until the gateway mounts them itself
-        app.include_router(order_routes.router)
-    if "/portfolio" not in paths:
-        app.include_router(portfolio_routes.router)
-    return app
-
-
-@contextlib.asynccontextmanager
-async def serve_trading_api(config: settings.Settings) -> AsyncIterator[LiveServer]:
-    port = embedded.free_port()
-    server = serving.server(trading_app(config), "127.0.0.1", port, lifespan="on")
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("API server exited before it started")
-        await asyncio.sleep(0.01)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=20) as client:
-            yield LiveServer(base_url, client, config)
-    finally:
-        server.should_exit = True
-        await task
-
-
-@pytest.fixture
-async def api(config: settings.Settings) -> AsyncIterator[LiveServer]:
-    async with serve_trading_api(config) as live:
-        yield live
 
 
 @contextlib.asynccontextmanager

@@ -31,7 +31,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from starkmatter.core import settings as core_settings
 from starkmatter.orders import lifecycle
 from starkmatter.orders.config import OrdersConfig
-from tests.integration.trading.conftest import running_worker, serve_trading_api
+from tests.integration.trading.conftest import running_worker
+from tests.support import serve_api
 
 pytestmark = pytest.mark.timeout(600)
 T = TypeVar("T")
@@ -57,7 +58,7 @@ class Stack:
 
     async def _serve(self) -> None:
         orders = OrdersConfig(poll_interval_ms=20, outbox_poll_ms=2)
-        async with serve_trading_api(self.config) as live, running_worker(self.config, orders):
+        async with serve_api(self.config) as live, running_worker(self.config, orders):
             self.ready.set_result(live.base_url)
             await self.stop.wait()
 
