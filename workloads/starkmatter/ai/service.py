@@ -280,7 +280,9 @@ class AnalysisService:
             outcome.usage,
         )
         ANALYSES.labels(source=outcome.source, cached="false").inc()
-        await self._publish(flight, {"type": "result", **outcome.as_json()})
+        # The same label as GET /ai/analyses/{id}: a streamed answer says who answered too.
+        label = offline.LABEL if outcome.source == "offline" else None
+        await self._publish(flight, {"type": "result", **outcome.as_json(), "label": label})
 
     async def _coalesced(self, flight: Flight) -> Outcome:
         """Across processes: one holder of the lock computes, the others read its answer."""
