@@ -163,8 +163,13 @@ async def reconcile(
             if problem is not None:
                 outcome = problem.reason
                 metrics.ERRORS.labels(kind, problem.reason).inc()
-            status = await reporting.status_for(rt, body, manifests, problem)
             old = dict(body.get("status") or {})
+            if not apply:
+                # A status-only pass has not applied this generation's spec, so it must not
+                # report it as observed (a refresh can see a new spec before its apply runs).
+                seen = int(old.get("observedGeneration") or 0)
+                body = {**body, "metadata": {**body["metadata"], "generation": seen}}
+            status = await reporting.status_for(rt, body, manifests, problem)
             if not conditions.same_status(old, status):
                 try:
                     await rt.kube.patch_status(
