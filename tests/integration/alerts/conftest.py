@@ -1,4 +1,4 @@
-"""Alerts tests: the API with /alerts, and an evaluator over the test's PostgreSQL and Redis."""
+"""Alerts tests: an evaluator over the test's PostgreSQL and Redis (the API is the root fixture)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,6 @@ import asyncpg
 import pytest
 
 from starkmatter.core import db as db_module
-from starkmatter.core import settings
-from tests.integration.ai import serving
-from tests.support import LiveServer
-
-
-@pytest.fixture
-async def api(config: settings.Settings) -> AsyncIterator[LiveServer]:
-    from starkmatter.alerts import routes
-
-    async with serving.serve(config, [routes.router]) as live:
-        yield live
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""News tests: the bundled sample feeds served over loopback HTTP; the API with /news."""
+"""News tests: the bundled sample feeds served over loopback HTTP (the API is the root fixture)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from starkmatter.core import embedded, settings
+from starkmatter.core import embedded
 from starkmatter.news import sampleserver
-from tests.integration.ai import serving
-from tests.support import LiveServer
-
-
-@pytest.fixture
-async def api(config: settings.Settings) -> AsyncIterator[LiveServer]:
-    from starkmatter.news import routes
-
-    async with serving.serve(config, [routes.router]) as live:
-        yield live
 
 
 @pytest.fixture
