@@ -28,7 +28,7 @@ BUILD_ERROR = Path(testing.bin_dir()) / "BUILD-ERROR.txt"
 _namespaces = itertools.count(1)
 
 
-def _skip_reason() -> str | None:
+def _missing_reason() -> str | None:
     missing = testing.missing_binaries()
     if not missing:
         return None
@@ -57,9 +57,8 @@ def chart_objects(*templates: str, release: str = RELEASE, namespace: str = OPER
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[testing.ControlPlane]:
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
+    reason = _missing_reason()
+    assert reason is None, reason
     with testing.control_plane() as plane:
         plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")

@@ -38,6 +38,20 @@ class SecretKeyRef:
     field: str  # where in the CR the reference comes from, for the Degraded message
 
 
+def spec_secret_ref(spec: Mapping[str, Any], field: str, default_name: str) -> SecretKeyRef:
+    """The Secret key a CR names in ``spec.<field>`` (``{name, key}``), with our defaults."""
+    ref = spec.get(field) or {}
+    return SecretKeyRef(ref.get("name", default_name), ref.get("key", "url"), f"spec.{field}")
+
+
+def credentials_refs(spec: Mapping[str, Any]) -> list[SecretKeyRef]:
+    """The provider credentials Secret, when the CR names one."""
+    creds = spec.get("credentialsSecretRef")
+    if not creds:
+        return []
+    return [SecretKeyRef(creds["name"], creds.get("key", "token"), "spec.credentialsSecretRef")]
+
+
 def name_of(body: Body) -> str:
     return str(body["metadata"]["name"])
 

@@ -12,24 +12,11 @@ def names(source: str) -> dict[str, str]:
 
 def required_secrets(body: common.Body, cfg: config.OperatorConfig) -> list[common.SecretKeyRef]:
     spec = common.spec_of(body)
-    db = spec.get("databaseSecretRef") or {}
-    rd = spec.get("redisSecretRef") or {}
-    refs = [
-        common.SecretKeyRef(
-            db.get("name", "starkmatter-database"), db.get("key", "url"), "spec.databaseSecretRef"
-        ),
-        common.SecretKeyRef(
-            rd.get("name", "starkmatter-redis"), rd.get("key", "url"), "spec.redisSecretRef"
-        ),
+    return [
+        common.spec_secret_ref(spec, "databaseSecretRef", "starkmatter-database"),
+        common.spec_secret_ref(spec, "redisSecretRef", "starkmatter-redis"),
+        *common.credentials_refs(spec),
     ]
-    creds = spec.get("credentialsSecretRef")
-    if creds:
-        refs.append(
-            common.SecretKeyRef(
-                creds["name"], creds.get("key", "token"), "spec.credentialsSecretRef"
-            )
-        )
-    return refs
 
 
 def build(body: common.Body, cfg: config.OperatorConfig) -> list[common.Manifest]:

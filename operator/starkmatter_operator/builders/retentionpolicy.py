@@ -14,12 +14,7 @@ def names(policy: str) -> dict[str, str]:
 
 def required_secrets(body: common.Body, cfg: config.OperatorConfig) -> list[common.SecretKeyRef]:
     spec = common.spec_of(body)
-    db = spec.get("databaseSecretRef") or {}
-    refs = [
-        common.SecretKeyRef(
-            db.get("name", "starkmatter-database"), db.get("key", "url"), "spec.databaseSecretRef"
-        )
-    ]
+    refs = [common.spec_secret_ref(spec, "databaseSecretRef", "starkmatter-database")]
     creds = (spec.get("archive") or {}).get("credentialsSecretRef")
     if creds:
         refs.append(common.SecretKeyRef(creds["name"], None, "spec.archive.credentialsSecretRef"))
