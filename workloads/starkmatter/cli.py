@@ -164,8 +164,9 @@ def _cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
 
 
 def _cmd_beat(args: argparse.Namespace, config: settings.Settings) -> int:
-    from starkmatter.tasks import running
+    from starkmatter.tasks import relaying, running
 
+    relaying.start_beside_beat(config)
     running.run_beat(schedule_file=args.schedule_file)
     return 0
 

@@ -28,6 +28,7 @@ from starkmatter.ingest import simulation, simulator
 from starkmatter.ingest import worker as ingest_worker
 from starkmatter.news import worker as news_worker
 from starkmatter.orders import service as order_service
+from starkmatter.tasks import relaying
 
 DEV_FEED = "dev"
 SHUTDOWN_GRACE_S = 10.0
@@ -109,6 +110,7 @@ def _services(config: settings.Settings) -> tuple[list[uvicorn.Server], list[Ser
         ("orders", lambda: order_service.run(config)),
         ("news", lambda: news_worker.run_dev(config, port=embedded.free_port())),
         ("alerts", lambda: _alerts(config)),
+        ("events", lambda: relaying.run_dev(config)),
     ]
     return [api], loops
 

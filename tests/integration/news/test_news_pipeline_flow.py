@@ -12,7 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from starkmatter.core import db as db_module
+from starkmatter.core import events
 from starkmatter.news import config, pipeline, sampleserver
+from starkmatter.tasks import relaying
 from tests.support import LiveServer, sign_up
 
 pytestmark = pytest.mark.timeout(60)
@@ -135,7 +137,7 @@ async def test_new_articles_are_broadcast_on_news_all_and_their_category(
     assert ("news:macro", "GDP growth beats forecasts, unemployment steady") in seen
 
 
-async def test_users_watching_a_mentioned_symbol_get_one_stored_alert(
+async def test_users_watching_a_mentioned_symbol_get_one_stored_alert_through_the_outbox(
     api: LiveServer, pool: asyncpg.Pool, redis: aioredis.Redis, feeds: str
 ) -> None:
     watcher = await sign_up(api.client)
@@ -147,6 +149,16 @@ async def test_users_watching_a_mentioned_symbol_get_one_stored_alert(
     await pubsub.subscribe(f"alerts:{watcher.user_id}")
     await _poll(pool, redis, feeds, "sample-rss")
     await _poll(pool, redis, feeds, "sample-edgar")
+    # Polling only queued the trigger, in the storing transaction; the relay applies it,
+    # and a second delivery of the same events changes nothing.
+    assert await pool.fetchval("SELECT count(*) FROM alert_events WHERE kind = 'news'") == 0
+    queued = await pool.fetch("SELECT event, event_key, payload FROM event_outbox ORDER BY id")
+    assert queued and {r["event"] for r in queued} == {"NewsArticleReceived"}
+    deliver = relaying.in_process(pool, redis)
+    assert await events.relay_once(pool, deliver) == len(queued)
+    assert await events.pending(pool) == 0
+    for row in queued:
+        await deliver(events.Event(row["event"], row["event_key"], row["payload"]))
     messages: list[dict[str, Any]] = []
     while len(messages) < 2:
         message = await pubsub.get_message(timeout=5)

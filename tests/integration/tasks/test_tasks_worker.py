@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 from celery.contrib.testing import worker as testing_worker
 
-from starkmatter.core import settings
+from starkmatter.core import events, settings
 from starkmatter.tasks import app as tasks_app
-from starkmatter.tasks import jobs
+from starkmatter.tasks import jobs, relaying
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -110,6 +110,36 @@ async def test_news_event_through_the_durable_path_alerts_a_watcher_once(
     row = await db.fetchrow("SELECT user_id, details FROM alert_events")
     assert row is not None and row["user_id"] == user
     assert row["details"]["symbols"] == ["NVDA"]
+
+
+async def test_outbox_event_reaches_the_worker_through_the_beat_relay(
+    worker: None, db: asyncpg.Connection[Any], database_url: str
+) -> None:
+    """The production path: a producer's outbox row, the relay beat runs, Celery, the
+    trigger; the row is gone once handed over."""
+    user = await db.fetchval(
+        "INSERT INTO users (email, password_hash) VALUES ('r@example.com', 'x') RETURNING id"
+    )
+    await db.execute("INSERT INTO user_watchlist (user_id, symbol) VALUES ($1, 'AMD')", user)
+    async with db.transaction():
+        article = await db.fetchval(
+            """INSERT INTO news_articles (source, url, content_hash, title, published_at,
+                   category, sentiment, sentiment_label, symbols)
+               VALUES ('t', 'http://x/2', '\\x02', 'AMD wins contract', now(), 'other', 0.2,
+                       'neutral', '{AMD}') RETURNING id"""
+        )
+        await events.append(db, "NewsArticleReceived", {"article_id": article}, f"a-{article}")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    stop = asyncio.Event()
+    relay = asyncio.create_task(relaying.run(pool, relaying.to_celery, stop))
+    try:
+        await _eventually(db, "SELECT count(*) FROM alert_events WHERE kind = 'news'", 1)
+        await _eventually(db, "SELECT count(*) FROM event_outbox", 0)
+    finally:
+        stop.set()
+        await relay
+        await pool.close()
+    assert await db.fetchval("SELECT user_id FROM alert_events") == user
 
 
 async def test_task_failing_after_its_retries_lands_in_the_dead_letter_table(

@@ -15,7 +15,7 @@ import httpx
 import prometheus_client
 import redis.asyncio as aioredis
 
-from starkmatter.core import logs
+from starkmatter.core import events, logs
 from starkmatter.news import config, entities, fetching, parsing, processing, storing
 
 log = logs.get_logger(__name__)
@@ -33,7 +33,6 @@ class PollStats:
     parsed: int
     stored: int
     duplicates: int
-    alerts: int
     seconds: float
 
 
@@ -63,20 +62,22 @@ async def run_once(
         pool, client, source.name, source.url, user_agent=source.user_agent
     )
     if fetched.not_modified:
-        return PollStats(True, 0, 0, 0, 0, time.perf_counter() - started)
+        return PollStats(True, 0, 0, 0, time.perf_counter() - started)
     raws = parsing.parse(fetched.body, source)
     articles = analyse_all(raws, universe, dt.datetime.now(dt.UTC))
-    stored = await storing.store(pool, source.name, articles)
-    alerts = await storing.notify(pool, redis, stored, source.categories)
+    async with pool.acquire() as conn, conn.transaction():
+        stored = await storing.store(conn, source.name, articles)
+        # Watcher alerts follow from NewsArticleReceived (durable, in this transaction);
+        # the live broadcast below is pub/sub and best effort by design.
+        await events.append_many(conn, storing.article_events(stored))
+    await storing.broadcast(redis, stored, source.categories)
     # Validators last: a crash before this line means the next poll fetches everything
     # again, and deduplication makes that harmless.
     await fetching.remember(pool, source.name, source.url, 200, fetched.etag, fetched.last_modified)
     ARTICLES.labels(source=source.name, outcome="stored").inc(len(stored))
     ARTICLES.labels(source=source.name, outcome="duplicate").inc(len(articles) - len(stored))
-    stats = PollStats(
-        False, len(raws), len(stored), len(articles) - len(stored), alerts,
-        time.perf_counter() - started,
-    )  # fmt: skip
+    duplicates = len(articles) - len(stored)
+    stats = PollStats(False, len(raws), len(stored), duplicates, time.perf_counter() - started)
     log.info("news.polled", source=source.name, **dataclasses.asdict(stats))
     return stats
 

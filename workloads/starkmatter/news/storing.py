@@ -14,6 +14,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from starkmatter.alerts import delivering
+from starkmatter.core import events
 from starkmatter.news import processing
 
 
@@ -83,18 +84,21 @@ async def watchers(pool: asyncpg.Pool, symbols: Sequence[str]) -> dict[str, set[
     return out
 
 
-async def notify(
-    pool: asyncpg.Pool,
-    redis: aioredis.Redis,
-    stored: Sequence[dict[str, Any]],
-    categories: Sequence[str] = (),
-) -> int:
-    """Broadcast on news:all and news:{category}; alert users watching a mentioned symbol.
+def article_events(stored: Sequence[dict[str, Any]]) -> list[events.Event]:
+    """One ``NewsArticleReceived`` per stored article, for the outbox in the storing
+    transaction: the watcher alerts it triggers are durable."""
+    return [
+        events.Event("NewsArticleReceived", f"article-{row['id']}", {"article_id": row["id"]})
+        for row in stored
+    ]
 
-    Returns the number of user alerts delivered.
-    """
+
+async def broadcast(
+    redis: aioredis.Redis, stored: Sequence[dict[str, Any]], categories: Sequence[str] = ()
+) -> None:
+    """Live broadcast on news:all and news:{category} (pub/sub: best effort by design)."""
     if not stored:
-        return 0
+        return
     async with redis.pipeline(transaction=False) as pipe:
         for row in stored:
             message = json.dumps(public(row))
@@ -102,8 +106,17 @@ async def notify(
             for category in dict.fromkeys([row["category"], *categories]):
                 pipe.publish(f"news:{category}", message)
         await pipe.execute()
+
+
+async def alert_watchers(
+    pool: asyncpg.Pool, redis: aioredis.Redis, stored: Sequence[dict[str, Any]]
+) -> int:
+    """Alert users watching a mentioned symbol (stored, then published); the
+    ``NewsArticleReceived`` trigger. Returns the number of user alerts delivered."""
+    if not stored:
+        return 0
     watching = await watchers(pool, sorted({s for r in stored for s in r["symbols"]}))
-    events = []
+    alerts = []
     for row in stored:
         users: dict[str, list[str]] = {}
         for symbol in row["symbols"]:
@@ -111,7 +124,7 @@ async def notify(
                 users.setdefault(user, []).append(symbol)
         strong = abs(row["sentiment"]) >= 0.5
         for user, symbols in users.items():
-            events.append(
+            alerts.append(
                 delivering.AlertEvent(
                     rule="news",
                     kind="news",
@@ -123,4 +136,4 @@ async def notify(
                     details={"article": public(row), "symbols": symbols},
                 )
             )
-    return len(await delivering.deliver(pool, redis, events))
+    return len(await delivering.deliver(pool, redis, alerts))

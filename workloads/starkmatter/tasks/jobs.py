@@ -243,8 +243,8 @@ async def handle_event(
             )  # fmt: skip
     # Broadcasts after commit: what was committed is what gets announced.
     if event == "NewsArticleReceived":
-        alerts = await storing.notify(pool, redis_conn, rows)
-        return f"news notified, {alerts} alerts"
+        alerts = await storing.alert_watchers(pool, redis_conn, rows)
+        return f"news: {alerts} watcher alerts"
     if event == "OrderPlaced":
         await delivering.publish(redis_conn, stored)
         return "order notification"
