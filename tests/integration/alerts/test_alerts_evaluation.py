@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from pathlib import Path
@@ -131,6 +132,32 @@ async def test_price_alert_created_over_http_fires_once_on_crossing(
     events = (await api.client.get("/alerts/events", headers=user.headers)).json()
     assert [e["kind"] for e in events] == ["price"]
     await evaluator.aclose()
+
+
+async def test_two_evaluators_seeing_the_same_crossing_fire_it_once(
+    api: LiveServer, pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    """The periodic evaluator and a MarketDataUpdate trigger may run at the same moment."""
+    user = await sign_up(api.client)
+    await redis.set("quote:MSFT", json.dumps({"symbol": "MSFT", "last": "410.00"}))
+    created = await api.client.post(
+        "/alerts",
+        json={"symbol": "MSFT", "condition": "price_below", "threshold": "400"},
+        headers=user.headers,
+    )
+    assert created.status_code == 201, created.text
+    first = evaluating.Evaluator(pool, redis, rules_dir=None)
+    second = evaluating.Evaluator(pool, redis, rules_dir=None)
+    assert await first.evaluate_price_alerts(T0) == []
+    await redis.set("quote:MSFT", json.dumps({"symbol": "MSFT", "last": "399.00"}))
+    fired = await asyncio.gather(
+        *(e.evaluate_price_alerts(T0) for e in (first, second, first, second))
+    )
+    assert sum(len(f) for f in fired) == 1
+    stored = await pool.fetchval("SELECT count(*) FROM alert_events WHERE kind = 'price'")
+    assert stored == 1
+    await first.aclose()
+    await second.aclose()
 
 
 async def test_percentage_move_needs_a_live_quote_and_measures_from_it(
