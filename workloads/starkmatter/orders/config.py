@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import zoneinfo
 from decimal import Decimal
 from typing import Literal
 
@@ -35,8 +36,10 @@ class OrdersConfig(pydantic_settings.BaseSettings):
     """adverse move applied to each paper fill, basis points, never past the order's cap"""
     latency_ms: int = pydantic.Field(default=0, ge=0)
     """delay between an order reaching the paper broker and its first fill attempt"""
-    day_close_utc: dt.time = dt.time(21, 0)
-    """when day orders expire (UTC)"""
+    session_close: dt.time = dt.time(16, 0)
+    """local wall-clock time of the trading session's close, when day orders expire"""
+    session_timezone: str = "America/New_York"
+    """IANA time zone of ``session_close``; daylight saving follows the zone's rules"""
     # worker
     batch_size: int = pydantic.Field(default=200, ge=1)
     """outbox events handled per transaction"""
@@ -53,6 +56,25 @@ class OrdersConfig(pydantic_settings.BaseSettings):
     # testing
     failpoint: str | None = None
     """name of a step after which the worker process exits at once (crash tests only)"""
+
+    @pydantic.field_validator("session_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (want an IANA name)") from exc
+        return value
+
+    @pydantic.field_validator("session_close")
+    @classmethod
+    def _naive_close(cls, value: dt.time) -> dt.time:
+        if value.tzinfo is not None:
+            raise ValueError("session_close is a wall-clock time; give its zone separately")
+        return value
+
+    def session_zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.session_timezone)
 
     def limits(self) -> risk.RiskLimits:
         return risk.RiskLimits(
@@ -77,7 +99,21 @@ def get_config() -> OrdersConfig:
     return OrdersConfig()
 
 
-def day_expiry(created: dt.datetime, close: dt.time) -> dt.datetime:
-    """The first ``close`` (UTC) after ``created``: when a day order stops working."""
-    candidate = dt.datetime.combine(created.date(), close, tzinfo=dt.UTC)
-    return candidate if candidate > created else candidate + dt.timedelta(days=1)
+def day_expiry(created: dt.datetime, close: dt.time, zone: dt.tzinfo) -> dt.datetime:
+    """The first session close after ``created``, in UTC: when a day order stops working.
+
+    ``close`` is wall-clock time in ``zone`` (16:00 New York is 21:00 UTC in winter and
+    20:00 UTC in summer). Weekends and holidays are not modelled: an order placed after
+    Friday's close expires at Saturday's.
+    """
+    if created.tzinfo is None:
+        raise ValueError("created must be timezone-aware")
+    local = created.astimezone(zone)
+    day = local.date()
+    while True:
+        # zoneinfo resolves a wall time that falls in a DST gap or fold deterministically
+        # (fold=0: the first occurrence); a 16:00 close never does in any real market zone.
+        candidate = dt.datetime.combine(day, close, tzinfo=zone).astimezone(dt.UTC)
+        if candidate > created:
+            return candidate
+        day += dt.timedelta(days=1)

@@ -158,7 +158,7 @@ async def _submit(
             assert reference is not None
             cap = risk.worst_price(request, reference, limits.market_protection)
             if request.time_in_force is TimeInForce.DAY:
-                expires = day_expiry(now, config.day_close_utc)
+                expires = day_expiry(now, config.session_close, config.session_zone())
             placed = events.OrderPlaced(OrderId(order_id), command.user_id, now)
             topic = placed.topic
             event = {**placed.payload(), "audit": audited(actor, "order.placed", "accepted")}
