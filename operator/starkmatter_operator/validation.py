@@ -28,6 +28,11 @@ _CRON_FIELDS: list[tuple[str, int, int, dict[str, int]]] = [
 SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9.\-]*$")
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 40
+# What the ingest worker's REST poller understands (its canonical tick fields + layout keys).
+FIELD_MAPPING_KEYS = frozenset(
+    {"items", "type", "type_path", "symbol", "ts", "price", "size", "trade_id", "bid", "ask",
+     "bid_size", "ask_size", "open", "high", "low", "close", "volume", "vwap", "interval", "seq"}
+)  # fmt: skip
 
 
 def cron_problems(schedule: str, field: str = "spec.schedule") -> list[str]:
@@ -89,8 +94,26 @@ def marketfeed_problems(spec: Mapping[str, Any]) -> list[str]:
         problems.append(f"symbols must be unique (repeated: {', '.join(duplicates)})")
     provider = spec.get("provider", "simulator")
     url = spec.get("url")
-    if provider != "simulator" and not url:
-        problems.append("spec.url is required unless spec.provider is simulator")
+    if provider in ("websocket", "rest") and not url:
+        problems.append("spec.url is required for a websocket or rest provider")
+    if provider == "csv" and not spec.get("path"):
+        problems.append("spec.path is required for a csv provider (the file to replay)")
+    for field, reader in (("path", "csv"), ("speed", "csv"), ("fieldMapping", "rest")):
+        if field in spec and provider != reader:
+            problems.append(f"spec.{field} is only read by a {reader} provider")
+    mapping = spec.get("fieldMapping") or {}
+    unknown = sorted(set(mapping) - FIELD_MAPPING_KEYS)
+    if unknown:
+        problems.append(
+            "fieldMapping keys must be canonical tick fields or items, type, type_path "
+            f"(unknown: {', '.join(map(str, unknown))})"
+        )
+    strangers = sorted(set(spec.get("referencePrices") or {}) - set(symbols))
+    if strangers:
+        problems.append(
+            "every spec.referencePrices key must be one of spec.symbols "
+            f"(not listed: {', '.join(map(str, strangers))})"
+        )
     if url and provider == "websocket" and not str(url).startswith(("ws://", "wss://")):
         problems.append("a websocket provider needs a ws:// or wss:// url")
     if url and provider == "rest" and not str(url).startswith(("http://", "https://")):

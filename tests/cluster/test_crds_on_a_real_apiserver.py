@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -52,6 +53,24 @@ def test_defaults_are_filled_in_by_the_apiserver(cluster: testing.ControlPlane, 
     assert spec["redisSecretRef"] == {"name": "starkmatter-redis", "key": "url"}
 
 
+def test_provider_fields_the_ingest_worker_reads_are_kept_by_the_apiserver(
+    cluster: testing.ControlPlane, namespace: str
+):
+    specs: dict[str, dict[str, Any]] = {
+        "replay": {"provider": "csv", "symbols": ["AAPL"], "path": "/data/t.csv", "speed": 5,
+                   "referencePrices": {"AAPL": "189.84"}},
+        "polled": {"provider": "rest", "url": "https://v.example/q", "symbols": ["AAPL"],
+                   "fieldMapping": {"items": "data", "symbol": "s", "bid": "q.b"}},
+    }  # fmt: skip
+    for name, spec in specs.items():
+        body = {"apiVersion": "starkmatter.io/v1alpha1", "kind": "MarketFeed",
+                "metadata": {"name": name, "namespace": namespace}, "spec": spec}  # fmt: skip
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+        stored = cluster.get_json("mf", name, "-n", namespace)["spec"]
+        # Unknown fields would have been pruned silently: every one must come back.
+        assert {k: stored[k] for k in spec} == spec
+
+
 INVALID = {
     "duplicate-symbols": (
         "MarketFeed", {"symbols": ["AAPL", "MSFT", "AAPL"]}, "symbols must be unique"
@@ -65,6 +84,27 @@ INVALID = {
         "MarketFeed",
         {"provider": "rest", "url": "ws://x", "symbols": ["A"]},
         "a rest provider needs an http:// or https:// url",
+    ),
+    "csv-without-path": (
+        "MarketFeed", {"provider": "csv", "symbols": ["A"]}, "spec.path is required for a csv"
+    ),
+    "path-without-csv": (
+        "MarketFeed", {"symbols": ["A"], "path": "/data/a.csv"}, "only read by a csv provider"
+    ),
+    "relative-csv-path": (
+        "MarketFeed", {"provider": "csv", "symbols": ["A"], "path": "a.csv"}, "should match '^/'"
+    ),
+    "mapping-unknown-key": (
+        "MarketFeed",
+        {"provider": "rest", "url": "https://x", "symbols": ["A"], "fieldMapping": {"q": "a"}},
+        "fieldMapping keys must be canonical tick fields",
+    ),
+    "reference-price-of-unlisted-symbol": (
+        "MarketFeed", {"symbols": ["A"], "referencePrices": {"B": "1.5"}},
+        "every spec.referencePrices key must be one of spec.symbols",
+    ),
+    "reference-price-not-a-number": (
+        "MarketFeed", {"symbols": ["A"], "referencePrices": {"A": "cheap"}}, "should match"
     ),
     "hpa-min-above-max": (
         "MarketFeed",

@@ -139,6 +139,21 @@ def test_provider_credentials_are_passed_by_secret_reference_and_checked(cfg):
             {"symbols": ["A"], "gateway": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
             "minReplicas must not exceed maxReplicas",
         ),
+        ({"provider": "csv", "symbols": ["A"]}, "spec.path is required for a csv provider"),
+        ({"symbols": ["A"], "path": "/data/a.csv"}, "spec.path is only read by a csv provider"),
+        ({"symbols": ["A"], "speed": 2}, "spec.speed is only read by a csv provider"),
+        (
+            {"provider": "rest", "url": "https://x", "symbols": ["A"], "fieldMapping": {"q": "a"}},
+            "fieldMapping keys must be canonical tick fields or items, type, type_path",
+        ),
+        (
+            {"symbols": ["A"], "fieldMapping": {"bid": "b"}},
+            "spec.fieldMapping is only read by a rest provider",
+        ),
+        (
+            {"symbols": ["A"], "referencePrices": {"B": "1.5"}},
+            "every spec.referencePrices key must be one of spec.symbols (not listed: B)",
+        ),
     ],
 )
 def test_marketfeed_the_operator_cannot_act_on_is_refused_with_a_reason(cfg, spec, message):
@@ -150,3 +165,22 @@ def test_marketfeed_the_operator_cannot_act_on_is_refused_with_a_reason(cfg, spe
 def test_marketfeed_name_too_long_for_its_children_is_refused(cfg):
     with pytest.raises(common.InvalidSpec, match="at most 40 characters"):
         marketfeed.build(make_cr("MarketFeed", {"symbols": ["A"]}, name="f" * 41), cfg)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"provider": "csv", "path": "/data/ticks.csv", "speed": 10},
+        {
+            "provider": "rest",
+            "url": "https://vendor.example/quotes",
+            "pollIntervalSeconds": 2,
+            "fieldMapping": {"items": "data", "symbol": "sym", "bid": "quote.bid"},
+        },
+    ],
+)
+def test_provider_fields_reach_the_feed_config_the_worker_reads(cfg, extra):
+    spec = {"symbols": ["AAPL"], "referencePrices": {"AAPL": "189.84"}, **extra}
+    (config_map,) = by_kind(marketfeed.build(make_cr("MarketFeed", spec), cfg), "ConfigMap")
+    written = json.loads(config_map["data"]["feed.json"])
+    assert {k: written[k] for k in spec} == spec
