@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import redis
 import yaml
 
+from starkmatter.core import embedded
 from starkmatter_operator import testing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,6 +134,22 @@ def test_chart_crds_are_the_crds_of_crds_dir():
         )
 
 
+def _without_generated_password(objects: list[Any]) -> list[Any]:
+    """The bundled Redis password is random per render: the same placeholder in both."""
+    out = copy.deepcopy([o for o in objects if o])
+    secrets = {o["metadata"]["name"]: o for o in out if o["kind"] == "Secret"}
+    password = secrets["starkmatter-redis-auth"]["stringData"]["password"]
+    for secret in secrets.values():
+        for key, value in (secret.get("stringData") or {}).items():
+            secret["stringData"][key] = value.replace(password, "GENERATED")
+    for obj in out:
+        template = (obj.get("spec") or {}).get("template") or {}
+        annotations = template.get("metadata", {}).get("annotations")
+        if annotations and "checksum/secrets" in annotations:
+            annotations["checksum/secrets"] = "GENERATED"
+    return out
+
+
 def test_plain_manifests_are_rendered_from_the_chart():
     rendered = helm(
         "template", "starkmatter", str(CHART), "--namespace", "starkmatter", "--skip-crds",
@@ -137,9 +157,11 @@ def test_plain_manifests_are_rendered_from_the_chart():
     )  # fmt: skip
     committed = (ROOT / "manifests" / "10-starkmatter.yaml").read_text()
     body = "\n".join(line for line in committed.splitlines() if not line.startswith("# "))
-    assert yaml.safe_load_all(body) and list(yaml.safe_load_all(body)) == list(
-        yaml.safe_load_all(rendered)
-    ), "manifests/ drifted from the chart: run hack/kube/render-manifests.sh"
+    assert yaml.safe_load_all(body) and _without_generated_password(
+        list(yaml.safe_load_all(body))
+    ) == _without_generated_password(list(yaml.safe_load_all(rendered))), (
+        "manifests/ drifted from the chart: run make k8s-manifests"
+    )
     crds = list(yaml.safe_load_all((ROOT / "manifests" / "00-crds.yaml").read_text()))
     sources = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
     assert [c for c in crds if c] == sources
@@ -150,3 +172,72 @@ def test_samples_hold_one_valid_custom_resource_of_each_kind():
         yaml.safe_load(p.read_text())["kind"] for p in (ROOT / "manifests" / "samples").glob("*")
     )
     assert kinds == ["AlertRule", "MarketFeed", "NewsSource", "RetentionPolicy"]
+
+
+def test_bundled_redis_requires_the_password_every_client_url_carries(tmp_path: Path):
+    objects = render(VALUES["dev"])
+    secrets = {o["metadata"]["name"]: o["stringData"] for o in objects if o["kind"] == "Secret"}
+    (redis_set,) = [o for o in objects if o["metadata"]["name"] == "sm-redis" and
+                    o["kind"] == "StatefulSet"]  # fmt: skip
+    password = secrets["sm-redis-auth"]["password"]
+    assert len(password) >= 32
+    url = secrets["starkmatter-redis"]["url"]
+    assert url == f"redis://:{password}@sm-redis:6379/0"
+    # Every chart pod that talks to Redis reads that one Secret.
+    readers = [
+        env["valueFrom"]["secretKeyRef"]
+        for o in objects for pod in pod_specs(o) for c in pod["containers"]
+        for env in c.get("env", []) if env["name"].endswith("REDIS_URL")
+    ]  # fmt: skip
+    assert readers and all((r["name"], r["key"]) == ("starkmatter-redis", "url") for r in readers)
+    # Start a real redis-server with the StatefulSet's own arguments and the Secret's file.
+    pod = redis_set["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "auth"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "auth"]
+    assert volume["secret"]["secretName"] == "sm-redis-auth"
+    auth_dir = tmp_path / "auth"
+    auth_dir.mkdir()
+    (auth_dir / "auth.conf").write_text(secrets["sm-redis-auth"]["auth.conf"])
+    args = [a.replace(mount["mountPath"], str(auth_dir)) for a in container["args"]]
+    args = [str(tmp_path) if a == "/data" else a for a in args]
+    assert password not in " ".join(args)
+    port = testing.free_port()
+    server = subprocess.Popen(
+        [str(embedded.redis_server_binary()), *args, "--port", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=testing.die_with_parent,
+    )  # fmt: skip
+    try:
+        local = url.replace("sm-redis:6379", f"127.0.0.1:{port}")
+        with_password = redis.Redis.from_url(local)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert with_password.ping() is True
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with_password.set("k", "v")
+        anonymous = redis.Redis(host="127.0.0.1", port=port)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.get("k")
+        with_password.close()
+        anonymous.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_bundled_redis_password_can_be_given_as_a_value():
+    objects = render(VALUES["dev"] + [HERE / "values-redis-password.yaml"])
+    secrets = {o["metadata"]["name"]: o["stringData"] for o in objects if o["kind"] == "Secret"}
+    assert secrets["sm-redis-auth"]["password"] == "s3cret/with:odd@chars"
+    # Characters that mean something in a URL are escaped in the client URL.
+    assert secrets["starkmatter-redis"]["url"] == (
+        "redis://:s3cret%2Fwith%3Aodd%40chars@sm-redis:6379/0"
+    )
+    assert redis.connection.parse_url(secrets["starkmatter-redis"]["url"])["password"] == (
+        "s3cret/with:odd@chars"
+    )

@@ -240,3 +240,21 @@ spec:
       targetPort: {{ .portName }}
       protocol: TCP
 {{- end -}}
+
+{{/*
+The bundled Redis server's password: the value if given, else the one an earlier install
+generated (so an upgrade keeps it), else a new random one. Remembered for the rest of the
+render, so the Secrets and the checksum annotations all see the same password.
+*/}}
+{{- define "starkmatter.redisPassword" -}}
+{{- $rd := .Values.redisServer -}}
+{{- if not $rd.password -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (printf "%s-redis-auth" .Release.Name) -}}
+{{- if and $existing $existing.data $existing.data.password -}}
+{{- $_ := set $rd "password" (b64dec $existing.data.password) -}}
+{{- else -}}
+{{- $_ := set $rd "password" (randAlphaNum 32) -}}
+{{- end -}}
+{{- end -}}
+{{- $rd.password -}}
+{{- end -}}
