@@ -155,7 +155,7 @@ async def _count_is(db: asyncpg.Connection[Any], table: str, n: int) -> bool:
     return await _count(db, table) == n
 
 
-async def test_csv_replay_backfills_once_and_old_partitions_drop_whole(
+async def test_csv_replay_backfills_once_with_its_rejections_and_old_partitions_drop_whole(
     config: settings.Settings, db: asyncpg.Connection[Any], tmp_path: Path
 ) -> None:
     path = tmp_path / "backfill.csv"
@@ -169,8 +169,13 @@ async def test_csv_replay_backfills_once_and_old_partitions_drop_whole(
         async with feed_task(config, replay.CsvReplay("backfill", path), spec) as task:
             await task
     assert await _count(db, "market_ticks") == 50
-    reasons = await db.fetch("SELECT reason FROM market_rejections ORDER BY id")
-    assert [r["reason"] for r in reasons] == ["invalid_price", "malformed"] * 2
+    reasons = await db.fetch("SELECT reason, origin FROM market_rejections ORDER BY id")
+    assert [r["reason"] for r in reasons] == ["invalid_price", "malformed"]
+    lines = [r["origin"].rsplit(":", 1)[0] for r in reasons]
+    assert lines == ["backfill.csv:52", "backfill.csv:53"]
+    updates = await db.fetch("SELECT payload FROM event_outbox WHERE event = 'MarketDataUpdate'")
+    assert updates and all(u["payload"]["feed"] == "backfill" for u in updates)
+    assert {s for u in updates for s in u["payload"]["symbols"]} == {"AAPL"}
     bars = await db.fetch(
         "SELECT ts, open::text, close::text, trades FROM market_bars WHERE interval = '1m'"
     )

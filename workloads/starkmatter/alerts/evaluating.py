@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import decimal
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,10 +232,15 @@ class Evaluator:
 
     # -- users' price alerts -----------------------------------------------------------
 
-    async def evaluate_price_alerts(self, now: dt.datetime) -> list[dict[str, Any]]:
+    async def evaluate_price_alerts(
+        self, now: dt.datetime, symbols: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Evaluate the active user price alerts (only those on ``symbols``, when given)."""
         rows = await self.pool.fetch(
             """SELECT id, user_id, symbol, condition, threshold, indicator, comparison,
-                      reference_price, condition_held FROM alert_rules WHERE active"""
+                      reference_price, condition_held FROM alert_rules
+               WHERE active AND ($1::text[] IS NULL OR symbol = ANY($1::text[]))""",
+            None if symbols is None else list(symbols),
         )
         if not rows:
             return []

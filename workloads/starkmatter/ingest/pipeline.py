@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from starkmatter.core import logs
+from starkmatter.core import events, logs
 from starkmatter.ingest import metrics, publishing
 from starkmatter.ingest.providers import base
 from starkmatter.market import bars as bars_mod
@@ -50,6 +50,9 @@ class PipelineConfig:
     bar_grace_s: float = 1.0
     """A bar closes this long after its interval ends even if no later trade arrives."""
     heartbeat_interval_s: float = 1.0
+    update_event_interval_s: float = 1.0
+    """At most one ``MarketDataUpdate`` event (the seed trigger that runs price alerts) per
+    interval, naming the symbols stored since the last one; 0 turns the event off."""
 
 
 class _Snapshot:
@@ -144,6 +147,8 @@ class Pipeline:
         self.accepted = 0
         self.rejected = 0
         self.last_tick_ns = 0
+        self._updated: set[str] = set()
+        self._announced_window = 0
 
     # ---------------------------------------------------------------- the hot path (sync)
 
@@ -246,7 +251,9 @@ class Pipeline:
     ) -> None:
         self.rejected += 1
         self._batch.rejections.append(
-            storing.Rejection(self.feed, reason.value, incoming.raw_text(), symbol, detail, now)
+            storing.Rejection(
+                self.feed, reason.value, incoming.raw_text(), symbol, detail, now, incoming.origin
+            )
         )
         child = self._rejected_children.get(reason)
         if child is None:
@@ -406,10 +413,28 @@ class Pipeline:
                 await storing.upsert_bars(conn, batch.bars)
             if batch.rejections:
                 await storing.insert_rejections(conn, batch.rejections)
+            await self._announce(conn, batch)
         batch.trades = []
         batch.quotes = []
         batch.bars = []
         batch.rejections = []
+
+    async def _announce(self, conn: asyncpg.Connection[Any], batch: _Batch) -> None:
+        """Queue ``MarketDataUpdate`` for the symbols stored since the last one, at most once
+        per interval. Its own statement after the rows, not their transaction: an event lost
+        to a crash right here is superseded by the next interval's, which names them too."""
+        interval = self.config.update_event_interval_s
+        if interval <= 0:
+            return
+        self._updated.update(t.symbol for t in batch.trades)
+        self._updated.update(q.symbol for q in batch.quotes)
+        window = int(time.time() / interval)
+        if not self._updated or window == self._announced_window:
+            return
+        symbols, self._updated = sorted(self._updated), set()
+        payload = {"feed": self.feed, "symbols": symbols, "window_s": interval}
+        await events.append(conn, "MarketDataUpdate", payload, f"{self.feed}:{window}")
+        self._announced_window = window
 
     async def _copy(
         self,

@@ -240,23 +240,24 @@ class Rejection:
     symbol: str | None = None
     detail: str = ""
     received_ns: int = 0
+    origin: str | None = None
+    """Where the source can find this message again (replay: file, line, line hash)."""
 
 
 async def insert_rejections(conn: asyncpg.Connection[Any], rejections: Sequence[Rejection]) -> None:
-    await conn.copy_records_to_table(
-        "market_rejections",
-        records=[
-            (
-                models.to_datetime(r.received_ns),
-                r.feed,
-                r.reason,
-                r.symbol,
-                r.detail,
-                r.raw.replace("\x00", "\\u0000"),
-            )
-            for r in rejections
-        ],
-        columns=["received_at", "feed", "reason", "symbol", "detail", "raw"],
+    """Dead-letter rows; one with a known origin is stored once however often it is replayed."""
+    await conn.execute(
+        """INSERT INTO market_rejections (received_at, feed, reason, symbol, detail, raw, origin)
+           SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                                $5::text[], $6::text[], $7::text[])
+           ON CONFLICT DO NOTHING""",
+        [models.to_datetime(r.received_ns) for r in rejections],
+        [r.feed for r in rejections],
+        [r.reason for r in rejections],
+        [r.symbol for r in rejections],
+        [r.detail for r in rejections],
+        [r.raw.replace("\x00", "\\u0000") for r in rejections],
+        [r.origin for r in rejections],
     )
 
 

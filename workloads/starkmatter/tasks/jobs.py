@@ -251,7 +251,9 @@ async def handle_event(
     if event == "MarketDataUpdate":
         evaluator = evaluating.Evaluator(pool, redis_conn, rules_dir=None)
         try:
-            fired = await evaluator.evaluate_price_alerts(dt.datetime.now(dt.UTC))
+            fired = await evaluator.evaluate_price_alerts(
+                dt.datetime.now(dt.UTC), payload.get("symbols")
+            )
         finally:
             await evaluator.aclose()
         return f"{len(fired)} price alerts"

@@ -35,6 +35,8 @@ class Incoming:
     """The wire text when the message was not decoded on its own (kept for dead letters)."""
     error: str = ""
     received_ns: int = 0
+    origin: str | None = None
+    """Where a replayable source can find this message again (dead letters dedupe on it)."""
 
     def raw_text(self) -> str:
         if self.raw is not None:
