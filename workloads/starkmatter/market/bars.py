@@ -14,10 +14,14 @@ def _div_half_even(numerator: int, denominator: int) -> int:
 
 
 class _Open:
-    __slots__ = ("close", "high", "low", "notional", "open", "start", "trades", "volume")
+    __slots__ = (
+        "close", "first_ns", "high", "last_ns", "low", "notional", "open", "start", "trades",
+        "volume",
+    )  # fmt: skip
 
-    def __init__(self, start: int, price: int, size: int) -> None:
+    def __init__(self, start: int, ts_ns: int, price: int, size: int) -> None:
         self.start = start
+        self.first_ns = self.last_ns = ts_ns
         self.open = self.high = self.low = self.close = price
         self.volume = size
         self.notional = price * size
@@ -36,6 +40,8 @@ class _Open:
             self.volume,
             vwap,
             self.trades,
+            first_ns=self.first_ns,
+            last_ns=self.last_ns,
         )
 
 
@@ -55,9 +61,13 @@ class BarBuilder:
         start = ts_ns - ts_ns % self.step
         current = self._open.get(symbol)
         if current is None:
-            self._open[symbol] = _Open(start, price, size)
+            self._open[symbol] = _Open(start, ts_ns, price, size)
             return None
         if start == current.start:
+            if ts_ns < current.first_ns:
+                current.first_ns = ts_ns
+            elif ts_ns > current.last_ns:
+                current.last_ns = ts_ns
             if price > current.high:
                 current.high = price
             elif price < current.low:
@@ -68,7 +78,7 @@ class BarBuilder:
             current.trades += 1
             return None
         if start > current.start:
-            self._open[symbol] = _Open(start, price, size)
+            self._open[symbol] = _Open(start, ts_ns, price, size)
             return current.bar(symbol, self.interval)
         self.late_trades += 1
         return None

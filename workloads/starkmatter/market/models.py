@@ -161,6 +161,10 @@ class Bar:
     volume: int
     vwap: int
     trades: int
+    first_ns: int = 0
+    """Time of the earliest trade folded in (0 when the bar came whole from a vendor)."""
+    last_ns: int = 0
+    """Time of the latest trade folded in: with ``first_ns``, what storage merges on."""
     indicators: dict[str, str] = dataclasses.field(default_factory=dict)
     """Indicator values at this bar's close, as decimal strings (``{"sma_20": "101.5"}``)."""
 

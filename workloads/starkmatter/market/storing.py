@@ -197,19 +197,46 @@ async def copy_rows(
     return CopyResult(rows, fallback=True)
 
 
-_BAR_UPSERT = """
-INSERT INTO market_bars (symbol, interval, ts, open, high, low, close, volume, vwap, trades,
-                         indicators, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb, now())
+# Two parts of one bar: ``covers`` (the new part spans the stored one, or either has no
+# span) replaces; ``after``/``before`` (disjoint) merge; a part inside the stored span (a
+# late partial replay) changes nothing.
+_COVERS = """(b.first_trade_at IS NULL OR EXCLUDED.first_trade_at IS NULL
+    OR (EXCLUDED.first_trade_at <= b.first_trade_at
+        AND EXCLUDED.last_trade_at >= b.last_trade_at))"""
+_AFTER = "EXCLUDED.first_trade_at > b.last_trade_at"
+_BEFORE = "EXCLUDED.last_trade_at < b.first_trade_at"
+_BAR_UPSERT = f"""
+INSERT INTO market_bars AS b (symbol, interval, ts, open, high, low, close, volume, vwap,
+                              trades, indicators, first_trade_at, last_trade_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb, $12, $13, now())
 ON CONFLICT (symbol, interval, ts) DO UPDATE SET
-    open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
-    volume = EXCLUDED.volume, vwap = EXCLUDED.vwap, trades = EXCLUDED.trades,
-    indicators = EXCLUDED.indicators, updated_at = now()
+    open = CASE WHEN {_COVERS} OR NOT {_AFTER} THEN EXCLUDED.open ELSE b.open END,
+    high = CASE WHEN {_COVERS} THEN EXCLUDED.high ELSE greatest(b.high, EXCLUDED.high) END,
+    low = CASE WHEN {_COVERS} THEN EXCLUDED.low ELSE least(b.low, EXCLUDED.low) END,
+    close = CASE WHEN {_COVERS} OR NOT {_BEFORE} THEN EXCLUDED.close ELSE b.close END,
+    volume = CASE WHEN {_COVERS} THEN EXCLUDED.volume ELSE b.volume + EXCLUDED.volume END,
+    vwap = CASE WHEN {_COVERS} OR b.volume + EXCLUDED.volume = 0 THEN EXCLUDED.vwap
+                ELSE round((b.vwap * b.volume + EXCLUDED.vwap * EXCLUDED.volume)
+                           / (b.volume + EXCLUDED.volume), 8) END,
+    trades = CASE WHEN {_COVERS} THEN EXCLUDED.trades ELSE b.trades + EXCLUDED.trades END,
+    indicators = CASE WHEN {_COVERS} OR NOT {_BEFORE} THEN EXCLUDED.indicators
+                      ELSE b.indicators END,
+    first_trade_at = CASE WHEN {_COVERS} THEN EXCLUDED.first_trade_at
+                          ELSE least(b.first_trade_at, EXCLUDED.first_trade_at) END,
+    last_trade_at = CASE WHEN {_COVERS} THEN EXCLUDED.last_trade_at
+                         ELSE greatest(b.last_trade_at, EXCLUDED.last_trade_at) END,
+    updated_at = now()
+WHERE {_COVERS} OR {_AFTER} OR {_BEFORE}
 """
 
 
+def _span(ns: int) -> datetime.datetime | None:
+    return models.to_datetime(ns) if ns else None
+
+
 async def upsert_bars(conn: asyncpg.Connection[Any], bars: Sequence[models.Bar]) -> None:
-    """Insert or replace bars: the same input always leaves the same row."""
+    """Insert, replace or merge bars (see ``_BAR_UPSERT``): the same input always leaves the
+    same row, and a bar stored in two parts across a restart holds both."""
     d = models.to_decimal
     await conn.executemany(
         _BAR_UPSERT,
@@ -226,6 +253,8 @@ async def upsert_bars(conn: asyncpg.Connection[Any], bars: Sequence[models.Bar])
                 d(b.vwap),
                 b.trades,
                 json.dumps(b.indicators),
+                _span(b.first_ns),
+                _span(b.last_ns),
             )
             for b in bars
         ],
