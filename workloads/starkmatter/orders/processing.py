@@ -206,12 +206,16 @@ class Worker:
         seen: dict[OrderId, dt.datetime] | None = None,
         updates: dict[OrderId, base.Update] | None = None,
         placed: dict[uuid.UUID, dict[str, Any]] | None = None,
+        audits: list[storage.AuditRow] | None = None,
     ) -> list[tuple[str, dict[str, Any]]]:
         """Advance these orders as far as they can go now; returns notifications to send.
 
         With ``updates`` (from a poll done before locking), only orders unchanged since
-        ``seen`` take them; others wait for the next pass.
+        ``seen`` take them; others wait for the next pass. Audit rows go to ``audits`` when
+        given (the caller appends them, last), else are appended here before returning.
         """
+        own_audits = audits is None
+        audits = [] if audits is None else audits
         records = await storage.lock_orders(conn, order_ids)
         if not records:
             return []
@@ -220,14 +224,15 @@ class Worker:
         for r in records:
             if placed and r.id in placed and r.status is S.RISK_CHECKED:
                 info = placed[r.id]
-                await audit.record(
-                    conn,
-                    audit.Actor(**info["actor"]),
-                    action=info["action"],
-                    reason=info["reason"],
-                    entity_type="order",
-                    entity_id=str(r.id),
-                    after=r.audit_view(),
+                audits.append(
+                    storage.AuditRow(
+                        audit.Actor(**info["actor"]),
+                        info["action"],
+                        info["reason"],
+                        "order",
+                        str(r.id),
+                        after=r.audit_view(),
+                    )
                 )
         executions: list[tuple[Any, ...]] = []
         for w in work:
@@ -261,7 +266,10 @@ class Worker:
             if seen is not None and seen.get(w.record.id) != w.record.updated_at:
                 continue
             self._apply_update(book, w, update, now, executions)
-        return await self._write(conn, book, work, executions, now)
+        messages = await self._write(conn, book, work, executions, now, audits)
+        if own_audits:
+            await storage.audit_many(conn, audits)
+        return messages
 
     async def _write(
         self,
@@ -270,6 +278,7 @@ class Worker:
         work: list[Working],
         executions: list[tuple[Any, ...]],
         now: dt.datetime,
+        audits: list[storage.AuditRow],
     ) -> list[tuple[str, dict[str, Any]]]:
         changed = [w for w in work if w.changed]
         # Accounts are locked before any order row is updated. An order placement holds
@@ -277,12 +286,15 @@ class Worker:
         # newest version; if we updated order rows first and then waited for that
         # account, the two would wait for each other.
         book = await ledgers.load(conn, ops.users()) if ops.ops else None
+        steps: list[storage.Step] = []
         for w in changed:
             for source, targets, reasons, details in w.steps:
-                moved = await storage.advance(
-                    conn, w.record.id, source, targets, reasons, now, details
-                )
-                assert moved, f"order {w.record.id} changed under its row lock"
+                cur = source
+                for i, (target, reason) in enumerate(zip(targets, reasons, strict=True)):
+                    last = i == len(targets) - 1
+                    steps.append((w.record.id, cur, target, reason, details if last else None))
+                    cur = target
+        await storage.advance_many(conn, steps, now)
         await conn.executemany(
             """UPDATE trading_orders SET filled_quantity = $2, avg_fill_price = $3,
                    reserved_cash = $4, reserved_quantity = $5, triggered = $6,
@@ -313,15 +325,16 @@ class Worker:
         messages: list[tuple[str, dict[str, Any]]] = []
         for w in changed:
             after = w.current()
-            await audit.record(
-                conn,
-                ACTOR,
-                action=f"order.{after.status.value}",
-                reason=w.steps[-1][2][-1] if w.steps else "triggered",
-                entity_type="order",
-                entity_id=str(after.id),
-                before=w.record.audit_view(),
-                after=after.audit_view(),
+            audits.append(
+                storage.AuditRow(
+                    ACTOR,
+                    f"order.{after.status.value}",
+                    w.steps[-1][2][-1] if w.steps else "triggered",
+                    "order",
+                    str(after.id),
+                    before=w.record.audit_view(),
+                    after=after.audit_view(),
+                )
             )
             messages.append(
                 (f"orders:{after.user_id}", storage.order_message(after, after.status.value))
@@ -332,14 +345,10 @@ class Worker:
             snapshots = await ledgers.save(conn, book, ledgers.marks_from_quotes(quotes), now)
             for user, snap in snapshots.items():
                 view = {k: (str(v) if v is not None else None) for k, v in snap.items()}
-                await audit.record(
-                    conn,
-                    ACTOR,
-                    action="portfolio.changed",
-                    reason="executions",
-                    entity_type="portfolio",
-                    entity_id=str(user),
-                    after=view,
+                audits.append(
+                    storage.AuditRow(
+                        ACTOR, "portfolio.changed", "executions", "portfolio", str(user), after=view
+                    )
                 )
                 messages.append((f"portfolio:{user}", {"event": "portfolio", "snapshot": view}))
         failpoint(self.config, "before_commit")
@@ -419,6 +428,7 @@ class Worker:
         placed: dict[uuid.UUID, dict[str, Any]] = {}
         publish: list[tuple[str, dict[str, Any]]] = []
         invalidate: list[str] = []
+        audits: list[storage.AuditRow] = []
         for row in rows:
             payload = row["payload"]
             if row["topic"] in (events.OrderPlaced.topic, events.CancelRequested.topic):
@@ -426,15 +436,16 @@ class Worker:
                 if "audit" in payload:
                     placed[order_ids[-1]] = payload["audit"]
             elif row["topic"] == events.AuditDue.topic:
-                await audit.record(
-                    conn,
-                    audit.Actor(**payload["actor"]),
-                    action=payload["action"],
-                    reason=payload["reason"],
-                    entity_type=payload["entity_type"],
-                    entity_id=payload["entity_id"],
-                    before=payload["before"],
-                    after=payload["after"],
+                audits.append(
+                    storage.AuditRow(
+                        audit.Actor(**payload["actor"]),
+                        payload["action"],
+                        payload["reason"],
+                        payload["entity_type"],
+                        payload["entity_id"],
+                        payload["before"],
+                        payload["after"],
+                    )
                 )
             elif row["topic"] == events.NotificationsDue.topic:
                 publish.extend((c, m) for c, m in payload["messages"])
@@ -442,8 +453,9 @@ class Worker:
             else:
                 raise ValueError(f"unknown outbox topic {row['topic']!r}")
         if order_ids:
-            messages = await self.process(conn, order_ids, now, placed=placed)
+            messages = await self.process(conn, order_ids, now, placed=placed, audits=audits)
             await self._queue_notifications(conn, messages)
+        await storage.audit_many(conn, audits)
         if publish or invalidate:
             await self._publish(publish, invalidate)
 

@@ -155,6 +155,63 @@ async def advance(
     return moved
 
 
+Step: TypeAlias = tuple[uuid.UUID, OrderStatus, OrderStatus, str, "dict[str, Any] | None"]
+"""One edge of the graph for one order: (order id, source, target, reason, details)"""
+
+
+async def advance_many(conn: Conn, steps: Sequence[Step], ts_event: dt.datetime) -> None:
+    """Move many orders along the graph in one call; the caller holds their row locks, so
+    an order not in its step's source state is an error, not a lost race."""
+    if not steps:
+        return
+    await conn.execute(
+        "SELECT trading_order_advance_many($1, $2, $3, $4, $5::text[]::jsonb[], $6)",
+        [s[0] for s in steps],
+        [s[1].value for s in steps],
+        [s[2].value for s in steps],
+        [s[3] for s in steps],
+        [None if s[4] is None else json.dumps(s[4]) for s in steps],
+        ts_event,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditRow:
+    """One audit row to append (see :mod:`starkmatter.core.audit`)."""
+
+    actor: audit.Actor
+    action: str
+    reason: str
+    entity_type: str
+    entity_id: str
+    before: Any = None
+    after: Any = None
+
+
+def _json_text(value: Any) -> str | None:
+    # The same text audit.record sends, so a row reads the same whichever path wrote it.
+    return None if value is None else json.dumps(value, default=str, sort_keys=True)
+
+
+async def audit_many(conn: Conn, rows: Sequence[AuditRow]) -> None:
+    """Append the rows to the audit chain in one call, in order, in the caller's
+    transaction. Call it last: the chain head stays locked until commit."""
+    if not rows:
+        return
+    await conn.execute(
+        "SELECT trading_audit_append_many($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        [r.actor.id for r in rows],
+        [r.action for r in rows],
+        [r.actor.service for r in rows],
+        [r.actor.endpoint for r in rows],
+        [r.reason for r in rows],
+        [r.entity_type for r in rows],
+        [r.entity_id for r in rows],
+        [_json_text(r.before) for r in rows],
+        [_json_text(r.after) for r in rows],
+    )
+
+
 async def enqueue(conn: Conn, topic: str, payload: dict[str, Any]) -> None:
     """Write an outbox event in the caller's transaction.
 
