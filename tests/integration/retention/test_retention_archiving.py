@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import itertools
 import json
 import uuid
 from collections.abc import Iterator
@@ -225,3 +226,59 @@ async def test_archive_to_s3_through_boto3_with_checksums(
         .head_object(Bucket=bucket, Key=f"starkmatter/{listed[0]}", ChecksumMode="ENABLED")
     )
     assert head["ContentLength"] > 0
+
+
+async def _filled_order(
+    db: asyncpg.Connection[Any], user: uuid.UUID, created: dt.datetime, executed: dt.datetime
+) -> uuid.UUID:
+    order = uuid.uuid4()
+    await db.execute(
+        """INSERT INTO trading_orders (id, user_id, client_order_id, symbol, side, type,
+               time_in_force, quantity, status, created_at, updated_at)
+           VALUES ($1, $2, $3, 'AAPL', 'buy', 'market', 'day', 10, 'OrderCreated', $4, $4)""",
+        order, user, str(order), created,
+    )  # fmt: skip
+    path = ["OrderCreated", "Validated", "RiskChecked", "Submitted", "Pending", "Filled"]
+    for source, target in itertools.pairwise(path):
+        await db.execute("UPDATE trading_orders SET status = $2 WHERE id = $1", order, target)
+        await db.execute(
+            """INSERT INTO trading_order_events (order_id, source, target, reason, ts_event,
+                                                 ts_init) VALUES ($1, $2, $3, 'test', $4, $4)""",
+            order, source, target, created,
+        )  # fmt: skip
+    await db.execute(
+        """INSERT INTO trading_executions (id, order_id, user_id, symbol, side, quantity, price,
+                                           ts_event, ts_init)
+           VALUES ($1, $2, $3, 'AAPL', 'buy', 10, 187.5, $4, $4)""",
+        uuid.uuid4(), order, user, executed,
+    )  # fmt: skip
+    return order
+
+
+async def test_orders_are_archived_with_their_events_and_wait_for_their_executions(
+    db: asyncpg.Connection[Any], tmp_path: Path
+) -> None:
+    user = await db.fetchval(
+        "INSERT INTO users (email, password_hash) VALUES ('o@example.com', 'x') RETURNING id"
+    )
+    old = NOW - dt.timedelta(days=8 * 365)
+    done = await _filled_order(db, user, old, old)
+    # Placed long ago, executed recently (a GTC order): purging it would cascade to an
+    # execution that is not archived yet.
+    recent_fill = await _filled_order(db, user, old, NOW - dt.timedelta(days=30))
+    policy = _policy(
+        tmp_path.as_uri(),
+        {"dataset": "executions", "olderThanDays": 7 * 365, "action": "archiveThenDelete"},
+        {"dataset": "orders", "olderThanDays": 7 * 365, "action": "archiveThenDelete"},
+    )
+    reports = await archiving.run_policy(db, policy, objectstore.LocalStore(tmp_path), now=NOW)
+    by_name = {r.dataset: r for r in reports}
+    assert (by_name["executions"].archived, by_name["orders"].archived) == (1, 1)
+    (order_doc,) = _lines(tmp_path, by_name["orders"].manifest_key or "")
+    assert order_doc["id"] == str(done) and order_doc["status"] == "Filled"
+    assert [e["target"] for e in order_doc["events"]] == [
+        "Validated", "RiskChecked", "Submitted", "Pending", "Filled"
+    ]  # fmt: skip
+    left = await db.fetch("SELECT DISTINCT order_id FROM trading_order_events")
+    assert [r["order_id"] for r in left] == [recent_fill]
+    assert await db.fetchval("SELECT count(*) FROM trading_executions") == 1

@@ -30,8 +30,8 @@ from starkmatter.retention import datasets, objectstore, policies
 
 log = logs.get_logger(__name__)
 
-# Children before parents: deleting an order cascades to its executions, so executions
-# must have been archived by then.
+# Children before parents: deleting an order cascades to its executions (so those go first,
+# and an order waits for its youngest execution) and to its events (archived inside it).
 ORDER = ("executions", "orders", "portfolio_snapshots", "ticks", "bars", "news",
          "ai_analyses", "alert_events", "sessions", "audit")  # fmt: skip
 ACTOR = audit.Actor(id="retention", service="archive", endpoint="starkmatter archive")
@@ -74,7 +74,7 @@ async def _dry_run(
     held_sql, params = datasets.hold_filter(spec, holds, 2)
     row = await conn.fetchrow(
         f"""SELECT count(*) AS eligible, count(*) FILTER (WHERE NOT ({held_sql})) AS held
-            FROM {spec.table} WHERE {base}""",
+            FROM {spec.table} AS t WHERE {base}""",
         report.cutoff,
         *params,
     )

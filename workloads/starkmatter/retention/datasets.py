@@ -29,19 +29,31 @@ class Dataset:
     user_column: str | None = None
     symbol_column: str | None = None
     extra_where: str = ""
-    """Rows that may not move yet whatever their age (e.g. orders still working)."""
+    """Rows that may not move yet whatever their age (e.g. orders still working); the
+    table is aliased ``t``."""
+    document: str = "row_to_json(t)::text"
+    """The archived JSON of one row ``t``: rows that a purge would cascade to travel in it."""
 
     @property
     def key_columns(self) -> list[str]:
         return [c for c, _ in self.key]
 
 
+# An order is finished, and none of its executions is left behind (deleting the order would
+# cascade to it): an execution younger than its order's cutoff keeps the order in place.
+_ORDER_DONE = """t.status IN ('Filled', 'Cancelled', 'Rejected')
+    AND NOT EXISTS (SELECT 1 FROM trading_executions x WHERE x.order_id = t.id)"""
+# Its events (the state machine's history) cascade with it, so they are archived inside it.
+_ORDER_WITH_EVENTS = """(to_jsonb(t) || jsonb_build_object('events', (
+    SELECT coalesce(jsonb_agg(to_jsonb(e) ORDER BY e.id), '[]'::jsonb)
+    FROM trading_order_events e WHERE e.order_id = t.id)))::text"""
+
 DATASETS: dict[str, Dataset] = {
     d.name: d
     for d in (
         Dataset("orders", "trading_orders", "created_at", (("id", "uuid"),), 7 * _D,
                 "trade data", user_column="user_id", symbol_column="symbol",
-                extra_where="status IN ('Filled', 'Cancelled', 'Rejected')"),
+                extra_where=_ORDER_DONE, document=_ORDER_WITH_EVENTS),
         Dataset("executions", "trading_executions", "ts_event", (("id", "uuid"),), 7 * _D,
                 "trade data", user_column="user_id", symbol_column="symbol"),
         Dataset("portfolio_snapshots", "portfolio_snapshots", "ts", (("id", "bigint"),),
@@ -117,7 +129,7 @@ def chunk_query(dataset: Dataset, holds: Sequence[Hold], resume: bool) -> tuple[
     held, _ = hold_filter(dataset, holds, n)
     where.append(held)
     sql = (
-        f"SELECT {', '.join(cols)}, row_to_json(t)::text AS doc FROM {dataset.table} AS t"
+        f"SELECT {', '.join(cols)}, {dataset.document} AS doc FROM {dataset.table} AS t"
         f" WHERE {' AND '.join(where)} ORDER BY {', '.join(cols)} LIMIT $2"
     )
     return sql, n
