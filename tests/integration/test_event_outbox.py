@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from starkmatter.core import db as db_module
 from starkmatter.core import events
+from starkmatter.tasks import jobs, relaying
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -115,3 +117,20 @@ async def test_payloads_round_trip_as_json(pool: asyncpg.Pool) -> None:
     seen = Recorder()
     await events.relay_once(pool, seen)
     assert seen.seen[0].payload == payload
+
+
+async def test_old_applied_event_keys_are_forgotten_but_backfill_keys_are_kept(
+    pool: asyncpg.Pool,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    await pool.executemany(
+        "INSERT INTO task_applied_events (event_key, task_name, applied_at) VALUES ($1, $2, $3)",
+        [
+            ("MarketDataUpdate:dev:1", "on_event", now - dt.timedelta(days=8)),
+            ("MarketDataUpdate:dev:2", "on_event", now - dt.timedelta(days=1)),
+            ("backfill:bars.csv:abc", "backfill", now - dt.timedelta(days=400)),
+        ],
+    )
+    assert await jobs.forget_applied_events(pool, now - relaying.APPLIED_KEEP) == 1
+    left = await pool.fetch("SELECT event_key FROM task_applied_events ORDER BY event_key")
+    assert [r["event_key"] for r in left] == ["MarketDataUpdate:dev:2", "backfill:bars.csv:abc"]

@@ -66,6 +66,16 @@ async def _once(conn: asyncpg.Connection[Any], key: str, task: str) -> bool:
     return status.endswith(" 1")
 
 
+async def forget_applied_events(pool: asyncpg.Pool, before: dt.datetime) -> int:
+    """Drop event keys applied before ``before`` (only the event triggers': a backfill's
+    once-per-file key is kept for good). Returns how many were dropped."""
+    status: str = await pool.execute(
+        "DELETE FROM task_applied_events WHERE task_name = 'on_event' AND applied_at < $1",
+        before,
+    )
+    return int(status.split()[-1])
+
+
 # -- batch jobs ------------------------------------------------------------------------
 
 BAR_COLUMNS = ("symbol", "interval", "ts", "open", "high", "low", "close", "volume")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import threading
+import time
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -24,6 +26,11 @@ IDLE_WAIT_S = 0.25
 """How long the relay sleeps when the outbox is empty: the latency of an idle event."""
 ERROR_WAIT_S = 2.0
 """Pause after a failed pass (database or broker away); pending events stay pending."""
+APPLIED_KEEP = dt.timedelta(days=7)
+"""How long an applied event's key is remembered: far longer than any redelivery (the
+broker's visibility timeout is an hour), short enough that a feed's once-a-second
+MarketDataUpdate does not grow the table without end."""
+PRUNE_EVERY_S = 600.0
 
 
 async def to_celery(event: events.Event) -> None:
@@ -34,15 +41,19 @@ async def to_celery(event: events.Event) -> None:
 def in_process(pool: asyncpg.Pool, redis_conn: aioredis.Redis) -> events.Deliver:
     async def deliver(event: events.Event) -> None:
         outcome = await jobs.handle_event(pool, redis_conn, event.name, event.payload, event.key)
-        log.info("events.applied", event_name=event.name, key=event.key, outcome=outcome)
+        log.debug("events.applied", event_name=event.name, key=event.key, outcome=outcome)
 
     return deliver
 
 
 async def run(pool: asyncpg.Pool, deliver: events.Deliver, stop: asyncio.Event) -> None:
     """Relay until ``stop`` is set: a full batch is followed at once by the next."""
+    pruned_at = 0.0
     while not stop.is_set():
         try:
+            if time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                await jobs.forget_applied_events(pool, dt.datetime.now(dt.UTC) - APPLIED_KEEP)
+                pruned_at = time.monotonic()
             moved = await events.relay_once(pool, deliver)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("events.relay_failed", error=str(exc), retry_s=ERROR_WAIT_S)
