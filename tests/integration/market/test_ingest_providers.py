@@ -86,6 +86,9 @@ async def test_alpaca_stream_is_authenticated_subscribed_and_stored_across_a_rec
 
             await eventually(stored)
     assert await _count(db, "market_rejections") == 0
+    # Alpaca has no sequence numbers: the outage window is how the gap shows.
+    (gap,) = provider.gaps
+    assert 0 < gap[0] < gap[1]
 
 
 async def test_alpaca_refused_credentials_stop_the_feed_instead_of_retrying(

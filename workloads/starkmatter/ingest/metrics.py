@@ -45,6 +45,14 @@ SEQUENCE_GAPS = prometheus_client.Counter(
     "Messages missing from a provider's sequence numbers (after resume), by feed.",
     ["feed"],
 )
+STREAM_GAP_SECONDS = prometheus_client.Histogram(
+    "starkmatter_ingest_stream_gap_seconds",
+    "Outages of a provider stream that had been delivering: from the disconnect to the next "
+    "session's subscription. For streams without sequence numbers (Alpaca, REST) this is how "
+    "a gap shows, and the window a backfill must cover.",
+    ["feed"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
 CONNECTED = prometheus_client.Gauge(
     "starkmatter_ingest_provider_connected",
     "1 while the provider session is up.",

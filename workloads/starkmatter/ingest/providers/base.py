@@ -117,6 +117,10 @@ class Provider(abc.ABC):
         self.sessions = 0
         self.sequences = SequenceTracker()
         self.connected = asyncio.Event()
+        self.gaps: list[tuple[int, int]] = []
+        """Stream outages as (disconnected, resubscribed) nanosecond times, most recent last
+        (bounded): the only gap a stream without sequence numbers can show."""
+        self._gap_from: int | None = None
 
     @abc.abstractmethod
     async def session(self, sink: Sink) -> None:
@@ -142,6 +146,8 @@ class Provider(abc.ABC):
             finally:
                 self.connected.clear()
                 metrics.CONNECTED.labels(feed=self.feed).set(0)
+            if self.delivered > before and self._gap_from is None:
+                self._gap_from = now_ns()
             attempt = 0 if self.delivered > before else attempt + 1
             metrics.RECONNECTS.labels(feed=self.feed, cause=cause).inc()
             await asyncio.sleep(self.backoff.delay(attempt, self.rng))
@@ -149,6 +155,13 @@ class Provider(abc.ABC):
     def mark_connected(self) -> None:
         self.connected.set()
         metrics.CONNECTED.labels(feed=self.feed).set(1)
+        if self._gap_from is not None:
+            gap = (self._gap_from, now_ns())
+            self._gap_from = None
+            self.gaps = [*self.gaps[-99:], gap]
+            metrics.STREAM_GAP_SECONDS.labels(feed=self.feed).observe((gap[1] - gap[0]) / 1e9)
+            log.warning("ingest.stream_gap", feed=self.feed, seconds=(gap[1] - gap[0]) / 1e9,
+                        gap_from_ns=gap[0], gap_to_ns=gap[1])  # fmt: skip
 
     def track(self, symbol: Any, seq: Any) -> None:
         if type(seq) is int and type(symbol) is str:
