@@ -43,3 +43,9 @@ class AISettings(pydantic_settings.BaseSettings):
     """Answers scoring below this (0..1) are rejected and the offline analyst answers."""
     coalesce_wait_s: float = pydantic.Field(default=90.0, gt=0)
     """How long a request waits for an identical one in flight in another process."""
+    coalesce_poll_s: float = pydantic.Field(default=0.05, gt=0, le=5)
+    """How often a request waiting on another process's identical request looks for its
+    answer (a Redis read each time)."""
+    snapshot_ttl_s: int = pydantic.Field(default=3600, ge=60)
+    """How long an analysis stream's snapshot (``snapshot:ai:analysis:{id}``) is kept for
+    late subscribers; the durable record is ``GET /ai/analyses/{id}``."""

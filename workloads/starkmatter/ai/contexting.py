@@ -1,6 +1,6 @@
 """Context for an analysis: what is stored about the symbols, packed into a token budget.
 
-:func:`pack` is pure. :func:`gather` and :func:`data_version` read PostgreSQL and Redis;
+:func:`pack` is pure. :func:`gather` and :func:`version_sql` read PostgreSQL and Redis;
 they read tables owned by other components defensively: a table that does not exist (yet)
 is left out of the context and named in its notes.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
-import hashlib
 import json
 import math
 from typing import Any
@@ -209,38 +208,32 @@ async def available_tables(conn: asyncpg.Connection[Any] | asyncpg.Pool) -> froz
     return frozenset(r["t"] for r in rows)
 
 
-async def data_version(
-    pool: asyncpg.Pool, request: models.NormalizedRequest, tables: frozenset[str]
-) -> str:
-    """A short digest of what the analysis would read: new data means a new cache key.
+def version_sql(tables: frozenset[str], *, user_scoped: bool) -> str:
+    """A SQL expression: a short digest of what the analysis would read (new data, new key).
 
     The latest 1m bar (not the live quote), the newest article on the symbols and, for
     portfolio risk, the latest position change: a cached answer lives at most one bar.
+    Computed by PostgreSQL so that the cache-hit path checks the version and records its
+    history row in one statement. Parameters: ``$1`` the symbols (``text[]``), ``$2`` the
+    requesting user (``uuid``, read only when ``user_scoped``).
     """
-    symbols = list(request.symbols)
     parts: list[str] = []
-    queries: list[str] = []
     if "market_bars" in tables:
-        queries.append(
+        parts.append(
             """(SELECT max(b.ts)::text FROM unnest($1::text[]) s(sym),
                 LATERAL (SELECT ts FROM market_bars WHERE symbol = s.sym AND interval = '1m'
                          ORDER BY ts DESC LIMIT 1) b)"""
         )
     if "news_articles" in tables:
-        queries.append("(SELECT max(id)::text FROM news_articles WHERE symbols && $1::text[])")
-    if request.user_scope is not None and "trading_positions" in tables:
-        queries.append(
+        parts.append("(SELECT max(id)::text FROM news_articles WHERE symbols && $1::text[])")
+    if user_scoped and "trading_positions" in tables:
+        parts.append(
             "(SELECT max(updated_at)::text || ':' || count(*) FROM trading_positions"
             " WHERE user_id = $2::uuid)"
         )
-    if queries:
-        args: list[Any] = [symbols]
-        if request.user_scope is not None and "trading_positions" in tables:
-            args.append(request.user_scope)
-        row = await pool.fetchrow("SELECT " + ", ".join(queries), *args)
-        assert row is not None
-        parts = [str(v) for v in row.values()]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    # Each part keeps its place (an absent value is '-'), so no two states share a digest.
+    material = " || '|' || ".join(f"coalesce({p}, '-')" for p in parts) or "''"
+    return f"substr(encode(sha256(convert_to({material}, 'UTF8')), 'hex'), 1, 16)"
 
 
 def _decimal(value: Any) -> decimal.Decimal:

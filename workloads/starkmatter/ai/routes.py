@@ -92,18 +92,35 @@ _COLUMNS = """id, status, kind, symbols, question, horizon, source, cached, mode
 
 @router.post("/analyze", status_code=202)
 async def analyze(
-    body: models.AnalyzeRequest, user: deps.CurrentUser, svc: ServiceDep, pool: deps.DbDep
+    body: models.AnalyzeRequest, user: deps.CurrentUser, svc: ServiceDep
 ) -> AnalysisPublic:
     """Accepted at once: the answer streams on ``channel`` and is fetchable by id.
 
-    A cached answer comes back complete in this response (``status: done``).
+    A cached answer comes back complete in this response (``status: done``). The response
+    is made from what the service already holds: no read-back of the row just written.
     """
     submitted = await svc.submit(user.user_id, body)
-    row = await pool.fetchrow(
-        f"SELECT {_COLUMNS} FROM ai_analyses WHERE id = $1", uuid.UUID(submitted.id)
+    outcome = submitted.outcome or {}
+    normalized = submitted.normalized
+    return AnalysisPublic(
+        id=submitted.id,
+        status=submitted.status,
+        channel=service.channel(submitted.id),
+        kind=normalized.kind,
+        symbols=list(normalized.symbols),
+        question=normalized.question,
+        horizon=normalized.horizon,
+        source=outcome.get("source"),
+        label=outcome.get("label"),
+        cached=submitted.cached,
+        model=outcome.get("model"),
+        result=outcome.get("result"),
+        checks=outcome.get("checks"),
+        fallback_reason=outcome.get("fallback_reason"),
+        error_code=None,
+        created_at=submitted.created_at,
+        completed_at=submitted.completed_at,
     )
-    assert row is not None
-    return _public(row)
 
 
 @router.get("/analyses/{analysis_id}")

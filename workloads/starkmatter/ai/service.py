@@ -4,6 +4,9 @@ cache, history. Identical requests in flight share one upstream call.
 Coalescing works at two levels: inside a process, requests with the same cache key join
 one in-flight task (each request id still gets the stream and the result); across
 processes, a Redis lock makes the others wait for the winner's cached answer.
+
+Every event of a stream also updates the stream's snapshot (:mod:`.streaming`), so a client
+that subscribes after the first events still gets everything so far.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncpg
 import prometheus_client
 import redis.asyncio as aioredis
 
-from starkmatter.ai import checking, config, contexting, models, offline, upstream
+from starkmatter.ai import checking, config, contexting, models, offline, streaming, upstream
 from starkmatter.core import errors, logs, metrics
 
 log = logs.get_logger(__name__)
@@ -35,7 +38,7 @@ OFFLINE_CACHE_TTL_S = 60
 
 
 def channel(request_id: str) -> str:
-    return f"ai:analysis:{request_id}"
+    return streaming.channel(request_id)
 
 
 def owner_key(request_id: str) -> str:
@@ -46,19 +49,39 @@ def owner_key(request_id: str) -> str:
 OWNER_TTL_S = 24 * 3600
 
 
-def cache_redis_key(request_key: str) -> str:
-    """One entry per normalized request; it records the data version (as the full cache
-    key) its answer was made from, and only a request over the same data may use it."""
-    return f"ai:cache:{request_key}"
+def answer_key(request_key: str) -> str:
+    """One hash per normalized request: ``version`` (the data version its answer was made
+    from; only a request over the same data may use it) and ``outcome`` (JSON)."""
+    return f"ai:answer:{request_key}"
 
 
-def cached_outcome(raw: bytes | str | None, key: str) -> Outcome | None:
-    if raw is None:
-        return None
-    entry = json.loads(raw)
-    if entry.get("key") != key:
-        return None
-    return Outcome.from_json(entry)
+def inflight_key(key: str) -> str:
+    """The cross-process lock of one computation (cache key = request + data version)."""
+    return f"ai:inflight:{key}"
+
+
+# The Redis half of a cache hit, in one round trip: record who asked (the gateway's
+# subscription check needs it whatever happens next), read the cached answer and, when
+# there is one, write the stream's final snapshot so a subscriber gets it at once. If the
+# answer turns out to be from older data, the miss path overwrites that snapshot before
+# anyone has learnt the request id.
+_HIT_SCRIPT = """
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+local entry = redis.call('HMGET', KEYS[1], 'version', 'outcome')
+if entry[1] and entry[2] then
+  redis.call('SET', KEYS[3], ARGV[3] .. string.sub(entry[2], 2) .. '}', 'EX', ARGV[4])
+end
+return entry
+"""
+
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +94,8 @@ class Outcome:
     usage: dict[str, int] | None
 
     def as_json(self) -> dict[str, Any]:
+        """The answer as stored in the cache and sent on the stream (the same label as
+        ``GET /ai/analyses/{id}``: a streamed answer says who answered too)."""
         return {
             "source": self.source,
             "model": self.model,
@@ -78,6 +103,7 @@ class Outcome:
             "checks": self.checks,
             "fallback_reason": self.fallback_reason,
             "usage": self.usage,
+            "label": offline.LABEL if self.source == "offline" else None,
         }
 
     @classmethod
@@ -96,10 +122,14 @@ class Outcome:
 class Flight:
     key: str
     request_key: str
+    version: str
     normalized: models.NormalizedRequest
     user_id: str
     request_ids: list[str]
     task: asyncio.Task[None] | None = None
+    state: streaming.StreamState = dataclasses.field(default_factory=streaming.StreamState)
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    """Orders every write of this stream's events and snapshots (one writer at a time)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +137,11 @@ class Submitted:
     id: str
     status: str
     cached: bool
-    outcome: Outcome | None
+    outcome: dict[str, Any] | None
+    """For a cache hit: the stored answer (``Outcome.as_json`` form), as it was cached."""
+    normalized: models.NormalizedRequest
+    created_at: dt.datetime
+    completed_at: dt.datetime | None
 
 
 class AnalysisService:
@@ -120,6 +154,9 @@ class AnalysisService:
         self.upstream = upstream.Upstream(settings)
         self._flights: dict[str, Flight] = {}
         self._tables: frozenset[str] | None = None
+        self._statements: dict[tuple[frozenset[str], bool], str] = {}
+        self._hit = redis.register_script(_HIT_SCRIPT)
+        self._release = redis.register_script(_RELEASE_SCRIPT)
 
     async def aclose(self) -> None:
         tasks = [f.task for f in self._flights.values() if f.task is not None]
@@ -133,36 +170,101 @@ class AnalysisService:
             self._tables = await contexting.available_tables(self.pool)
         return self._tables
 
+    def _hit_statement(self, tables: frozenset[str], user_scoped: bool) -> str:
+        """Reads the data version and, only if the cached answer was made from that version,
+        records the cache hit's history row: one round trip, one ordinary (durable) commit.
+        """
+        statement = self._statements.get((tables, user_scoped))
+        if statement is None:
+            version = contexting.version_sql(tables, user_scoped=user_scoped)
+            statement = f"""
+                WITH v AS (SELECT {version} AS version),
+                o AS (SELECT $9::text::jsonb AS j),
+                ins AS (
+                    INSERT INTO ai_analyses (id, user_id, kind, symbols, question, horizon,
+                        cache_key, data_version, status, source, cached, model, result, checks,
+                        fallback_reason, completed_at)
+                    SELECT $3::uuid, $2::uuid, $4::text, $1::text[], $5::text, $6::text,
+                        $7::text, v.version, 'done', o.j->>'source', true, o.j->>'model',
+                        o.j->'result', o.j->'checks', o.j->>'fallback_reason', now()
+                    FROM v, o WHERE v.version = $8::text
+                    RETURNING created_at, completed_at)
+                SELECT v.version, ins.created_at, ins.completed_at FROM v LEFT JOIN ins ON true"""
+            self._statements[(tables, user_scoped)] = statement
+        return statement
+
     async def submit(self, user_id: str, request: models.AnalyzeRequest) -> Submitted:
+        """A cache hit costs one Redis round trip and one PostgreSQL statement."""
         normalized = models.normalize(request, user_id)
         tables = await self._available_tables()
         request_key = models.request_key(normalized, self.settings.model)
-        # The data version (PostgreSQL) and the cached entry (Redis) are read at the same
-        # time; the entry counts only if it was made from this version of the data.
-        version, raw = await asyncio.gather(
-            contexting.data_version(self.pool, normalized, tables),
-            self.redis.get(cache_redis_key(request_key)),
+        request_uuid = uuid.uuid4()
+        request_id = str(request_uuid)
+        cached_version, cached = await self._hit(
+            keys=[
+                answer_key(request_key),
+                owner_key(request_id),
+                streaming.snapshot_key(request_id),
+            ],
+            args=[
+                user_id,
+                OWNER_TTL_S,
+                streaming.CACHED_SNAPSHOT_PREFIX,
+                self.settings.snapshot_ttl_s,
+            ],
         )
-        key = models.cache_key(normalized, version, self.settings.model)
-        request_id = str(uuid.uuid4())
-        await self.redis.set(owner_key(request_id), user_id, ex=OWNER_TTL_S)
-        outcome = cached_outcome(raw, key)
-        if outcome is not None:
+        outcome_json = _text(cached)
+        expected = _text(cached_version) if outcome_json is not None else None
+        row = await self.pool.fetchrow(
+            self._hit_statement(tables, normalized.user_scope is not None),
+            list(normalized.symbols),
+            uuid.UUID(user_id),
+            request_uuid,
+            normalized.kind,
+            normalized.question,
+            normalized.horizon,
+            models.cache_key(normalized, expected or "", self.settings.model),
+            expected,
+            outcome_json,
+        )
+        assert row is not None
+        if row["created_at"] is not None and outcome_json is not None:
+            # The answer was made from the data as it is now: served, and recorded above.
             metrics.cache_result("ai", hit=True)
-            await self._insert_done(request_id, user_id, normalized, key, version, outcome)
-            ANALYSES.labels(source=outcome.source, cached="true").inc()
-            return Submitted(request_id, "done", True, outcome)
+            outcome: dict[str, Any] = json.loads(outcome_json)
+            ANALYSES.labels(source=outcome["source"], cached="true").inc()
+            return Submitted(
+                request_id,
+                "done",
+                True,
+                outcome,
+                normalized,
+                row["created_at"],
+                row["completed_at"],
+            )
         metrics.cache_result("ai", hit=False)
+        version: str = row["version"]
+        key = models.cache_key(normalized, version, self.settings.model)
         await self._take_quota(user_id)
-        await self._insert_pending(request_id, user_id, normalized, key, version)
+        created_at = await self._insert_pending(request_uuid, user_id, normalized, key, version)
         flight = self._flights.get(key)
-        if flight is not None:
-            flight.request_ids.append(request_id)
-        else:
-            flight = Flight(key, request_key, normalized, user_id, [request_id])
+        new = flight is None
+        if flight is None:
+            flight = Flight(key, request_key, version, normalized, user_id, [])
             self._flights[key] = flight
-            flight.task = asyncio.create_task(self._fly(flight), name=f"ai-analysis-{key[:12]}")
-        return Submitted(request_id, "pending", False, None)
+        # Joined synchronously, so the flight's final update and events include this id.
+        flight.request_ids.append(request_id)
+        async with flight.lock:
+            if new:
+                flight.task = asyncio.create_task(self._fly(flight), name=f"ai-analysis-{key[:12]}")
+            # Whatever streamed before this request joined is its snapshot; the events
+            # after it (under the same lock) update the snapshot and reach its channel.
+            await self.redis.set(
+                streaming.snapshot_key(request_id),
+                streaming.dumps(flight.state.snapshot()),
+                ex=self.settings.snapshot_ttl_s,
+            )
+        return Submitted(request_id, "pending", False, None, normalized, created_at, None)
 
     async def wait(self, request_id: str, timeout_s: float = 30) -> None:
         """Wait until the flight carrying ``request_id`` has landed (tests and benchmarks)."""
@@ -190,17 +292,17 @@ class AnalysisService:
 
     async def _insert_pending(
         self,
-        request_id: str,
+        request_id: uuid.UUID,
         user_id: str,
         normalized: models.NormalizedRequest,
         key: str,
         version: str,
-    ) -> None:
-        await self.pool.execute(
+    ) -> dt.datetime:
+        created_at: dt.datetime = await self.pool.fetchval(
             """INSERT INTO ai_analyses (id, user_id, kind, symbols, question, horizon, cache_key,
                                         data_version, status)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending')""",
-            uuid.UUID(request_id),
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending') RETURNING created_at""",
+            request_id,
             uuid.UUID(user_id),
             normalized.kind,
             list(normalized.symbols),
@@ -209,45 +311,19 @@ class AnalysisService:
             key,
             version,
         )
-
-    async def _insert_done(
-        self,
-        request_id: str,
-        user_id: str,
-        normalized: models.NormalizedRequest,
-        key: str,
-        version: str,
-        outcome: Outcome,
-    ) -> None:
-        # A cache hit's history row is not worth a WAL flush on the request path:
-        # synchronous_commit is switched off for this one statement's transaction.
-        await self.pool.execute(
-            """INSERT INTO ai_analyses (id, user_id, kind, symbols, question, horizon, cache_key,
-                   data_version, status, source, cached, model, result, checks, fallback_reason,
-                   completed_at)
-               SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'done', $9, true, $10, $11, $12, $13, now()
-               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit""",
-            uuid.UUID(request_id),
-            uuid.UUID(user_id),
-            normalized.kind,
-            list(normalized.symbols),
-            normalized.question,
-            normalized.horizon,
-            key,
-            version,
-            outcome.source,
-            outcome.model,
-            outcome.analysis.model_dump(mode="json"),
-            outcome.checks,
-            outcome.fallback_reason,
-        )
+        return created_at
 
     async def _publish(self, flight: Flight, event: dict[str, Any]) -> None:
-        data = json.dumps(event, default=str)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for rid in list(flight.request_ids):
-                pipe.publish(channel(rid), data)
-            await pipe.execute()
+        """Send ``event`` to every request of the flight and fold it into their snapshots,
+        in one transaction: a subscriber's snapshot never misses an event it was not sent."""
+        async with flight.lock:
+            data = streaming.dumps(flight.state.add(event))
+            snapshot = streaming.dumps(flight.state.snapshot())
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for rid in flight.request_ids:
+                    pipe.set(streaming.snapshot_key(rid), snapshot, ex=self.settings.snapshot_ttl_s)
+                    pipe.publish(channel(rid), data)
+                await pipe.execute()
 
     async def _fly(self, flight: Flight) -> None:
         try:
@@ -280,48 +356,55 @@ class AnalysisService:
             outcome.usage,
         )
         ANALYSES.labels(source=outcome.source, cached="false").inc()
-        # The same label as GET /ai/analyses/{id}: a streamed answer says who answered too.
-        label = offline.LABEL if outcome.source == "offline" else None
-        await self._publish(flight, {"type": "result", **outcome.as_json(), "label": label})
+        await self._publish(flight, streaming.result_event(outcome.as_json(), cached=False))
+
+    async def _ready(self, flight: Flight) -> Outcome | None:
+        """The answer another process cached for this flight's request and data, if any."""
+        version, raw = await self.redis.hmget(answer_key(flight.request_key), "version", "outcome")
+        if _text(version) != flight.version or raw is None:
+            return None
+        return Outcome.from_json(json.loads(raw))
 
     async def _coalesced(self, flight: Flight) -> Outcome:
         """Across processes: one holder of the lock computes, the others read its answer."""
-        lock_key = f"ai:inflight:{flight.key}"
+        lock_key = inflight_key(flight.key)
         token = uuid.uuid4().hex
         deadline = time.monotonic() + self.settings.coalesce_wait_s
         while not await self.redis.set(
             lock_key, token, nx=True, px=int(self.settings.coalesce_wait_s * 1000)
         ):
-            ready = cached_outcome(
-                await self.redis.get(cache_redis_key(flight.request_key)), flight.key
-            )
+            ready = await self._ready(flight)
             if ready is not None:
                 return ready
             if time.monotonic() > deadline:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(self.settings.coalesce_poll_s)
         try:
+            # The lock may have been free because the holder just finished: its answer is
+            # then in the cache, and computing it again is exactly what must not happen.
+            ready = await self._ready(flight)
+            if ready is not None:
+                return ready
             outcome = await self._produce(flight)
             ttl = (
                 self.settings.cache_ttl_s
                 if outcome.source == "anthropic" or outcome.fallback_reason == "no_api_key"
                 else min(OFFLINE_CACHE_TTL_S, self.settings.cache_ttl_s)
             )
-            await self.redis.set(
-                cache_redis_key(flight.request_key),
-                json.dumps({"key": flight.key, **outcome.as_json()}, default=str),
-                ex=ttl,
-            )
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(
+                    answer_key(flight.request_key),
+                    mapping={
+                        "version": flight.version,
+                        "outcome": streaming.dumps(outcome.as_json()),
+                    },
+                )
+                pipe.expire(answer_key(flight.request_key), ttl)
+                await pipe.execute()
             return outcome
         finally:
             # Release only our own lock (compare-and-delete).
-            await self.redis.eval(
-                "if redis.call('get', KEYS[1]) == ARGV[1] then "
-                "return redis.call('del', KEYS[1]) else return 0 end",
-                1,
-                lock_key,
-                token,
-            )
+            await self._release(keys=[lock_key], args=[token])
 
     async def _produce(self, flight: Flight) -> Outcome:
         normalized = flight.normalized
