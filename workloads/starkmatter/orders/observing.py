@@ -26,3 +26,7 @@ OUTBOX_LAG_SECONDS = prometheus_client.Gauge(
     "starkmatter_orders_outbox_lag_seconds",
     "Age of the oldest outbox event in the last batch taken (0 when the outbox is empty).",
 )
+PLACEMENT_RETRIES = prometheus_client.Counter(
+    "starkmatter_orders_placement_retries_total",
+    "Placements decided again because the account changed between the read and the write.",
+)

@@ -91,6 +91,10 @@ async def submit(
         return await _submit(pool, redis, config, actor, command)
 
 
+OPTIMISTIC_ATTEMPTS = 4
+"""decisions made on unlocked reads before falling back to deciding under the account lock"""
+
+
 async def _submit(
     pool: asyncpg.Pool,
     redis: aioredis.Redis,
@@ -98,98 +102,35 @@ async def _submit(
     actor: audit.Actor,
     command: commands.SubmitOrder,
 ) -> Placed:
+    """Decide on an unlocked read and place only if that read is still current (two
+    autocommit statements, see migration 0211); after a few lost races with the same
+    account, decide under its row lock instead, as a transaction."""
     request = command.request
     quote = await read_quote(redis, request.symbol)
-    limits = config.limits()
     order_id = uuid.uuid4()
-    async with pool.acquire() as conn, conn.transaction():
-        ctx = await conn.fetchrow(
-            "SELECT * FROM trading_order_context($1, $2)", command.user_id, request.symbol
-        )
-        if ctx is None:
-            raise _NoAccountYet
-        now = events.utcnow()
-        market = _market(ctx, quote, limits)
-        window_start, count = risk.rate_window(
-            ctx["rate_window_start"], ctx["rate_window_count"], now
-        )
-        exposure = risk.Exposure(
-            buying_power=ctx["cash"] - ctx["reserved_cash"],
-            position_quantity=ctx["position_quantity"],
-            reserved_sell_quantity=ctx["reserved_sell_quantity"],
-            open_buy_notional=ctx["open_buy_notional"],
-            gross_exposure=ctx["positions_gross"] + ctx["reserved_cash"],
-            open_orders=ctx["open_orders"],
-            orders_this_second=count,
-        )
-        failed = risk.validate(request, market, limits, now=now, kill_switch=ctx["kill_switch"])
-        outcome: risk.Rejection | risk.Reservation
-        if failed is not None:
-            outcome = failed
-            path, reasons = [S.REJECTED], [failed.reason.value]
+    row: asyncpg.Record | None = None
+    async with pool.acquire() as conn:
+        for _ in range(OPTIMISTIC_ATTEMPTS):
+            ctx = await conn.fetchrow(
+                "SELECT * FROM trading_order_context_peek($1, $2)", command.user_id, request.symbol
+            )
+            if ctx is None:
+                raise _NoAccountYet
+            decision = decide(ctx, quote, config, actor, command, order_id)
+            row = await conn.fetchrow(PLACE_IF, ctx["digest"], *decision)
+            if row is not None:
+                break
+            observing.PLACEMENT_RETRIES.inc()
         else:
-            outcome = risk.check(request, market, exposure, limits)
-            if isinstance(outcome, risk.Rejection):
-                path = [S.VALIDATED, S.REJECTED]
-                reasons = ["validation passed", outcome.reason.value]
-            else:
-                path = [S.VALIDATED, S.RISK_CHECKED]
-                reasons = ["validation passed", "risk checks passed"]
-        cap = expires = None
-        reserved = risk.Reservation(ZERO, ZERO)
-        code: str | None = None
-        message: str | None = None
-        if isinstance(outcome, risk.Rejection):
-            code, message = outcome.reason.value, outcome.message
-            view = {
-                "id": str(order_id),
-                "client_order_id": command.client_order_id,
-                "symbol": request.symbol,
-                "status": S.REJECTED.value,
-                "reject_code": code,
-            }
-            event: dict[str, Any] = storage.audit_due(
-                actor, "order.rejected", outcome.message, "order", str(order_id), after=view
-            ).payload()
-            topic = events.AuditDue.topic
-        else:
-            reserved = outcome
-            reference = risk.reference_price(request.side, market)
-            assert reference is not None
-            cap = risk.worst_price(request, reference, limits.market_protection)
-            if request.time_in_force is TimeInForce.DAY:
-                expires = day_expiry(now, config.session_close, config.session_zone())
-            placed = events.OrderPlaced(OrderId(order_id), command.user_id, now)
-            topic = placed.topic
-            event = {**placed.payload(), "audit": audited(actor, "order.placed", "accepted")}
-        row = await conn.fetchrow(
-            "SELECT * FROM trading_order_place($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-            " $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
-            order_id,
-            command.user_id,
-            command.client_order_id,
-            request.symbol,
-            request.side.value,
-            request.type.value,
-            request.time_in_force.value,
-            request.quantity,
-            request.limit_price,
-            request.stop_price,
-            config.broker,
-            now,
-            [p.value for p in path],
-            reasons,
-            code,
-            message,
-            reserved.cash,
-            reserved.quantity,
-            cap,
-            expires,
-            window_start,
-            count + 1,
-            topic,
-            event,
-        )
+            async with conn.transaction():
+                ctx = await conn.fetchrow(
+                    "SELECT * FROM trading_order_context($1, $2)", command.user_id, request.symbol
+                )
+                if ctx is None:
+                    raise _NoAccountYet
+                decision = decide(ctx, quote, config, actor, command, order_id)
+                row = await conn.fetchrow(PLACE, *decision)
+    assert row is not None
     final = storage.OrderRecord.from_row(row)
     if final.id != order_id:
         return Placed(final, created=False)
@@ -198,6 +139,102 @@ async def _submit(
         _log.info("order.rejected", order_id=str(order_id), reason=final.reject_code)
         await _publish(redis, final, "rejected")
     return Placed(final, created=True)
+
+
+_ARGS = ", ".join(f"${i}" for i in range(1, 25))
+PLACE = f"SELECT * FROM trading_order_place({_ARGS})"
+PLACE_IF = "SELECT * FROM trading_order_place_if(" + ", ".join(f"${i}" for i in range(1, 26)) + ")"
+
+
+def decide(
+    ctx: asyncpg.Record,
+    quote: fills.Quote | None,
+    config: OrdersConfig,
+    actor: audit.Actor,
+    command: commands.SubmitOrder,
+    order_id: uuid.UUID,
+) -> tuple[Any, ...]:
+    """Validation and risk checks on ``ctx``; the arguments of ``trading_order_place``."""
+    request = command.request
+    limits = config.limits()
+    now = events.utcnow()
+    market = _market(ctx, quote, limits)
+    window_start, count = risk.rate_window(ctx["rate_window_start"], ctx["rate_window_count"], now)
+    exposure = risk.Exposure(
+        buying_power=ctx["cash"] - ctx["reserved_cash"],
+        position_quantity=ctx["position_quantity"],
+        reserved_sell_quantity=ctx["reserved_sell_quantity"],
+        open_buy_notional=ctx["open_buy_notional"],
+        gross_exposure=ctx["positions_gross"] + ctx["reserved_cash"],
+        open_orders=ctx["open_orders"],
+        orders_this_second=count,
+    )
+    failed = risk.validate(request, market, limits, now=now, kill_switch=ctx["kill_switch"])
+    outcome: risk.Rejection | risk.Reservation
+    if failed is not None:
+        outcome = failed
+        path, reasons = [S.REJECTED], [failed.reason.value]
+    else:
+        outcome = risk.check(request, market, exposure, limits)
+        if isinstance(outcome, risk.Rejection):
+            path = [S.VALIDATED, S.REJECTED]
+            reasons = ["validation passed", outcome.reason.value]
+        else:
+            path = [S.VALIDATED, S.RISK_CHECKED]
+            reasons = ["validation passed", "risk checks passed"]
+    cap = expires = None
+    reserved = risk.Reservation(ZERO, ZERO)
+    code: str | None = None
+    message: str | None = None
+    if isinstance(outcome, risk.Rejection):
+        code, message = outcome.reason.value, outcome.message
+        view = {
+            "id": str(order_id),
+            "client_order_id": command.client_order_id,
+            "symbol": request.symbol,
+            "status": S.REJECTED.value,
+            "reject_code": code,
+        }
+        event: dict[str, Any] = storage.audit_due(
+            actor, "order.rejected", outcome.message, "order", str(order_id), after=view
+        ).payload()
+        topic = events.AuditDue.topic
+    else:
+        reserved = outcome
+        reference = risk.reference_price(request.side, market)
+        assert reference is not None
+        cap = risk.worst_price(request, reference, limits.market_protection)
+        if request.time_in_force is TimeInForce.DAY:
+            expires = day_expiry(now, config.session_close, config.session_zone())
+        placed = events.OrderPlaced(OrderId(order_id), command.user_id, now)
+        topic = placed.topic
+        event = {**placed.payload(), "audit": audited(actor, "order.placed", "accepted")}
+    return (
+        order_id,
+        command.user_id,
+        command.client_order_id,
+        request.symbol,
+        request.side.value,
+        request.type.value,
+        request.time_in_force.value,
+        request.quantity,
+        request.limit_price,
+        request.stop_price,
+        config.broker,
+        now,
+        [p.value for p in path],
+        reasons,
+        code,
+        message,
+        reserved.cash,
+        reserved.quantity,
+        cap,
+        expires,
+        window_start,
+        count + 1,
+        topic,
+        event,
+    )
 
 
 async def _publish(redis: aioredis.Redis, order: storage.OrderRecord, event: str) -> None:

@@ -1,0 +1,137 @@
+"""Placement decides on an unlocked read and writes only if that read is still current;
+after lost races it decides under the account lock. Both paths keep buying power safe."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+
+from starkmatter.core import audit, db
+from starkmatter.orders import commands, placing
+from starkmatter.orders.config import OrdersConfig
+from starkmatter.orders.model import (
+    ClientOrderId,
+    OrderRequest,
+    OrderSide,
+    OrderType,
+    TimeInForce,
+    UserId,
+)
+from tests.integration.trading.conftest import publish_market
+from tests.support import LiveServer, sign_up
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.mark.parametrize("optimistic_attempts", [0, 1])
+async def test_racing_orders_never_spend_the_same_buying_power_on_either_placement_path(
+    api: LiveServer,
+    redis: Any,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    optimistic_attempts: int,
+) -> None:
+    # 0: every order is decided under the account lock; 1: one unlocked try, then the lock.
+    monkeypatch.setattr(placing, "OPTIMISTIC_ATTEMPTS", optimistic_attempts)
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    # each order reserves 98 * 100.01 * 1.02 = 9,996.99: ten fit in 100,000, not eleven
+    bodies = [
+        {"client_order_id": f"race{i}", "symbol": "AAPL", "side": "buy", "quantity": "98"}
+        for i in range(16)
+    ]
+    results = await asyncio.gather(
+        *(api.client.post("/orders", headers=user.headers, json=b) for b in bodies)
+    )
+    assert sorted(r.status_code for r in results).count(201) == 10
+    assert all(r.json()["error"]["code"] == "buying_power" for r in results if r.status_code == 422)
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow("SELECT cash, reserved_cash, open_orders FROM trading_accounts")
+        reserved = await conn.fetchval(
+            "SELECT sum(reserved_cash) FROM trading_orders WHERE status = 'RiskChecked'"
+        )
+    finally:
+        await conn.close()
+    assert row["reserved_cash"] == reserved <= row["cash"]
+    assert row["open_orders"] == 10
+
+
+def _command(user_id: str, client_order_id: str) -> commands.SubmitOrder:
+    return commands.SubmitOrder(
+        UserId(uuid.UUID(user_id)),
+        ClientOrderId(client_order_id),
+        OrderRequest(
+            "AAPL", OrderSide.BUY, OrderType.MARKET, TimeInForce.DAY, Decimal(10), None, None
+        ),
+    )
+
+
+async def test_an_acceptance_decided_on_data_that_changed_since_is_not_placed(
+    api: LiveServer, redis: Any, database_url: str
+) -> None:
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    opened = await api.client.get("/account", headers=user.headers)
+    assert opened.status_code == 200
+    quote = await placing.read_quote(redis, "AAPL")
+    actor = audit.Actor(id=user.user_id, service="tests", endpoint="tests")
+    command = _command(user.user_id, "stale")
+    conn = await asyncpg.connect(database_url)
+    await db.init_connection(conn)  # jsonb as Python objects, as the API's pool has it
+    try:
+        ctx = await conn.fetchrow(
+            "SELECT * FROM trading_order_context_peek($1, 'AAPL')", uuid.UUID(user.user_id)
+        )
+        decision = placing.decide(ctx, quote, OrdersConfig(), actor, command, uuid.uuid4())
+        assert decision[12][-1] == "RiskChecked"  # on what it read, the order fits
+        # the account changes between the read and the write (a fill, another order, ...)
+        await conn.execute("UPDATE trading_accounts SET cash = cash - 99000")
+        assert await conn.fetchrow(placing.PLACE_IF, ctx["digest"], *decision) is None
+        assert await conn.fetchval("SELECT count(*) FROM trading_orders") == 0
+        assert await conn.fetchval("SELECT reserved_cash FROM trading_accounts") == 0
+        # decided again on what is there now, it no longer fits: recorded as rejected
+        fresh = await conn.fetchrow(
+            "SELECT * FROM trading_order_context_peek($1, 'AAPL')", uuid.UUID(user.user_id)
+        )
+        decision = placing.decide(fresh, quote, OrdersConfig(), actor, command, uuid.uuid4())
+        placed = await conn.fetchrow(placing.PLACE_IF, fresh["digest"], *decision)
+        assert placed is not None
+        assert (placed["status"], placed["reject_code"]) == ("Rejected", "buying_power")
+        assert await conn.fetchval("SELECT reserved_cash FROM trading_accounts") == 0
+    finally:
+        await conn.close()
+
+
+async def test_a_repeated_client_order_id_returns_the_original_even_when_data_changed(
+    api: LiveServer, redis: Any, database_url: str
+) -> None:
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    first = await api.client.post(
+        "/orders",
+        headers=user.headers,
+        json={"client_order_id": "same", "symbol": "AAPL", "side": "buy", "quantity": "10"},
+    )
+    assert first.status_code == 201
+    quote = await placing.read_quote(redis, "AAPL")
+    actor = audit.Actor(id=user.user_id, service="tests", endpoint="tests")
+    conn = await asyncpg.connect(database_url)
+    await db.init_connection(conn)  # jsonb as Python objects, as the API's pool has it
+    try:
+        ctx = await conn.fetchrow(
+            "SELECT * FROM trading_order_context_peek($1, 'AAPL')", uuid.UUID(user.user_id)
+        )
+        decision = placing.decide(
+            ctx, quote, OrdersConfig(), actor, _command(user.user_id, "same"), uuid.uuid4()
+        )
+        row = await conn.fetchrow(placing.PLACE_IF, "not the digest", *decision)
+        assert row is not None and str(row["id"]) == first.json()["id"]
+        assert await conn.fetchval("SELECT count(*) FROM trading_orders") == 1
+    finally:
+        await conn.close()
