@@ -164,10 +164,16 @@ async def reconcile(
                 outcome = problem.reason
                 metrics.ERRORS.labels(kind, problem.reason).inc()
             old = dict(body.get("status") or {})
-            if not apply:
+            generation = int(body["metadata"].get("generation") or 0)
+            if apply:
+                rt.applied[owner] = generation
+            else:
                 # A status-only pass has not applied this generation's spec, so it must not
-                # report it as observed (a refresh can see a new spec before its apply runs).
-                seen = int(old.get("observedGeneration") or 0)
+                # report it as observed (a refresh can see a new spec before its apply runs);
+                # nor may it report less than was applied (its cached body can predate the
+                # status the apply pass wrote).
+                seen = max(int(old.get("observedGeneration") or 0), rt.applied.get(owner, 0))
+                seen = min(seen, generation)
                 body = {**body, "metadata": {**body["metadata"], "generation": seen}}
             status = await reporting.status_for(rt, body, manifests, problem)
             if not conditions.same_status(old, status):

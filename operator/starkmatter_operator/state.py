@@ -55,6 +55,9 @@ class Runtime:
     owners: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # The generation each CR was last handed to a reconcile (so one spec goes once).
     seen: dict[Key, Any] = dataclasses.field(default_factory=dict)
+    # The generation whose children this process last applied, per CR: a status-only pass
+    # reports it, whatever an older cached body's status says.
+    applied: dict[Key, int] = dataclasses.field(default_factory=dict)
     # Secret look-ups, briefly cached: hundreds of CRs in one namespace share a few Secrets.
     secrets: dict[tuple[str, str], tuple[float, Any]] = dataclasses.field(default_factory=dict)
     secret_ttl_s: float = 5.0

@@ -45,6 +45,7 @@ async def _on_event(body: kopf.Body, event: kopf.RawEvent, memo: Any, **_: Any) 
     if event.get("type") == "DELETED":
         runtime.owners.pop(key, None)
         runtime.seen.pop(key, None)
+        runtime.applied.pop(key, None)
         return
     runtime.owners[key] = plain
     if memo.refresher is None:
