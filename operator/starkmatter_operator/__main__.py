@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> None:
         help="ClusterKopfPeering name shared by the replicas (only one of them is active)",
     )
     parser.add_argument(
+        "--priority",
+        type=int,
+        default=int(os.environ.get("STARKMATTER_OPERATOR_PRIORITY") or 0) or None,
+        help="peering priority: the live replica with the highest one acts (default: random)",
+    )
+    parser.add_argument(
         "--standalone", action="store_true", help="run without peering (a single replica)"
     )
     parser.add_argument("--verbose", action="store_true")
@@ -38,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # With peering, the replica with the highest priority works and the others wait;
     # random priorities make exactly one of them win without any configuration.
-    priority = secrets.randbelow(10_000) + 1
+    priority = args.priority or secrets.randbelow(10_000) + 1
     if not args.standalone:
         os.environ["STARKMATTER_OPERATOR_PEERING_NAME"] = args.peering
         os.environ["STARKMATTER_OPERATOR_PRIORITY"] = str(priority)

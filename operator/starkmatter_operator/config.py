@@ -42,6 +42,9 @@ class OperatorConfig:
     # Kopf peering between replicas (None: standalone) and this replica's priority.
     peering: str | None = None
     priority: int = 0
+    # Seconds a replica's peering record stays valid without a keep-alive: how long a
+    # standby waits before it takes over from an active replica that died without notice.
+    peering_lifetime_s: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -67,4 +70,5 @@ class OperatorConfig:
             discovery_ttl_s=float(get("DISCOVERY_TTL", str(defaults.discovery_ttl_s))),
             peering=get("PEERING_NAME", "") or None,
             priority=int(get("PRIORITY", "0")),
+            peering_lifetime_s=int(get("PEERING_LIFETIME", str(defaults.peering_lifetime_s))),
         )

@@ -68,15 +68,23 @@ def cluster() -> Iterator[testing.ControlPlane]:
 class OperatorProcess:
     """The operator as a subprocess acting as the chart's ServiceAccount."""
 
-    def __init__(self, plane: testing.ControlPlane, kubeconfig: Path, env: dict[str, str]):
+    def __init__(
+        self,
+        plane: testing.ControlPlane,
+        kubeconfig: Path,
+        env: dict[str, str],
+        *,
+        name: str = "operator",
+        peering: str = f"{RELEASE}-operator",
+    ):
         self.plane = plane
         self.kubeconfig = kubeconfig
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.health_port = 0
         self.metrics_port = 0
-        self.log_path = plane.workdir / "operator.log"
-        self.peering = f"{RELEASE}-operator"
+        self.log_path = plane.workdir / f"{name}.log"
+        self.peering = peering
         self._log: Any = None
 
     def start(self) -> OperatorProcess:
@@ -119,6 +127,14 @@ class OperatorProcess:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as answer:
             return str(answer.read().decode())
+
+    def reconciles(self) -> float:
+        """Reconciles this process has run so far (its own Prometheus counter)."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith("starkmatter_operator_reconciles_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
