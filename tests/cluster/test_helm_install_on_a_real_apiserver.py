@@ -3,6 +3,7 @@ nothing behind when uninstalled."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import yaml
@@ -61,3 +62,60 @@ def test_helm_install_waits_for_ready_pods_and_uninstall_cleans_up(
         "-o", "name",
     ).stdout  # fmt: skip
     assert cluster_scoped.strip() == ""
+
+
+def test_bundled_redis_password_is_generated_once_and_kept_on_upgrade(
+    cluster: testing.ControlPlane, tmp_path: Path
+):
+    namespace = "helm-redis"
+    cluster.kubectl(
+        "apply", "-f", "-",
+        input=yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace,
+                         "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        }),
+    )  # fmt: skip
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "database": {"url": "postgresql://u:p@db.invalid:5432/sm"},
+                "jwt": {"privateKey": "private", "publicKey": "public"},
+                "redisServer": {"bundled": True, "persistence": {"enabled": False}},
+                "operator": {"enabled": False},
+            }
+        )
+    )
+
+    def secrets() -> tuple[str, str]:
+        auth = cluster.get_json("secret", "dev-redis-auth", "-n", namespace)["data"]
+        url = cluster.get_json("secret", "starkmatter-redis", "-n", namespace)["data"]["url"]
+        return base64.b64decode(auth["password"]).decode(), base64.b64decode(url).decode()
+
+    installed = cluster.helm(
+        "install", "dev", str(CHART), "-n", namespace, "-f", str(values),
+        "--wait", "--timeout", "180s",
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    password, url = secrets()
+    assert len(password) == 32
+    assert url == f"redis://:{password}@dev-redis:6379/0"
+    # The server's pod was admitted with the password file from the Secret.
+    (pod,) = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/component=redis")[
+        "items"
+    ]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "auth"]
+    assert volume["secret"]["secretName"] == "dev-redis-auth"
+
+    # An upgrade finds the generated password with lookup: clients and server keep working.
+    upgraded = cluster.helm(
+        "upgrade", "dev", str(CHART), "-n", namespace, "-f", str(values),
+        "--wait", "--timeout", "180s",
+    )  # fmt: skip
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert secrets() == (password, url)
+
+    uninstalled = cluster.helm("uninstall", "dev", "-n", namespace, "--wait")
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
