@@ -50,7 +50,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
+    # Kopf keeps one worker (task, queue, last body) per object until it has been idle this
+    # long. Our event handlers return at once, so a short idle time keeps the number of
+    # live workers, and so peak memory, low when hundreds of objects change together.
+    settings.queueing.idle_timeout = 0.5
     cfg = config.OperatorConfig.from_env()
+    settings.peering.lifetime = cfg.peering_lifetime_s
     client = kube.Kube(
         _credentials, connections=cfg.api_connections, discovery_ttl_s=cfg.discovery_ttl_s
     )
