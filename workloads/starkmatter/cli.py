@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -102,10 +103,21 @@ def _cmd_users_add(args: argparse.Namespace, config: settings.Settings) -> int:
 
 
 def _until_stopped(main: Coroutine[Any, Any, object]) -> int:
-    """Run a service's main coroutine; Ctrl-C/SIGTERM end it without a traceback."""
+    """Run a service's main coroutine until it ends or is stopped.
+
+    Ctrl-C and SIGTERM (what Kubernetes sends a pod) both cancel it, so its clean-up runs
+    (the ingest worker stores what it took in, the gateway tells clients to reconnect) and
+    the process exits 0 without a traceback."""
+
+    async def stoppable() -> object:
+        task = asyncio.current_task()
+        if task is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main
+
     try:
-        result = asyncio.run(main)
-    except KeyboardInterrupt:
+        result = asyncio.run(stoppable())
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 0
     return result if isinstance(result, int) else 0
 

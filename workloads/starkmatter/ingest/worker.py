@@ -135,6 +135,11 @@ async def load_references(pool: asyncpg.Pool, symbols: tuple[str, ...]) -> dict[
     return {row["symbol"]: models.from_decimal(row["close"]) for row in rows}
 
 
+DRAIN_ON_STOP_S = 10.0
+"""How long a stopping worker spends storing what it already took in (Kubernetes gives a
+pod 30 s between SIGTERM and SIGKILL)."""
+
+
 async def run_feed(
     spec: FeedSpec,
     pool: asyncpg.Pool,
@@ -161,6 +166,19 @@ async def run_feed(
             raise RuntimeError("the ingest pipeline stopped")
         producer.result()
         await pipe.drain(close_bars=source.finite)
+    except asyncio.CancelledError:
+        # A stop (SIGTERM, Ctrl-C): stop reading, then store what was taken in, open bars
+        # included as partial bars (the restarted worker's part of each merges with them).
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await producer
+        if not consumer.done():
+            try:
+                async with asyncio.timeout(DRAIN_ON_STOP_S):
+                    await pipe.drain(close_bars=True)
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("ingest.drain_on_stop_failed", feed=spec.name, error=repr(exc))
+        raise
     finally:
         for task in (producer, consumer):
             task.cancel()
