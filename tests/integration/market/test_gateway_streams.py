@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,46 +17,10 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from starkmatter.core import settings
-from starkmatter.core.auth import sessions, tokens
-from starkmatter.gateway import connections, fanout, server
+from starkmatter.gateway import connections
+from tests.integration.market.gateway_support import recv_json, running_gateway, sign_in
 
 pytestmark = pytest.mark.timeout(30)
-
-
-async def sign_in(config: settings.Settings, redis: aioredis.Redis, user_id: str) -> str:
-    session_id = uuid.uuid4().hex
-    await sessions.open_session(redis, session_id, user_id, 600)
-    token, _ = tokens.issue(
-        config.private_key_pem() or "",
-        tokens.TokenConfig(config.jwt_issuer, config.jwt_audience, 600, 5),
-        user_id=user_id,
-        roles=["trader"],
-        session_id=session_id,
-    )
-    return token
-
-
-@contextlib.asynccontextmanager
-async def running_gateway(
-    config: settings.Settings, limits: connections.Limits | None = None
-) -> AsyncIterator[server.Gateway]:
-    redis = aioredis.Redis.from_url(config.redis_url or "")
-    gateway = server.Gateway(
-        fanout.Hub(redis), server.token_verifier(config, redis), redis=redis, limits=limits
-    )
-    await gateway.start("127.0.0.1", 0)
-    try:
-        yield gateway
-    finally:
-        if not gateway.closing:
-            await gateway.stop()
-        await redis.aclose()
-
-
-async def recv_json(ws: ws_client.ClientConnection) -> dict[str, Any]:
-    message = await ws.recv()
-    frame: dict[str, Any] = json.loads(message)
-    return frame
 
 
 async def subscribers(redis: aioredis.Redis, channel: str) -> int:

@@ -84,7 +84,8 @@ class Client(abc.ABC):
         """Topics whose snapshot is not sent yet: their updates wait in ``_latest``."""
         self.congested_since: float | None = None
         self._latest: dict[str, bytes] = {}
-        self._backlog: collections.deque[bytes] = collections.deque()
+        self._backlog: collections.deque[tuple[str, bytes]] = collections.deque()
+        """(topic, frame) waiting for the socket to drain or the topic's snapshot to go out."""
         self.sent = 0
         self.conflated = 0
         transport.set_write_buffer_limits(limits.high_water_bytes, limits.low_water_bytes)
@@ -99,8 +100,8 @@ class Client(abc.ABC):
         self.state = target
 
     @abc.abstractmethod
-    def encode(self, body: bytes) -> bytes:
-        """Frame a JSON message for this transport."""
+    def encode(self, body: bytes, event_id: str | None = None) -> bytes:
+        """Frame a JSON message for this transport; ``event_id`` where it has such a field."""
 
     @abc.abstractmethod
     def close(self, code: int, reason: str) -> None:
@@ -119,7 +120,7 @@ class Client(abc.ABC):
                     metrics.FRAMES_CONFLATED.inc()
                 self._latest[topic] = frame
                 return
-            self._backlog.append(frame)
+            self._backlog.append((topic, frame))
             if len(self._backlog) > self.limits.max_backlog:
                 self.disconnect_slow()
             return
@@ -134,11 +135,21 @@ class Client(abc.ABC):
             metrics.FRAMES_SENT.inc()
 
     def warmed(self, topic: str) -> None:
-        """The snapshot of ``topic`` is sent: release the update that waited for it."""
+        """The snapshot of ``topic`` is sent: release the updates that waited for it."""
         self.warming.discard(topic)
-        frame = self._latest.pop(topic, None)
-        if frame is not None:
-            self.deliver(topic, frame, True)
+        if self.congested_since is None and self._backlog:
+            # Frames of a topic that is not conflated waited here for its snapshot.
+            kept: collections.deque[tuple[str, bytes]] = collections.deque()
+            for held, frame in self._backlog:
+                if held == topic:
+                    self.transport.write(frame)
+                    self.sent += 1
+                else:
+                    kept.append((held, frame))
+            self._backlog = kept
+        latest = self._latest.pop(topic, None)
+        if latest is not None:
+            self.deliver(topic, latest, True)
 
     def pause_writing(self) -> None:
         if self.congested_since is None:
@@ -148,15 +159,21 @@ class Client(abc.ABC):
         self.congested_since = None
         if self.state is not ConnectionState.OPEN:
             return
-        backlog, self._backlog = self._backlog, collections.deque()
+        backlog: collections.deque[tuple[str, bytes]] = collections.deque()
+        written = 0
+        for topic, frame in self._backlog:
+            if topic in self.warming:
+                backlog.append((topic, frame))
+            else:
+                self.transport.write(frame)
+                written += 1
+        self._backlog = backlog
         latest = {t: f for t, f in self._latest.items() if t not in self.warming}
         for topic in latest:
             del self._latest[topic]
-        for frame in backlog:
-            self.transport.write(frame)
         for frame in latest.values():
             self.transport.write(frame)
-        self.sent += len(backlog) + len(latest)
+        self.sent += written + len(latest)
 
     def lagging(self, now: float) -> bool:
         return (

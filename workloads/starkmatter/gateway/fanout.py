@@ -4,14 +4,24 @@ A gateway replica subscribes in Redis only to the topics its own clients hold (t
 local subscriber subscribes, the last one leaving unsubscribes), so replicas scale out
 without each carrying every channel. Each message is turned into an ``update`` frame once
 per transport kind, whatever the number of clients that receive it.
+
+Every message gets a sequence number, and the event id ``{epoch}-{seq}`` (``epoch`` is
+random per gateway process). The last ``replay_depth`` updates of each held topic are kept,
+so an SSE client that reconnects with ``Last-Event-ID`` gets the updates it missed when this
+same process held the topic the whole time and still has them; otherwise it gets a fresh
+snapshot. After the Redis subscriber reconnects, every client gets a fresh snapshot of each
+of its topics (what was published during the outage is lost to pub/sub).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import os
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_exceptions
 
 from starkmatter.core import logs
 from starkmatter.gateway import connections, metrics, subscribing, topics
@@ -34,31 +44,61 @@ def snapshot_body(topic: str, payload: bytes | None) -> bytes:
     return b'{"type":"snapshot","topic":"' + topic.encode() + b'","data":' + data + b"}"
 
 
+def parse_event_id(value: str, epoch: str) -> int | None:
+    """The sequence number in ``{epoch}-{seq}`` if it is one of ``epoch``'s; else None."""
+    head, _, tail = value.strip().partition("-")
+    if head != epoch or not tail.isdigit() or len(tail) > 18:
+        return None
+    return int(tail)
+
+
 class Hub:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, *, replay_depth: int = 128) -> None:
         self.redis = redis
         self.subscribers: dict[str, set[connections.Client]] = {}
         self._redis_topics: set[str] = set()
-        self._subscriber = subscribing.Subscriber(redis, self.dispatch)
+        self._subscriber = subscribing.Subscriber(
+            redis, self.dispatch, on_resubscribed=self._resubscribed
+        )
+        self.epoch = os.urandom(4).hex()
+        self.seq = 0
+        """Sequence number of the last message dispatched (any topic)."""
+        self.replay_depth = replay_depth
+        self._history: dict[str, collections.deque[tuple[int, bytes]]] = {}
+        """Per held topic: the last ``replay_depth`` (seq, update body)."""
+        self._floor: dict[str, int] = {}
+        """Per held topic: the history holds every message after this seq (none before)."""
         # Snapshot reads share the process's Redis pool with everything else: a reconnect
         # storm of clients must queue here, not exhaust the pool.
         self._reads = asyncio.Semaphore(16)
+        self._resnapshots: set[asyncio.Task[None]] = set()
         self.dispatched = 0
 
     @property
     def ready(self) -> bool:
         return self._subscriber.ready
 
+    @property
+    def reconnects(self) -> int:
+        """Times the Redis subscriber has reconnected after losing its connection."""
+        return self._subscriber.reconnects
+
     async def start(self) -> None:
         await self.redis.ping()
         await self._subscriber.start()
 
     async def stop(self) -> None:
+        for task in list(self._resnapshots):
+            task.cancel()
+        await asyncio.gather(*self._resnapshots, return_exceptions=True)
         await self._subscriber.stop()
 
     @property
     def redis_topics(self) -> frozenset[str]:
         return frozenset(self._redis_topics)
+
+    def event_id(self, seq: int | None = None) -> str:
+        return f"{self.epoch}-{self.seq if seq is None else seq}"
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -72,12 +112,75 @@ class Hub:
         # SUBSCRIBE is written before the snapshot is read on another connection; Redis
         # handles a client's commands in order, so no update can fall between the two
         # except one that the snapshot already contains (harmless: updates are states).
-        async with self._reads:
-            raw = await self.redis.get(topics.snapshot_key(topic))
-        snapshot = raw.encode() if isinstance(raw, str) else raw
+        snapshot = await self._read_snapshot(topic)
         if topic in client.topics:
-            client.send_now(client.encode(snapshot_body(topic, snapshot)))
+            client.send_now(client.encode(snapshot_body(topic, snapshot), self.event_id()))
             client.warmed(topic)
+
+    def resume(self, client: connections.Client, topic: str, after: int) -> bool:
+        """Register ``client`` on ``topic`` replaying the updates after seq ``after``.
+
+        Only possible while this process has held the topic since before ``after`` and
+        still keeps every update since; False (nothing done) otherwise: subscribe instead.
+        """
+        floor = self._floor.get(topic)
+        if floor is None or after < floor or after > self.seq:
+            return False
+        client.topics.add(topic)
+        self.subscribers.setdefault(topic, set()).add(client)
+        metrics.SUBSCRIPTIONS.inc()
+        conflatable = topics.conflatable(topic)
+        for seq, body in self._history.get(topic, ()):
+            if seq > after:
+                client.deliver(topic, client.encode(body, self.event_id(seq)), conflatable)
+        return True
+
+    async def resnapshot(self) -> None:
+        """Send every client a fresh snapshot of each of its topics (after lost messages)."""
+        for topic, holders in list(self.subscribers.items()):
+            for client in holders:
+                client.warming.add(topic)
+            try:
+                snapshot = await self._read_snapshot(topic)
+            except BaseException:
+                for client in list(holders):
+                    client.warmed(topic)
+                raise
+            body = snapshot_body(topic, snapshot)
+            for client in list(self.subscribers.get(topic, ())):
+                if topic in client.warming:
+                    client.send_now(client.encode(body, self.event_id()))
+                    client.warmed(topic)
+
+    async def _read_snapshot(self, topic: str) -> bytes | None:
+        # After Redis restarts, the pool's idle connections are dead and the first command
+        # on each fails: a couple of quick retries reach a fresh connection.
+        for attempt in range(3):
+            try:
+                async with self._reads:
+                    raw = await self.redis.get(topics.snapshot_key(topic))
+            except redis_exceptions.ConnectionError:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+            else:
+                return raw.encode() if isinstance(raw, str) else raw
+        raise AssertionError("unreachable")
+
+    def _resubscribed(self) -> None:
+        """The subscriber reconnected: what was published meanwhile is lost."""
+        for topic in self._redis_topics:
+            self._floor[topic] = self.seq
+            self._history.pop(topic, None)
+        log.info("gateway.redis_resubscribed", topics=len(self._redis_topics))
+        task = asyncio.ensure_future(self.resnapshot())
+        self._resnapshots.add(task)
+        task.add_done_callback(self._resnapshot_done)
+
+    def _resnapshot_done(self, task: asyncio.Task[None]) -> None:
+        self._resnapshots.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("gateway.resnapshot_failed", error=repr(task.exception()))
 
     async def unsubscribe(self, client: connections.Client, topic: str) -> None:
         if topic not in client.topics:
@@ -102,9 +205,12 @@ class Hub:
         if wanted and topic not in self._redis_topics:
             self._subscriber.subscribe(topic)
             self._redis_topics.add(topic)
+            self._floor[topic] = self.seq
         elif not wanted and topic in self._redis_topics:
             self._subscriber.unsubscribe(topic)
             self._redis_topics.discard(topic)
+            self._floor.pop(topic, None)
+            self._history.pop(topic, None)
         metrics.REDIS_TOPICS.set(len(self._redis_topics))
 
     # ------------------------------------------------------------------ messages
@@ -114,14 +220,24 @@ class Hub:
         holders = self.subscribers.get(topic)
         if not holders:
             return 0
+        self.seq = seq = self.seq + 1
         body = update_body(topic, payload)
+        history = self._history.get(topic)
+        if history is None:
+            history = self._history[topic] = collections.deque(maxlen=self.replay_depth)
+        if len(history) == self.replay_depth:
+            self._floor[topic] = history[0][0]
+        history.append((seq, body))
         conflatable = topics.conflatable(topic)
         frames: dict[type, bytes] = {}
+        event_id = None
         for client in list(holders):
             kind = type(client)
             frame = frames.get(kind)
             if frame is None:
-                frame = frames[kind] = client.encode(body)
+                if event_id is None:
+                    event_id = f"{self.epoch}-{seq}"
+                frame = frames[kind] = client.encode(body, event_id)
             client.deliver(topic, frame, conflatable)
         self.dispatched += 1
         metrics.FRAMES_SENT.inc(len(holders))

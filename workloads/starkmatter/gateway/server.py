@@ -40,6 +40,9 @@ from starkmatter.gateway import connections, fanout, metrics, topics
 
 log = logs.get_logger(__name__)
 
+SSE_RETRY_MS = 1_000
+"""Reconnect delay an SSE client is told to use (``retry:``)."""
+
 Authenticate = Callable[[str], Awaitable[tokens.Principal]]
 """Verifies a JWT (signature, claims, open session); raises ``errors.Unauthenticated``."""
 
@@ -71,7 +74,7 @@ class WebSocketClient(connections.Client):
         self.protocol = protocol
         self.last_pong = time.monotonic()
 
-    def encode(self, body: bytes) -> bytes:
+    def encode(self, body: bytes, event_id: str | None = None) -> bytes:
         return ws_text_frame(body)
 
     def flush_protocol(self) -> None:
@@ -95,9 +98,10 @@ class WebSocketClient(connections.Client):
 class SseClient(connections.Client):
     transport_name = "sse"
 
-    def encode(self, body: bytes) -> bytes:
+    def encode(self, body: bytes, event_id: str | None = None) -> bytes:
         kind = body[9 : body.index(b'"', 9)] if body.startswith(b'{"type":"') else b"message"
-        return b"event: " + kind + b"\ndata: " + body + b"\n\n"
+        head = b"id: " + event_id.encode() + b"\n" if event_id is not None else b""
+        return head + b"event: " + kind + b"\ndata: " + body + b"\n\n"
 
     def close(self, code: int, reason: str) -> None:
         if self.state in (connections.ConnectionState.CLOSING, connections.ConnectionState.CLOSED):
@@ -290,18 +294,23 @@ class _Connection(asyncio.Protocol):
             self._respond(401, exc.code.encode() + b"\n")
             return
         wanted = [t for raw in query.get("topics", []) for t in raw.split(",") if t]
+        # EventSource sends the header on its own reconnects; the query parameter is for
+        # clients that open a new EventSource themselves and cannot set headers.
+        last_id = request.headers.get("Last-Event-ID") or query.get("lastEventId", [""])[0]
+        resume_after = fanout.parse_event_id(last_id, gateway.hub.epoch) if last_id else None
         client = SseClient(self.transport, gateway.limits)
         client.principal = principal
         self.client = client
         self.transport.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
             b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
+            b"retry: %d\n\n" % SSE_RETRY_MS
         )
         client.transition(connections.ConnectionState.OPEN)
         gateway.clients.add(client)
         metrics.CONNECTIONS.labels(transport="sse").inc()
         try:
-            await gateway.subscribe(client, wanted)
+            await gateway.subscribe(client, wanted, resume_after=resume_after)
         except (OSError, ConnectionError, redis_exceptions.RedisError) as exc:
             log.warning("gateway.backend_error", error=str(exc))
             client.close(1011, "unavailable")
@@ -452,7 +461,14 @@ class Gateway:
             return
         client.transition(connections.ConnectionState.OPEN)
 
-    async def subscribe(self, client: connections.Client, wanted: list[str]) -> None:
+    async def subscribe(
+        self, client: connections.Client, wanted: list[str], *, resume_after: int | None = None
+    ) -> None:
+        """Subscribe to each allowed topic: its snapshot, then updates; refusals as errors.
+
+        With ``resume_after`` (an SSE ``Last-Event-ID`` of this process), a topic whose
+        missed updates are all still kept replays them instead of sending a snapshot.
+        """
         principal = client.principal
         assert principal is not None
         for topic in dict.fromkeys(wanted):
@@ -470,6 +486,8 @@ class Gateway:
                 topics.authorize(topic, principal, owner)
             except topics.Refused as refused:
                 self.refuse(client, refused.code, refused.message, topic)
+                continue
+            if resume_after is not None and self.hub.resume(client, topic, resume_after):
                 continue
             await self.hub.subscribe(client, topic)
 

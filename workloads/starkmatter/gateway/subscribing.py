@@ -4,7 +4,8 @@ redis-py's ``PubSub.get_message`` costs tens of microseconds of Python per messa
 caps a gateway's message rate and adds queueing latency long before the sockets are busy.
 This reader parses the push stream itself (arrays of bulk strings) and hands each
 ``message`` to a callback synchronously. On a lost connection it reconnects with backoff
-and re-subscribes to every channel it held.
+(exponential, with jitter), re-subscribes to every channel it held, and once Redis has
+confirmed them all calls ``on_resubscribed`` (whatever was published in between is lost).
 """
 
 from __future__ import annotations
@@ -81,10 +82,20 @@ def parse_pushes(buffer: bytes | bytearray, start: int = 0) -> tuple[list[list[A
 
 
 class Subscriber:
-    def __init__(self, redis: aioredis.Redis, on_message: Callable[[str, bytes], Any]) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        on_message: Callable[[str, bytes], Any],
+        on_resubscribed: Callable[[], Any] | None = None,
+    ) -> None:
         self._kwargs: dict[str, Any] = dict(redis.connection_pool.connection_kwargs)
         self._ssl = "ssl" in str(redis.connection_pool.connection_class).lower()
         self.on_message = on_message
+        self.on_resubscribed = on_resubscribed
+        self.reconnects = 0
+        """Connections re-established after a loss."""
+        self._unconfirmed: set[bytes] = set()
+        """Channels re-subscribed after a reconnect that Redis has not confirmed yet."""
         self.channels: set[str] = set()
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
@@ -147,6 +158,7 @@ class Subscriber:
 
     async def _run(self) -> None:
         attempt = 0
+        connected_before = False
         while True:
             try:
                 reader, writer = await self._open()
@@ -159,6 +171,13 @@ class Subscriber:
                 continue
             attempt = 0
             self._writer = writer
+            if connected_before:
+                self.reconnects += 1
+                log.info("gateway.redis_reconnected", channels=len(self.channels))
+                self._unconfirmed = {c.encode() for c in self.channels}
+                if not self._unconfirmed:
+                    self._confirmed()
+            connected_before = True
             if self.channels:
                 writer.write(_command(b"SUBSCRIBE", *(c.encode() for c in sorted(self.channels))))
             self.ready = True
@@ -185,3 +204,11 @@ class Subscriber:
             for push in pushes:
                 if len(push) == 3 and push[0] == b"message":
                     on_message(push[1].decode(), push[2])
+                elif self._unconfirmed and push[0] == b"subscribe":
+                    self._unconfirmed.discard(push[1])
+                    if not self._unconfirmed:
+                        self._confirmed()
+
+    def _confirmed(self) -> None:
+        if self.on_resubscribed is not None:
+            self.on_resubscribed()
