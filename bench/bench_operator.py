@@ -141,24 +141,43 @@ def main() -> None:
         plane.kubectl("create", "namespace", NS)
         plane.kubectl("apply", "-f", "-", input=platform_secrets(NS))
         log = (plane.workdir / "operator.log").open("wb")
+        metrics_port = testing.free_port()
         operator = subprocess.Popen(
             [sys.executable, "-m", "starkmatter_operator", "--standalone",
              "--liveness", f"http://127.0.0.1:{testing.free_port()}/healthz"],
             env={**os.environ, "KUBECONFIG": str(plane.kubeconfig),
-                 "STARKMATTER_OPERATOR_METRICS_PORT": "0",
+                 "STARKMATTER_OPERATOR_METRICS_PORT": str(metrics_port),
                  "STARKMATTER_OPERATOR_DEBOUNCE": "0.05"},
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=testing.die_with_parent,
         )  # fmt: skip
         try:
             time.sleep(3)  # the operator lists and starts its watches
-            run(plane, api, operator.pid)
+            run(plane, api, operator.pid, f"http://127.0.0.1:{metrics_port}/metrics")
         finally:
             operator.terminate()
             operator.wait(timeout=30)
             log.close()
 
 
-def run(plane: testing.ControlPlane, api: Api, pid: int) -> None:
+def operator_requests(url: str) -> dict[str, float]:
+    """The operator's own counters: apiserver requests by method and resource, Events."""
+    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (loopback only)
+        text = answer.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("starkmatter_operator_api_requests_total{"):
+            inside = line[line.index("{") + 1 : line.index("}")].replace('"', "")
+            labels = dict(item.split("=", 1) for item in inside.split(","))
+            key = f"{labels['method']} {labels['resource']}"
+        elif line.startswith("starkmatter_operator_events_total{"):
+            key = "POST events"
+        else:
+            continue
+        counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def run(plane: testing.ControlPlane, api: Api, pid: int, metrics_url: str) -> None:
     base = f"/apis/starkmatter.io/v1alpha1/namespaces/{NS}/marketfeeds"
 
     # 1. apply -> Ready, one feed at a time (ingest 1 pod + gateway 1 pod, Ready for real).
@@ -192,6 +211,7 @@ def run(plane: testing.ControlPlane, api: Api, pid: int) -> None:
     # 2. 500 feeds created at once (no pods: this measures the operator, not the
     # scheduler), by 8 parallel API clients so that creation is not the bottleneck.
     feeds = [feed(f"bulk-{i}", 0) for i in range(BULK)]
+    requests_before = operator_requests(metrics_url)
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda f: api.post(base, f), feeds))
@@ -205,6 +225,7 @@ def run(plane: testing.ControlPlane, api: Api, pid: int) -> None:
     wait(all_ready, timeout=600, interval=0.5)
     bulk = time.perf_counter() - started
     rss, peak = rss_mb(pid)
+    requests_after = operator_requests(metrics_url)
     children = api.get(
         f"/api/v1/namespaces/{NS}/configmaps?labelSelector=starkmatter.io/owner-kind%3Dmarketfeed"
     )["items"]
@@ -222,6 +243,13 @@ def run(plane: testing.ControlPlane, api: Api, pid: int) -> None:
           f"{bulk:.1f} s from the first create")  # fmt: skip
     print(f"  (the {BULK} creates took {created:.1f} s; target < 60 s)")
     print(f"  operator memory: {rss:.0f} MB resident now, {peak:.0f} MB peak (target < 250 MB)")
+    per_feed = {
+        k: (v - requests_before.get(k, 0)) / BULK
+        for k, v in sorted(requests_after.items())
+        if v - requests_before.get(k, 0) > 0
+    }
+    print(f"  operator round trips per feed: {sum(per_feed.values()):.2f} "
+          f"({', '.join(f'{k} {v:.2f}' for k, v in per_feed.items())})")  # fmt: skip
     print(f"  baseline: kubectl apply of {BULK} plain ConfigMaps {baseline:.1f} s; "
           f"ratio {bulk / baseline:.2f}x")  # fmt: skip
     floor = raw_children(plane, api)

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from starkmatter_operator import config
+from starkmatter_operator import config, metrics
 
 # (apiVersion, kind) -> plural. Only what the operator reads or writes.
 PLURALS: dict[tuple[str, str], str] = {
@@ -123,6 +123,7 @@ class Kube:
         text: bool = False,
     ) -> Any:
         session, creds = self._connect()
+        metrics.API_REQUESTS.labels(method, metrics.resource_of(path)).inc()
         accept = "application/json, */*" if text else "application/json"
         headers = {**self._headers(creds), "Accept": accept}
         data = None

@@ -26,6 +26,32 @@ CHILD_WRITES = prometheus_client.Counter(
     ["child_kind", "change"],
 )
 
+API_REQUESTS = prometheus_client.Counter(
+    "starkmatter_operator_api_requests_total",
+    "Requests the operator's own client made to the apiserver (Kopf's watches and Events "
+    "not included), by HTTP method and resource (with subresource).",
+    ["method", "resource"],
+)
+EVENTS = prometheus_client.Counter(
+    "starkmatter_operator_events_total",
+    "Kubernetes Events the operator posted about its custom resources, by type and reason.",
+    ["type", "reason"],
+)
+
+
+def resource_of(path: str) -> str:
+    """`/apis/apps/v1/namespaces/ns/deployments/x/status` -> `deployments/status`."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if "namespaces" in parts:
+        i = parts.index("namespaces")
+        rest = parts[i + 2 :] if len(parts) > i + 2 else ["namespaces"]
+    else:
+        start = 2 if parts[:1] == ["api"] else 3
+        rest = parts[start:]
+    if not rest:
+        return "discovery"
+    return rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+
 
 def serve(port: int) -> None:
     prometheus_client.start_http_server(port)

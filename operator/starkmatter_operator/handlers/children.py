@@ -21,6 +21,8 @@ CHILD_RESOURCES = [
     ("monitoring.coreos.com/v1", "prometheusrules"),
 ]
 OWNER_KINDS = {kind.lower(): kind for kind in state.KINDS}
+MANAGED = {"app.kubernetes.io/managed-by": config.MANAGED_BY}
+SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
 
 
 async def on_child(event: kopf.RawEvent, resource: kopf.Resource, memo: Any, **_: Any) -> None:
@@ -53,6 +55,6 @@ for _api_version, _plural in CHILD_RESOURCES:
         _group,
         _version,
         _plural,
-        labels={"app.kubernetes.io/managed-by": config.MANAGED_BY},
+        labels=MANAGED,
         id=f"child-{_plural}",
     )(on_child)

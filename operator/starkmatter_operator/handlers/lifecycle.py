@@ -17,6 +17,7 @@ from starkmatter_operator import (
     reconciling,
     state,
 )
+from starkmatter_operator.handlers import children
 
 log = logging.getLogger(__name__)
 _login: list[kopf.ConnectionInfo] = []
@@ -54,6 +55,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # long. Our event handlers return at once, so a short idle time keeps the number of
     # live workers, and so peak memory, low when hundreds of objects change together.
     settings.queueing.idle_timeout = 0.5
+    # Children are watched with the label as a server-side selector, so the apiserver sends
+    # only the operator's own objects (not every ConfigMap, Deployment and Job in the
+    # cluster) and the operator neither parses nor keeps the rest.
+    for api_version, plural in children.CHILD_RESOURCES:
+        group, _sep, version = api_version.rpartition("/")
+        settings.watching.label_selectors[(group, version, plural)] = children.SELECTOR
     cfg = config.OperatorConfig.from_env()
     settings.peering.lifetime = cfg.peering_lifetime_s
     client = kube.Kube(
@@ -64,6 +71,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     def post_event(body: Any, kind: str, reason: str, message: str) -> None:
         try:
             kopf.event(body, type=kind, reason=reason, message=message[:1000])
+            metrics.EVENTS.labels(kind, reason).inc()
         except LookupError:
             # Only tasks started inside Kopf's handlers can post; never fail a reconcile.
             log.warning("event=event.unposted reason=%s", reason)
