@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ import redis.exceptions
 from starkmatter.alerts import delivering, evaluating
 from starkmatter.core import db, redis_client, settings
 from starkmatter.news import pipeline, sampleserver, storing
+from starkmatter.portfolio import marking
 from starkmatter.retention import objectstore
 from starkmatter.tasks.app import app
 
@@ -131,44 +133,19 @@ def backfill_from_files(folder: str | None = None) -> dict[str, int]:
     return _run(lambda pool, _redis: backfill(pool, files))
 
 
-async def unrealized_pnl(pool: asyncpg.Pool, redis_conn: aioredis.Redis, user: str | None) -> int:
-    """Mark positions to the live quotes and publish each user's P&L on portfolio:{userId}.
-
-    Read-only on the trading tables (the portfolio component owns them); returns the
-    number of users published."""
+async def recalculate(pool: asyncpg.Pool, redis_conn: aioredis.Redis, user: str | None) -> int:
+    """Mark every holder (or ``user``) to the live quotes through the portfolio's own ledger:
+    marks, snapshot and day close stored, cache dropped, ``portfolio:{userId}`` told.
+    Returns the number of users revalued."""
     if not await pool.fetchval("SELECT to_regclass('trading_positions') IS NOT NULL"):
         return 0
-    rows = await pool.fetch(
-        """SELECT user_id::text AS user_id, symbol, quantity, avg_cost FROM trading_positions
-           WHERE quantity <> 0 AND ($1::text IS NULL OR user_id::text = $1)""",
-        user,
-    )
-    symbols = sorted({r["symbol"] for r in rows})
-    quotes = await redis_conn.mget([f"quote:{s}" for s in symbols]) if symbols else []
-    last = {
-        s: decimal.Decimal(json.loads(q)["last"])
-        for s, q in zip(symbols, quotes, strict=True)
-        if q and json.loads(q).get("last") is not None
-    }
-    per_user: dict[str, decimal.Decimal] = {}
-    for r in rows:
-        if r["symbol"] in last:
-            pnl = (last[r["symbol"]] - r["avg_cost"]) * r["quantity"]
-            per_user[r["user_id"]] = per_user.get(r["user_id"], decimal.Decimal(0)) + pnl
-    now = dt.datetime.now(dt.UTC).isoformat()
-    async with redis_conn.pipeline(transaction=False) as pipe:
-        for uid, pnl in per_user.items():
-            pipe.publish(
-                f"portfolio:{uid}",
-                json.dumps({"type": "pnl", "unrealized_pnl": str(pnl), "ts": now}),
-            )
-        await pipe.execute()
-    return len(per_user)
+    who = uuid.UUID(user) if user else None
+    return len(await marking.revalue(pool, redis_conn, dt.datetime.now(dt.UTC), who))
 
 
 @app.task(name="starkmatter.tasks.jobs.recalculate_pnl", **RELIABLE)
 def recalculate_pnl(user_id: str | None = None) -> int:
-    return _run(lambda pool, r: unrealized_pnl(pool, r, user_id))
+    return _run(lambda pool, r: recalculate(pool, r, user_id))
 
 
 async def portfolio_reports(pool: asyncpg.Pool, store: objectstore.ObjectStore, day: str) -> int:
@@ -267,7 +244,7 @@ async def handle_event(
         finally:
             await evaluator.aclose()
         return f"{len(fired)} price alerts"
-    users = await unrealized_pnl(pool, redis_conn, str(payload["user_id"]))
+    users = await recalculate(pool, redis_conn, str(payload["user_id"]))
     return f"pnl for {users} users"
 
 
