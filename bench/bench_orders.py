@@ -404,6 +404,20 @@ async def main() -> None:
                 if os.environ.get("BENCH_ORDERS_DIAG"):
                     for what, n in waits.most_common(25):
                         print(f"  {n:6d}  {what}")
+                retries = 0.0
+                async with httpx.AsyncClient() as scrape:
+                    for port in ports:
+                        text = (await scrape.get(f"http://127.0.0.1:{port}/metrics")).text
+                        retries += sum(
+                            float(line.split()[-1])
+                            for line in text.splitlines()
+                            if line.startswith("starkmatter_orders_placement_retries_total")
+                        )
+                print(
+                    f"  placement retries (warm-up + burst): {retries:.0f}"
+                    f" ({retries / (2 * BURST_ORDERS):.2f} per order)",
+                    flush=True,
+                )
                 print(
                     f"  burst: {throughput:.0f} orders/s, submit p50"
                     f" {common.percentile(burst_lat, 50) * 1000:.1f} ms",

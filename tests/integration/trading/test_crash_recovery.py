@@ -112,6 +112,17 @@ async def assert_applied_exactly_once(
             break
         await asyncio.sleep(0.02)
     assert await conn.fetchval("SELECT count(*) FROM trading_outbox") == 0
+    # the seed's triggers: one OrderPlaced per order, one PortfolioChange per committed fill
+    # batch, keyed by one of that batch's executions (nothing relays them in this test)
+    placed = await conn.fetch("SELECT event_key FROM event_outbox WHERE event = 'OrderPlaced'")
+    assert sorted(r["event_key"] for r in placed) == sorted(ids)
+    changes = await conn.fetch(
+        "SELECT event_key, payload->>'user_id' AS user_id FROM event_outbox"
+        " WHERE event = 'PortfolioChange'"
+    )
+    executions = {str(r["id"]) for r in await conn.fetch("SELECT id FROM trading_executions")}
+    assert changes and {r["event_key"] for r in changes} <= executions
+    assert {r["user_id"] for r in changes} == {user.user_id}
 
 
 @pytest.mark.parametrize("failpoint", ["after_broker_submit", "before_commit", "after_commit"])
@@ -136,6 +147,7 @@ async def test_worker_killed_at_a_step_recovers_with_nothing_lost_or_doubled(
         assert executions == 0
         statuses = await db_conn.fetch("SELECT DISTINCT status FROM trading_orders")
         assert [r["status"] for r in statuses] == ["RiskChecked"]
+        assert await db_conn.fetchval("SELECT count(*) FROM event_outbox") == 0
     healthy = await start_worker(config)
     try:
         await assert_applied_exactly_once(api, user, db_conn, ids)

@@ -1,5 +1,6 @@
-"""Placement decides on an unlocked read and writes only if that read is still current;
-after lost races it decides under the account lock. Both paths keep buying power safe."""
+"""Placement decides on an unlocked read and its write re-checks the account-bound limits
+under the account lock; when one no longer holds, the order is decided again under the
+lock. Both paths keep buying power, positions and the limits safe."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from starkmatter.core import audit, db
 from starkmatter.orders import commands, placing
+from starkmatter.orders import config as orders_config
 from starkmatter.orders.config import OrdersConfig
 from starkmatter.orders.model import (
     ClientOrderId,
@@ -28,16 +30,15 @@ from tests.support import LiveServer, sign_up
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.mark.parametrize("optimistic_attempts", [0, 1])
+@pytest.mark.parametrize("optimistic", [True, False])
 async def test_racing_orders_never_spend_the_same_buying_power_on_either_placement_path(
     api: LiveServer,
     redis: Any,
     database_url: str,
     monkeypatch: pytest.MonkeyPatch,
-    optimistic_attempts: int,
+    optimistic: bool,
 ) -> None:
-    # 0: every order is decided under the account lock; 1: one unlocked try, then the lock.
-    monkeypatch.setattr(placing, "OPTIMISTIC_ATTEMPTS", optimistic_attempts)
+    monkeypatch.setattr(placing, "OPTIMISTIC", optimistic)
     user = await sign_up(api.client)
     await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
     # each order reserves 98 * 100.01 * 1.02 = 9,996.99: ten fit in 100,000, not eleven
@@ -62,13 +63,79 @@ async def test_racing_orders_never_spend_the_same_buying_power_on_either_placeme
     assert row["open_orders"] == 10
 
 
-def _command(user_id: str, client_order_id: str) -> commands.SubmitOrder:
+@pytest.mark.parametrize(
+    ("env", "allowed", "reason"),
+    [
+        ({"MAX_OPEN_ORDERS": "5"}, 5, "open_orders_limit"),
+        ({"MAX_ORDERS_PER_SECOND": "4"}, 4, "rate_limit"),
+        ({"MAX_POSITION_NOTIONAL": "3500"}, 3, "position_limit"),
+        ({"MAX_GROSS_EXPOSURE": "3500"}, 3, "gross_exposure"),
+    ],
+)
+async def test_racing_orders_never_pass_an_account_limit_together(
+    api: LiveServer,
+    redis: Any,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    allowed: int,
+    reason: str,
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(f"STARKMATTER_ORDERS_{key}", value)
+    orders_config.get_config.cache_clear()
+    try:
+        user = await sign_up(api.client)
+        await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+        # each order reserves 10 * 100.01 * 1.02 = 1,020.10 of notional
+        bodies = [
+            {"client_order_id": f"lim{i}", "symbol": "AAPL", "side": "buy", "quantity": "10"}
+            for i in range(12)
+        ]
+        results = await asyncio.gather(
+            *(api.client.post("/orders", headers=user.headers, json=b) for b in bodies)
+        )
+    finally:
+        monkeypatch.undo()
+        orders_config.get_config.cache_clear()
+    accepted = [r for r in results if r.status_code == 201]
+    refused = [r for r in results if r.status_code != 201]
+    assert refused and all(r.json()["error"]["code"] == reason for r in refused)
+    if reason != "rate_limit":
+        assert len(accepted) == allowed
+        return
+    # the rate window is one wall-clock second, and the burst may straddle two or more
+    conn = await asyncpg.connect(database_url)
+    try:
+        per_second = await conn.fetch(
+            "SELECT date_trunc('second', created_at) AS s, count(*) AS n FROM trading_orders"
+            " WHERE status <> 'Rejected' GROUP BY 1"
+        )
+    finally:
+        await conn.close()
+    assert sum(r["n"] for r in per_second) == len(accepted) >= allowed
+    assert all(r["n"] <= allowed for r in per_second)
+
+
+def _command(
+    user_id: str, client_order_id: str, side: OrderSide = OrderSide.BUY, quantity: int = 10
+) -> commands.SubmitOrder:
     return commands.SubmitOrder(
         UserId(uuid.UUID(user_id)),
         ClientOrderId(client_order_id),
         OrderRequest(
-            "AAPL", OrderSide.BUY, OrderType.MARKET, TimeInForce.DAY, Decimal(10), None, None
+            "AAPL", side, OrderType.MARKET, TimeInForce.DAY, Decimal(quantity), None, None
         ),
+    )
+
+
+def _limits(config: OrdersConfig) -> tuple[Any, ...]:
+    limits = config.limits()
+    return (
+        limits.max_orders_per_second,
+        limits.max_open_orders,
+        limits.max_position_notional,
+        limits.max_gross_exposure,
     )
 
 
@@ -92,15 +159,18 @@ async def test_an_acceptance_decided_on_data_that_changed_since_is_not_placed(
         assert decision[12][-1] == "RiskChecked"  # on what it read, the order fits
         # the account changes between the read and the write (a fill, another order, ...)
         await conn.execute("UPDATE trading_accounts SET cash = cash - 99000")
-        assert await conn.fetchrow(placing.PLACE_IF, ctx["digest"], *decision) is None
+        config = OrdersConfig()
+        checked = await conn.fetchrow(placing.PLACE_CHECKED, *_limits(config), *decision)
+        assert checked is None
         assert await conn.fetchval("SELECT count(*) FROM trading_orders") == 0
         assert await conn.fetchval("SELECT reserved_cash FROM trading_accounts") == 0
-        # decided again on what is there now, it no longer fits: recorded as rejected
+        # decided again on what is there now (as the API does, under the lock), it no
+        # longer fits: recorded as rejected
         fresh = await conn.fetchrow(
             "SELECT * FROM trading_order_context_peek($1, 'AAPL')", uuid.UUID(user.user_id)
         )
         decision = placing.decide(fresh, quote, OrdersConfig(), actor, command, uuid.uuid4())
-        placed = await conn.fetchrow(placing.PLACE_IF, fresh["digest"], *decision)
+        placed = await conn.fetchrow(placing.PLACE, *decision)
         assert placed is not None
         assert (placed["status"], placed["reject_code"]) == ("Rejected", "buying_power")
         assert await conn.fetchval("SELECT reserved_cash FROM trading_accounts") == 0
@@ -108,7 +178,7 @@ async def test_an_acceptance_decided_on_data_that_changed_since_is_not_placed(
         await conn.close()
 
 
-async def test_a_repeated_client_order_id_returns_the_original_even_when_data_changed(
+async def test_a_repeated_client_order_id_returns_the_original_on_the_checked_path(
     api: LiveServer, redis: Any, database_url: str
 ) -> None:
     user = await sign_up(api.client)
@@ -130,7 +200,7 @@ async def test_a_repeated_client_order_id_returns_the_original_even_when_data_ch
         decision = placing.decide(
             ctx, quote, OrdersConfig(), actor, _command(user.user_id, "same"), uuid.uuid4()
         )
-        row = await conn.fetchrow(placing.PLACE_IF, "not the digest", *decision)
+        row = await conn.fetchrow(placing.PLACE_CHECKED, *_limits(OrdersConfig()), *decision)
         assert row is not None and str(row["id"]) == first.json()["id"]
         assert await conn.fetchval("SELECT count(*) FROM trading_orders") == 1
     finally:

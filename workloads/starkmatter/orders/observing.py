@@ -28,5 +28,7 @@ OUTBOX_LAG_SECONDS = prometheus_client.Gauge(
 )
 PLACEMENT_RETRIES = prometheus_client.Counter(
     "starkmatter_orders_placement_retries_total",
-    "Placements decided again because the account changed between the read and the write.",
+    "Placements decided again under the account lock: a limit that depends on the account"
+    " no longer held when the unlocked decision was written, or the decision was a rejection"
+    " for such a limit.",
 )

@@ -91,8 +91,23 @@ async def submit(
         return await _submit(pool, redis, config, actor, command)
 
 
-OPTIMISTIC_ATTEMPTS = 4
-"""decisions made on unlocked reads before falling back to deciding under the account lock"""
+OPTIMISTIC = True
+"""decide on an unlocked read first (two statements, no transaction); False: always decide
+under the account lock (BEGIN, lock and read, place, COMMIT)"""
+
+# Rejections that depend on the account's state: decided under the account lock, so the
+# reason a client gets is the one that held when the order was recorded.
+_ACCOUNT_BOUND = frozenset(
+    r.value
+    for r in (
+        risk.Reason.RATE_LIMIT,
+        risk.Reason.OPEN_ORDERS_LIMIT,
+        risk.Reason.INSUFFICIENT_POSITION,
+        risk.Reason.BUYING_POWER,
+        risk.Reason.POSITION_LIMIT,
+        risk.Reason.GROSS_EXPOSURE,
+    )
+)
 
 
 async def _submit(
@@ -102,26 +117,34 @@ async def _submit(
     actor: audit.Actor,
     command: commands.SubmitOrder,
 ) -> Placed:
-    """Decide on an unlocked read and place only if that read is still current (two
-    autocommit statements, see migration 0211); after a few lost races with the same
-    account, decide under its row lock instead, as a transaction."""
+    """Decide on an unlocked read, then write with ``trading_order_place_checked``, which
+    re-checks the account-bound limits under the account lock (migration 0212). Only if one
+    no longer holds is the order decided again under the lock, in a transaction."""
     request = command.request
     quote = await read_quote(redis, request.symbol)
     order_id = uuid.uuid4()
     row: asyncpg.Record | None = None
     async with pool.acquire() as conn:
-        for _ in range(OPTIMISTIC_ATTEMPTS):
+        if OPTIMISTIC:
             ctx = await conn.fetchrow(
                 "SELECT * FROM trading_order_context_peek($1, $2)", command.user_id, request.symbol
             )
             if ctx is None:
                 raise _NoAccountYet
             decision = decide(ctx, quote, config, actor, command, order_id)
-            row = await conn.fetchrow(PLACE_IF, ctx["digest"], *decision)
-            if row is not None:
-                break
-            observing.PLACEMENT_RETRIES.inc()
-        else:
+            if decision[14] not in _ACCOUNT_BOUND:
+                limits = config.limits()
+                row = await conn.fetchrow(
+                    PLACE_CHECKED,
+                    limits.max_orders_per_second,
+                    limits.max_open_orders,
+                    limits.max_position_notional,
+                    limits.max_gross_exposure,
+                    *decision,
+                )
+            if row is None:
+                observing.PLACEMENT_RETRIES.inc()
+        if row is None:
             async with conn.transaction():
                 ctx = await conn.fetchrow(
                     "SELECT * FROM trading_order_context($1, $2)", command.user_id, request.symbol
@@ -141,9 +164,10 @@ async def _submit(
     return Placed(final, created=True)
 
 
-_ARGS = ", ".join(f"${i}" for i in range(1, 25))
-PLACE = f"SELECT * FROM trading_order_place({_ARGS})"
-PLACE_IF = "SELECT * FROM trading_order_place_if(" + ", ".join(f"${i}" for i in range(1, 26)) + ")"
+PLACE = "SELECT * FROM trading_order_place(" + ", ".join(f"${i}" for i in range(1, 25)) + ")"
+PLACE_CHECKED = (
+    "SELECT * FROM trading_order_place_checked(" + ", ".join(f"${i}" for i in range(1, 29)) + ")"
+)
 
 
 def decide(
@@ -154,7 +178,8 @@ def decide(
     command: commands.SubmitOrder,
     order_id: uuid.UUID,
 ) -> tuple[Any, ...]:
-    """Validation and risk checks on ``ctx``; the arguments of ``trading_order_place``."""
+    """Validation and risk checks on ``ctx``; the arguments of ``trading_order_place``
+    (index 14 is the rejection code, None when accepted)."""
     request = command.request
     limits = config.limits()
     now = events.utcnow()

@@ -27,6 +27,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from starkmatter.core import audit, logs
+from starkmatter.core import events as triggers
 from starkmatter.orders import events, fills, lifecycle, observing, risk, storage
 from starkmatter.orders.brokers import base
 from starkmatter.orders.config import OrdersConfig
@@ -131,6 +132,29 @@ class LedgerOps:
             getattr(book, name)(*args)
 
 
+def order_placed(order: storage.OrderRecord) -> triggers.Event:
+    """The seed's OrderPlaced trigger for an order that passed risk and holds its
+    reservation; keyed by order id, so a batch redone after a crash adds it once."""
+    r = order.request
+    return triggers.Event(
+        "OrderPlaced",
+        str(order.id),
+        {
+            "order_id": str(order.id),
+            "user_id": str(order.user_id),
+            "client_order_id": order.client_order_id,
+            "symbol": r.symbol,
+            "side": r.side.value,
+            "type": r.type.value,
+            "time_in_force": r.time_in_force.value,
+            "quantity": str(r.quantity),
+            "limit_price": None if r.limit_price is None else str(r.limit_price),
+            "stop_price": None if r.stop_price is None else str(r.stop_price),
+            "ts_event": order.created_at.isoformat(),
+        },
+    )
+
+
 @dataclasses.dataclass
 class Worker:
     pool: asyncpg.Pool
@@ -221,9 +245,11 @@ class Worker:
             return []
         book = LedgerOps()
         work = [Working.of(r) for r in records]
+        announce: list[triggers.Event] = []
         for r in records:
             if placed and r.id in placed and r.status is S.RISK_CHECKED:
                 info = placed[r.id]
+                announce.append(order_placed(r))
                 audits.append(
                     storage.AuditRow(
                         audit.Actor(**info["actor"]),
@@ -266,7 +292,7 @@ class Worker:
             if seen is not None and seen.get(w.record.id) != w.record.updated_at:
                 continue
             self._apply_update(book, w, update, now, executions)
-        messages = await self._write(conn, book, work, executions, now, audits)
+        messages = await self._write(conn, book, work, executions, now, audits, announce)
         if own_audits:
             await storage.audit_many(conn, audits)
         return messages
@@ -279,7 +305,10 @@ class Worker:
         executions: list[tuple[Any, ...]],
         now: dt.datetime,
         audits: list[storage.AuditRow],
+        announce: list[triggers.Event],
     ) -> list[tuple[str, dict[str, Any]]]:
+        """Write the batch's changes; ``announce`` (seed events) gains a PortfolioChange per
+        changed portfolio and is appended to the event outbox in this same transaction."""
         changed = [w for w in work if w.changed]
         # Accounts are locked before any order row is updated. An order placement holds
         # its account lock and, for a reused client order id, may wait on the order row's
@@ -343,6 +372,12 @@ class Worker:
             ops.apply_to(book)
             quotes = await self._quotes(sorted({s for (_, s) in book.holdings}))
             snapshots = await ledgers.save(conn, book, ledgers.marks_from_quotes(quotes), now)
+            # PortfolioChange follows fills (not freed reservations), keyed by the user's
+            # first execution in this batch: unique per change. A batch redone after a
+            # crash was never committed, so neither were its events.
+            filled: dict[uuid.UUID, uuid.UUID] = {}
+            for ex in executions:
+                filled.setdefault(ex[2], ex[0])
             for user, snap in snapshots.items():
                 view = {k: (str(v) if v is not None else None) for k, v in snap.items()}
                 audits.append(
@@ -351,6 +386,15 @@ class Worker:
                     )
                 )
                 messages.append((f"portfolio:{user}", {"event": "portfolio", "snapshot": view}))
+                if user in filled:
+                    announce.append(
+                        triggers.Event(
+                            "PortfolioChange",
+                            str(filled[user]),
+                            {"user_id": str(user), "reason": "executions", "snapshot": view},
+                        )
+                    )
+        await triggers.append_many(conn, announce)
         failpoint(self.config, "before_commit")
         return messages
 
