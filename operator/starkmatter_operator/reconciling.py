@@ -136,6 +136,11 @@ async def reconcile(
     outcome = "ok"
     try:
         async with rt.lock(owner):
+            # A pass that waited for the lock may hold a body from before the previous pass
+            # wrote its status: start from the newest one known.
+            latest = rt.owners.get(owner)
+            if latest is not None and state.newer_or_same(latest, body):
+                body = latest
             problem: conditions.Problem | None = None
             manifests: list[common.Manifest] = []
             changes: list[str] = []
@@ -178,15 +183,15 @@ async def reconcile(
             status = await reporting.status_for(rt, body, manifests, problem)
             if not conditions.same_status(old, status):
                 try:
-                    await rt.kube.patch_status(
+                    answer = await rt.kube.patch_status(
                         str(body["apiVersion"]), kind, owner[1], owner[2], status
                     )
                 except kube.ApiError as e:
                     if e.status != 404:
                         raise
                     return status  # deleted meanwhile: nothing left to report on
-                if owner in rt.owners:
-                    rt.owners[owner] = {**rt.owners[owner], "status": status}
+                if owner in rt.owners and isinstance(answer, dict) and "metadata" in answer:
+                    state.remember_owner(rt, state.owner_body(answer))
             if rt.post_event is not None and changes:
                 # One Event per reconcile, saying what changed and why.
                 reason = {"child": "DriftCorrected", "spec": "Applied"}.get(trigger, "Applied")

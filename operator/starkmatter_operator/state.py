@@ -62,18 +62,31 @@ class Runtime:
     secrets: dict[tuple[str, str], tuple[float, Any]] = dataclasses.field(default_factory=dict)
     secret_ttl_s: float = 5.0
 
+    # Secret look-ups in flight: concurrent reconciles in one namespace share one request.
+    secret_lookups: dict[tuple[str, str], asyncio.Future[Any]] = dataclasses.field(
+        default_factory=dict
+    )
+
     def lock(self, key: Key) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
 
     async def secret(self, namespace: str, name: str) -> Any:
-        now = time.monotonic()
-        cached = self.secrets.get((namespace, name))
-        if cached is not None and now - cached[0] < self.secret_ttl_s:
+        key = (namespace, name)
+        cached = self.secrets.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.secret_ttl_s:
             return cached[1]
+        pending = self.secret_lookups.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch_secret(namespace, name))
+            self.secret_lookups[key] = pending
+            pending.add_done_callback(lambda _: self.secret_lookups.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _fetch_secret(self, namespace: str, name: str) -> Any:
         found = await self.kube.get("v1", "Secret", namespace, name)
         # Only the key names are kept: values never stay in the operator's memory.
         keys = None if found is None else {"data": dict.fromkeys(found.get("data") or {}, "")}
-        self.secrets[(namespace, name)] = (now, keys)
+        self.secrets[(namespace, name)] = (time.monotonic(), keys)
         return keys
 
 
@@ -102,6 +115,42 @@ def trimmed(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# Bulky metadata the operator never reads; dropped so that hundreds of cached bodies stay small.
+_UNUSED_METADATA = ("managedFields",)
+_UNUSED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+
+
+def owner_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A custom resource as the operator keeps it: plain dicts, without bulky metadata."""
+    metadata = {k: v for k, v in body["metadata"].items() if k not in _UNUSED_METADATA}
+    if metadata.get("annotations"):
+        metadata["annotations"] = {
+            k: v for k, v in metadata["annotations"].items() if k not in _UNUSED_ANNOTATIONS
+        }
+    return {
+        "apiVersion": body.get("apiVersion", config.API_VERSION),
+        "kind": body["kind"],
+        "metadata": metadata,
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+
+
+def remember_owner(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
+    """Keep the newest version of a custom resource; returns the one kept.
+
+    The answer to our own status write can be newer than watch events still on their way:
+    an older event must not bring back an older status (the next pass would then write the
+    same status again and announce the same change twice).
+    """
+    key = key_of(body)
+    before = rt.owners.get(key)
+    if before is None or _revision(body) >= _revision(before):
+        rt.owners[key] = body
+        return body
+    return before
+
+
 def _revision(obj: Mapping[str, Any]) -> int:
     text = str((obj.get("metadata") or {}).get("resourceVersion") or "0")
     return int(text) if text.isdigit() else 0
@@ -119,6 +168,10 @@ def remember(rt: Runtime, obj: Mapping[str, Any]) -> dict[str, Any] | None:
     if before is None or _revision(after) >= _revision(before):
         rt.observed[key] = after
     return before
+
+
+def newer_or_same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return _revision(a) >= _revision(b)
 
 
 def spec_drifted(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:

@@ -9,25 +9,6 @@ import kopf
 
 from starkmatter_operator import config, debouncing, reconciling, refreshing, state
 
-# Bulky metadata the operator never reads; dropped so that hundreds of cached bodies stay small.
-_UNUSED_METADATA = ("managedFields",)
-_UNUSED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
-
-
-def _plain(body: kopf.Body) -> dict[str, Any]:
-    metadata = {k: v for k, v in body["metadata"].items() if k not in _UNUSED_METADATA}
-    if metadata.get("annotations"):
-        metadata["annotations"] = {
-            k: v for k, v in metadata["annotations"].items() if k not in _UNUSED_ANNOTATIONS
-        }
-    return {
-        "apiVersion": body.get("apiVersion", config.API_VERSION),
-        "kind": body["kind"],
-        "metadata": metadata,
-        "spec": dict(body.get("spec") or {}),
-        "status": dict(body.get("status") or {}),
-    }
-
 
 async def _on_event(body: kopf.Body, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     """Every event of a custom resource: keep its latest body, and reconcile when its
@@ -40,14 +21,14 @@ async def _on_event(body: kopf.Body, event: kopf.RawEvent, memo: Any, **_: Any) 
     runtime: state.Runtime | None = getattr(memo, "runtime", None)
     if runtime is None:
         return
-    plain = _plain(body)
+    plain = state.owner_body(body)
     key = state.key_of(plain)
     if event.get("type") == "DELETED":
         runtime.owners.pop(key, None)
         runtime.seen.pop(key, None)
         runtime.applied.pop(key, None)
         return
-    runtime.owners[key] = plain
+    state.remember_owner(runtime, plain)
     if memo.refresher is None:
         # Started from inside a handler so that it inherits Kopf's context (Event posting).
         memo.refresher = asyncio.get_running_loop().create_task(
@@ -74,6 +55,6 @@ for _info in state.KINDS.values():
 async def alert_rule_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     # Children in the rule's namespace go by garbage collection; the shared ConfigMap key
     # lives in another namespace and has to be removed by hand.
-    plain = _plain(body)
+    plain = state.owner_body(body)
     memo.runtime.owners.pop(state.key_of(plain), None)  # nothing may re-apply it now
     await reconciling.remove_alert_rule(memo.runtime, plain)
