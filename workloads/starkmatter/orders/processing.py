@@ -324,32 +324,44 @@ class Worker:
                     steps.append((w.record.id, cur, target, reason, details if last else None))
                     cur = target
         await storage.advance_many(conn, steps, now)
-        await conn.executemany(
-            """UPDATE trading_orders SET filled_quantity = $2, avg_fill_price = $3,
-                   reserved_cash = $4, reserved_quantity = $5, triggered = $6,
-                   broker_order_id = $7, reject_code = $8, reject_message = $9
-               WHERE id = $1""",
-            [
-                (
-                    w.record.id,
-                    w.filled,
-                    w.avg_price,
-                    w.reserved_cash,
-                    w.reserved_quantity,
-                    w.triggered,
-                    w.broker_order_id,
-                    *(w.reject or (w.record.reject_code, w.record.reject_message)),
-                )
-                for w in changed
-            ],
-        )
+        # One statement each for the whole batch (arrays, not executemany): PostgreSQL
+        # plans and runs it once instead of once per order.
+        rows = [
+            (
+                w.record.id,
+                w.filled,
+                w.avg_price,
+                w.reserved_cash,
+                w.reserved_quantity,
+                w.triggered,
+                w.broker_order_id,
+                *(w.reject or (w.record.reject_code, w.record.reject_message)),
+            )
+            for w in changed
+        ]
+        if rows:
+            await conn.execute(
+                """UPDATE trading_orders o SET filled_quantity = x.filled,
+                       avg_fill_price = x.avg_price, reserved_cash = x.reserved_cash,
+                       reserved_quantity = x.reserved_quantity, triggered = x.triggered,
+                       broker_order_id = x.broker_order_id, reject_code = x.reject_code,
+                       reject_message = x.reject_message
+                   FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[],
+                               $5::numeric[], $6::boolean[], $7::text[], $8::text[], $9::text[])
+                        AS x (id, filled, avg_price, reserved_cash, reserved_quantity,
+                              triggered, broker_order_id, reject_code, reject_message)
+                   WHERE o.id = x.id""",
+                *(list(column) for column in zip(*rows, strict=True)),
+            )
         if executions:
             observing.EXECUTIONS.inc(len(executions))
-            await conn.executemany(
+            await conn.execute(
                 """INSERT INTO trading_executions (id, order_id, user_id, symbol, side,
                        quantity, price, broker_execution_id, ts_event, ts_init)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-                executions,
+                   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[],
+                       $5::text[], $6::numeric[], $7::numeric[], $8::text[],
+                       $9::timestamptz[], $10::timestamptz[])""",
+                *(list(column) for column in zip(*executions, strict=True)),
             )
         messages: list[tuple[str, dict[str, Any]]] = []
         for w in changed:
