@@ -14,14 +14,18 @@ Targets: gateway >= 0.7 x broadcast(); p99 < 10 ms at half the maximum rate.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
 import contextlib
+import gc
 import multiprocessing
 import os
+import socket
 import sys
 import tempfile
 import time
+import urllib.parse
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,56 @@ LATENCY_SECONDS = float(os.environ.get("BENCH_FANOUT_LATENCY_S", "5"))
 
 def topic_of(i: int) -> str:
     return f"market:quotes:S{i % SYMBOLS:03d}"
+
+
+class Pauses:
+    """Where a process's own stalls come from: garbage collection and event-loop lag."""
+
+    def __init__(self) -> None:
+        self.gc_ms: list[float] = []
+        self.lag_ms: list[float] = []
+        self._gc_started = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_ms.append((time.perf_counter() - self._gc_started) * 1e3)
+
+    async def _watch(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.lag_ms.append((time.perf_counter() - started) * 1e3 - 1.0)
+
+    def start(self) -> None:
+        self.gc_ms.clear()
+        self.lag_ms.clear()
+        gc.callbacks.append(self._on_gc)
+        self._task = asyncio.create_task(self._watch())
+
+    def stop(self) -> dict[str, float]:
+        gc.callbacks.remove(self._on_gc)
+        if self._task is not None:
+            self._task.cancel()
+        lag = self.lag_ms or [0.0]
+        return {
+            "gc runs": len(self.gc_ms),
+            "gc max ms": max(self.gc_ms, default=0.0),
+            "gc total ms": sum(self.gc_ms),
+            "loop lag p99 ms": common.percentile(lag, 99),
+            "loop lag max ms": max(lag),
+        }
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The event loop the gateway itself runs on (``starkmatter gateway``), unless told."""
+    from starkmatter.gateway import server
+
+    if os.environ.get("BENCH_FANOUT_LOOP", "") == "asyncio":
+        return asyncio.new_event_loop()
+    return server.new_event_loop()
 
 
 # ---------------------------------------------------------------- the client process
@@ -108,7 +162,9 @@ class _Client(asyncio.Protocol):
                         if mark > 0:
                             stop = body.find(b",", mark)
                             sent = int(body[mark + 4 : stop if stop > 0 else body.find(b"}", mark)])
-                            stats["samples"].append((time.time_ns() - sent) / 1e6)
+                            now = time.time_ns()
+                            stats["received"].append(now)
+                            stats["samples"].append((now - sent) / 1e6)
                 elif body.startswith(b'{"type":"snapshot"') and not self.ready.done():
                     self.ready.set_result(None)
             position = end
@@ -117,7 +173,10 @@ class _Client(asyncio.Protocol):
 
 async def _clients(port: int, path: str, control: Connection) -> None:
     loop = asyncio.get_running_loop()
-    stats: dict[str, Any] = {"frames": 0, "latency": False, "samples": []}
+    # Samples go to arrays, not lists of tuples: a few hundred thousand tracked objects
+    # would make the collector stall this process for tens of milliseconds.
+    stats: dict[str, Any] = {"frames": 0, "latency": False}
+    stats["received"], stats["samples"] = array.array("q"), array.array("d")
     clients: list[_Client] = []
     for start in range(0, CLIENTS, 100):
         batch = []
@@ -128,23 +187,30 @@ async def _clients(port: int, path: str, control: Connection) -> None:
             clients.append(client)
         await asyncio.gather(*batch)
     await asyncio.wait_for(asyncio.gather(*(c.ready for c in clients)), 60)
+    gc.freeze()  # the connected clients are permanent: keep them out of every collection
+    pauses = Pauses()
     control.send("ready")
     while True:
         command = await loop.run_in_executor(None, control.recv)
         if command == "reset":
             stats["frames"] = 0
-            stats["samples"] = []
+            stats["received"], stats["samples"] = array.array("q"), array.array("d")
             control.send("ok")
         elif command == "latency":
             stats["latency"] = True
             control.send("ok")
+        elif command == "watch":
+            pauses.start()
+            control.send("ok")
+        elif command == "pauses":
+            control.send(pauses.stop())
         elif isinstance(command, tuple) and command[0] == "wait":
             deadline = time.monotonic() + command[2]
             while stats["frames"] < command[1] and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.001)
             control.send((stats["frames"], time.perf_counter()))
         elif command == "samples":
-            control.send(list(stats["samples"]))
+            control.send(list(zip(stats["received"], stats["samples"], strict=True)))
         elif command == "stop":
             for c in clients:
                 if c.transport is not None:
@@ -154,29 +220,70 @@ async def _clients(port: int, path: str, control: Connection) -> None:
 
 
 def client_process(port: int, path: str, control: Connection) -> None:
-    asyncio.run(_clients(port, path, control))
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(_clients(port, path, control))
 
 
 # ---------------------------------------------------------------- the publisher process
 
 
-def publisher_process(redis_url: str, rate: float, seconds: float) -> None:
-    import redis as sync_redis
+def _resp(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
-    client = sync_redis.Redis.from_url(redis_url)
+
+def publisher_process(redis_url: str, rate: float, seconds: float, result: Connection) -> None:
+    """PUBLISH at ``rate`` messages/s, each stamped with the wall clock just before it is sent.
+
+    Raw RESP on a plain socket, so that the publisher takes as little of the shared CPU as
+    possible; replies are read and discarded as they come.
+    """
+    url = urllib.parse.urlsplit(redis_url)
+    sock = socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if url.password:
+        sock.sendall(_resp(b"AUTH", urllib.parse.unquote(url.password).encode()))
+        assert sock.recv(64).startswith(b"+OK")
+    sock.setblocking(False)
+    channels = [topic_of(s).encode() for s in range(SYMBOLS)]
+    prefixes = [b'{"symbol":"S%03d","t":' % s for s in range(SYMBOLS)]
     started = time.perf_counter()
     sent = 0
     while (elapsed := time.perf_counter() - started) < seconds:
+        with contextlib.suppress(BlockingIOError):
+            while sock.recv(65_536):
+                pass
         due = int(elapsed * rate) - sent
         if due <= 0:
-            time.sleep(0.0005)
+            time.sleep(0.0002)
             continue
-        pipe = client.pipeline(transaction=False)
+        batch = []
+        stamp = b"%d}" % time.time_ns()
         for _ in range(due):
             symbol = sent % SYMBOLS
-            pipe.publish(topic_of(symbol), f'{{"symbol":"S{symbol:03d}","t":{time.time_ns()}}}')
+            batch.append(_resp(b"PUBLISH", channels[symbol], prefixes[symbol] + stamp))
             sent += 1
-        pipe.execute()
+        data = b"".join(batch)
+        while data:
+            try:
+                data = data[sock.send(data) :]
+            except BlockingIOError:
+                time.sleep(0.0001)
+    times = os.times()
+    result.send((times.user + times.system, sent))
+    sock.close()
+
+
+def probe_process(seconds: float, result: Connection) -> None:
+    """An idle bystander: how late does a 1-ms sleep wake up on this machine right now?
+
+    Stalls seen here are the machine's (other processes, the hypervisor), not the gateway's.
+    """
+    late: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while (started := time.perf_counter()) < deadline:
+        time.sleep(0.001)
+        late.append((time.perf_counter() - started) * 1e3 - 1.0)
+    result.send({"sleep lag p99 ms": common.percentile(late, 99), "sleep lag max ms": max(late)})
 
 
 # ---------------------------------------------------------------- the servers
@@ -250,7 +357,30 @@ async def run_baseline() -> float:
             process.join(30)
 
 
-async def run_gateway(redis_url: str) -> tuple[float, dict[float, tuple[list[float], float]]]:
+def _publish_time(payload: bytes) -> int | None:
+    mark = payload.find(b'"t":')
+    if mark < 0:
+        return None
+    return int(payload[mark + 4 : payload.index(b"}", mark)])
+
+
+class Phase:
+    """What one latency phase measured: samples, and where the time and the CPU went."""
+
+    def __init__(self, message_rate: float) -> None:
+        self.message_rate = message_rate
+        self.samples: list[tuple[int, float]] = []
+        """(received at, ns since the epoch; publish -> client, ms) per frame."""
+        self.hops: list[float] = []
+        """publish -> the gateway's dispatch, ms, per message (Redis and the subscriber)."""
+        self.cpu: dict[str, float] = {}
+        """Share of one core used by each process over the phase."""
+        self.pauses: dict[str, dict[str, float]] = {}
+        """Per process: garbage-collection pauses and event-loop lag over the phase."""
+
+
+async def run_gateway(redis_url: str, redis_pid: int) -> tuple[float, dict[float, Phase]]:
+    import psutil
     import redis.asyncio as aioredis
 
     from starkmatter.core.auth import tokens
@@ -260,8 +390,23 @@ async def run_gateway(redis_url: str) -> tuple[float, dict[float, tuple[list[flo
         return tokens.Principal(user_id="bench", roles=frozenset({"trader"}),
                                 session_id="s", token_id=token)  # fmt: skip
 
+    hops: list[float] = []
+
+    class TimedHub(fanout.Hub):
+        timing = False
+
+        def dispatch_many(self, messages: list[tuple[str, bytes]]) -> int:
+            if self.timing:
+                now = time.time_ns()
+                for _, payload in messages:
+                    sent = _publish_time(payload)
+                    if sent is not None:
+                        hops.append((now - sent) / 1e6)
+            return super().dispatch_many(messages)
+
+    pauses = Pauses()
     redis = aioredis.Redis.from_url(redis_url)
-    hub = fanout.Hub(redis)
+    hub = TimedHub(redis)
     gateway = server.Gateway(hub, authenticate, redis=redis)
     await gateway.start("127.0.0.1", 0)
     parent, child = multiprocessing.Pipe()
@@ -279,21 +424,55 @@ async def run_gateway(redis_url: str) -> tuple[float, dict[float, tuple[list[flo
         rate = await measure(parent, send)
         # Latency through Redis at half the maximum message rate (the target), and at a
         # tenth of it (the floor when nothing queues).
-        latencies: dict[float, tuple[list[float], float]] = {}
+        latencies: dict[float, Phase] = {}
         parent.send("latency")
         parent.recv()
+        hub.timing = True
         for fraction in (0.5, 0.1):
-            message_rate = rate / (CLIENTS / SYMBOLS) * fraction
+            phase = Phase(rate / (CLIENTS / SYMBOLS) * fraction)
             parent.send("reset")
             parent.recv()
-            publisher = multiprocessing.Process(
-                target=publisher_process, args=(redis_url, message_rate, LATENCY_SECONDS)
+            hops.clear()
+            parent.send("watch")
+            parent.recv()
+            pauses.start()
+            published, publisher_result = multiprocessing.Pipe(duplex=False)
+            # Spawned, not forked: a fork would make the gateway copy every page it writes
+            # while the publisher lives, and that would show up as gateway latency.
+            publisher = multiprocessing.get_context("spawn").Process(
+                target=publisher_process,
+                args=(redis_url, phase.message_rate, LATENCY_SECONDS, publisher_result),
             )
+            probed, probe_result = multiprocessing.Pipe(duplex=False)
+            probe = multiprocessing.get_context("spawn").Process(
+                target=probe_process, args=(LATENCY_SECONDS + 1.0, probe_result)
+            )
+            probe.start()
             publisher.start()
+            watched = {
+                "gateway": psutil.Process(),
+                "clients": psutil.Process(process.pid),
+                "redis-server": psutil.Process(redis_pid),
+            }
+            before = {name: sum(p.cpu_times()[:2]) for name, p in watched.items()}
+            started = time.perf_counter()
             await loop.run_in_executor(None, publisher.join)
             await asyncio.sleep(0.5)
+            elapsed = time.perf_counter() - started
+            for name, p in watched.items():
+                with contextlib.suppress(psutil.Error):
+                    phase.cpu[name] = (sum(p.cpu_times()[:2]) - before[name]) / elapsed
+            publisher_cpu, _ = published.recv()
+            phase.cpu["publisher"] = publisher_cpu / elapsed
+            phase.pauses["gateway"] = pauses.stop()
+            parent.send("pauses")
+            phase.pauses["clients"] = await loop.run_in_executor(None, parent.recv)
+            phase.pauses["idle bystander"] = await loop.run_in_executor(None, probed.recv)
+            probe.join()
             parent.send("samples")
-            latencies[fraction] = (await loop.run_in_executor(None, parent.recv), message_rate)
+            phase.samples = await loop.run_in_executor(None, parent.recv)
+            phase.hops = list(hops)
+            latencies[fraction] = phase
         return rate, latencies
     finally:
         parent.send("stop")
@@ -303,6 +482,21 @@ async def run_gateway(redis_url: str) -> tuple[float, dict[float, tuple[list[flo
         await redis.aclose()
 
 
+def describe_tail(samples: list[tuple[int, float]], threshold_ms: float = 10.0) -> str:
+    """How the slow frames are spread in time: a few stalls, or everywhere."""
+    slow = [(at, ms) for at, ms in samples if ms > threshold_ms]
+    if not slow:
+        return f"no frame over {threshold_ms:.0f} ms"
+    first = samples[0][0]
+    windows = {(at - first) // 50_000_000 for at, _ in slow}
+    worst_at, worst = max(slow, key=lambda s: s[1])
+    return (
+        f"{len(slow)} frames over {threshold_ms:.0f} ms in {len(windows)} of "
+        f"{(samples[-1][0] - first) // 50_000_000 + 1} 50-ms windows; worst {worst:.1f} ms "
+        f"at +{(worst_at - first) / 1e9:.2f} s"
+    )
+
+
 async def main() -> None:
     from starkmatter.core import embedded
 
@@ -310,7 +504,8 @@ async def main() -> None:
         rd = embedded.EmbeddedRedis(Path(tmp) / "redis", durable=False).start()
         try:
             baseline = common.median([await run_baseline() for _ in range(2)])
-            results = [await run_gateway(rd.url) for _ in range(2)]
+            redis_pid = rd._process.pid if rd._process is not None else os.getpid()
+            results = [await run_gateway(rd.url, redis_pid) for _ in range(2)]
             gateway_rate = common.median([r[0] for r in results])
             latencies = results[-1][1]
         finally:
@@ -325,19 +520,37 @@ async def main() -> None:
         baseline="websockets broadcast()",
     )
     common.ratio("gateway / broadcast()", gateway_rate, baseline, target=">= 0.7")
-    for fraction, (samples, message_rate) in latencies.items():
+    for fraction, phase in latencies.items():
+        samples = [ms for _, ms in phase.samples]
         if not samples:
             print(f"  no latency samples received at {fraction} of the maximum")
             continue
+        rate = phase.message_rate
         print(
-            f"  tick-to-client latency via Redis at {fraction:.1f} x max = {message_rate:.0f} "
-            f"msg/s ({message_rate * CLIENTS / SYMBOLS:.0f} frames/s): "
+            f"  tick-to-client latency via Redis at {fraction:.1f} x max = {rate:.0f} "
+            f"msg/s ({rate * CLIENTS / SYMBOLS:.0f} frames/s): "
             f"p50 {common.percentile(samples, 50):.2f} ms, "
             f"p99 {common.percentile(samples, 99):.2f} ms over {len(samples)} frames"
             + ("   target p99 < 10 ms" if fraction == 0.5 else "")
         )
+        if phase.hops:
+            print(
+                f"    of which publish -> gateway dispatch: "
+                f"p50 {common.percentile(phase.hops, 50):.2f} ms, "
+                f"p99 {common.percentile(phase.hops, 99):.2f} ms"
+            )
+        print(f"    tail: {describe_tail(phase.samples)}")
+        print(
+            "    CPU (share of one core): "
+            + ", ".join(f"{name} {share:.2f}" for name, share in phase.cpu.items())
+        )
+        for name, figures in phase.pauses.items():
+            print(
+                f"    {name} pauses: "
+                + ", ".join(f"{what} {value:.1f}" for what, value in figures.items())
+            )
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=new_event_loop) as run:
+        run.run(main())

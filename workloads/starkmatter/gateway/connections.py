@@ -109,23 +109,34 @@ class Client(abc.ABC):
 
     # ------------------------------------------------------------------ delivery
 
-    def deliver(self, topic: str, frame: bytes, conflatable: bool) -> None:
-        """Write or queue one already-encoded frame (synchronous, never blocks)."""
+    def admit(self, topic: str, frame: bytes, conflatable: bool) -> bool:
+        """True if ``frame`` is to be written now (by the caller); else it is queued,
+        conflated or dropped here (synchronous, never blocks)."""
         if self.state is not ConnectionState.OPEN:
-            return
+            return False
         if topic in self.warming or self.congested_since is not None:
             if conflatable:
                 if topic in self._latest:
                     self.conflated += 1
                     metrics.FRAMES_CONFLATED.inc()
                 self._latest[topic] = frame
-                return
+                return False
             self._backlog.append((topic, frame))
             if len(self._backlog) > self.limits.max_backlog:
                 self.disconnect_slow()
-            return
-        self.transport.write(frame)
-        self.sent += 1
+            return False
+        return True
+
+    def deliver(self, topic: str, frame: bytes, conflatable: bool) -> None:
+        """Write or queue one already-encoded frame (synchronous, never blocks)."""
+        if self.admit(topic, frame, conflatable):
+            self.transport.write(frame)
+            self.sent += 1
+
+    def write_frames(self, frames: list[bytes]) -> None:
+        """Write frames admitted by :meth:`admit`, in one call to the transport."""
+        self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        self.sent += len(frames)
 
     def send_now(self, frame: bytes) -> None:
         """Write a control frame (snapshot, error, heartbeat) ahead of any queue."""

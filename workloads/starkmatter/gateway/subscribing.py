@@ -2,10 +2,11 @@
 
 redis-py's ``PubSub.get_message`` costs tens of microseconds of Python per message, which
 caps a gateway's message rate and adds queueing latency long before the sockets are busy.
-This reader parses the push stream itself (arrays of bulk strings) and hands each
-``message`` to a callback synchronously. On a lost connection it reconnects with backoff
-(exponential, with jitter), re-subscribes to every channel it held, and once Redis has
-confirmed them all calls ``on_resubscribed`` (whatever was published in between is lost).
+This reader parses the push stream itself (arrays of bulk strings) and hands the
+``message`` pushes of each read, in order, to one callback call, synchronously. On a lost
+connection it reconnects with backoff (exponential, with jitter), re-subscribes to every
+channel it held, and once Redis has confirmed them all calls ``on_resubscribed`` (whatever
+was published in between is lost).
 """
 
 from __future__ import annotations
@@ -85,12 +86,12 @@ class Subscriber:
     def __init__(
         self,
         redis: aioredis.Redis,
-        on_message: Callable[[str, bytes], Any],
+        on_messages: Callable[[list[tuple[str, bytes]]], Any],
         on_resubscribed: Callable[[], Any] | None = None,
     ) -> None:
         self._kwargs: dict[str, Any] = dict(redis.connection_pool.connection_kwargs)
         self._ssl = "ssl" in str(redis.connection_pool.connection_class).lower()
-        self.on_message = on_message
+        self.on_messages = on_messages
         self.on_resubscribed = on_resubscribed
         self.reconnects = 0
         """Connections re-established after a loss."""
@@ -193,7 +194,7 @@ class Subscriber:
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         buffer = bytearray()
-        on_message = self.on_message
+        on_messages = self.on_messages
         while True:
             data = await reader.read(262_144)
             if not data:
@@ -201,13 +202,16 @@ class Subscriber:
             buffer += data
             pushes, used = parse_pushes(buffer)
             del buffer[:used]
+            messages = []
             for push in pushes:
                 if len(push) == 3 and push[0] == b"message":
-                    on_message(push[1].decode(), push[2])
+                    messages.append((push[1].decode(), push[2]))
                 elif self._unconfirmed and push[0] == b"subscribe":
                     self._unconfirmed.discard(push[1])
                     if not self._unconfirmed:
                         self._confirmed()
+            if messages:
+                on_messages(messages)
 
     def _confirmed(self) -> None:
         if self.on_resubscribed is not None:
