@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -62,6 +63,13 @@ class FakeAnthropic:
     gate: asyncio.Event | None = None
     """While set to an unset event, every reply waits for it (to hold calls in flight)."""
     arrived: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    call_times: list[float] = dataclasses.field(default_factory=list)
+    """``time.monotonic()`` when each call arrived."""
+    pause_after_deltas: int | None = None
+    """Stop each stream after this many ``content_block_delta`` events until ``resume``."""
+    resume: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    paused: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    """Set once a stream has sent its first ``pause_after_deltas`` deltas and is waiting."""
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -145,6 +153,7 @@ def build_app(fake: FakeAnthropic) -> fastapi.FastAPI:
     async def messages(request: fastapi.Request) -> responses.Response:
         body = await request.json()
         fake.calls.append(body)
+        fake.call_times.append(time.monotonic())
         fake.headers.append(dict(request.headers))
         fake.arrived.set()
         if fake.gate is not None:
@@ -167,7 +176,13 @@ def build_app(fake: FakeAnthropic) -> fastapi.FastAPI:
             raise AssertionError("the analyst must stream")
 
         async def emit() -> AsyncIterator[bytes]:
+            deltas = 0
             for event in events:
+                if event.startswith(b"event: content_block_delta"):
+                    if deltas == fake.pause_after_deltas:
+                        fake.paused.set()
+                        await fake.resume.wait()
+                    deltas += 1
                 yield event
 
         return responses.StreamingResponse(emit(), media_type="text/event-stream")
@@ -197,5 +212,9 @@ async def serve() -> AsyncIterator[FakeAnthropic]:
     try:
         yield fake
     finally:
+        # Let held replies finish, or the server's shutdown waits for them forever.
+        if fake.gate is not None:
+            fake.gate.set()
+        fake.resume.set()
         server.should_exit = True
         await task

@@ -1,11 +1,14 @@
-"""AI tests: a loopback Messages API server, and the SDK's variables pointed at it."""
+"""AI tests: a loopback Messages API server, the SDK's variables pointed at it, a gateway."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 
+from starkmatter.core import embedded, settings
 from tests.integration.ai import anthropic_server
 
 
@@ -25,3 +28,24 @@ async def anthropic(
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
         monkeypatch.setenv("STARKMATTER_AI_BACKOFF_BASE_S", "0.01")
         yield fake
+
+
+@pytest.fixture
+async def gateway(config: settings.Settings) -> AsyncIterator[str]:
+    """A real WebSocket gateway on loopback (same Redis as the API); yields its ws:// URL."""
+    from starkmatter.gateway import server as gateway_server
+
+    port = embedded.free_port()
+    started = asyncio.Event()
+    task = asyncio.create_task(gateway_server.run(config, port=port, started=started))
+    waiting = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiting.cancel()
+        task.result()
+    try:
+        yield f"ws://127.0.0.1:{port}/ws"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,121 @@
+"""Identical requests in flight at the same time in two API server processes share one
+upstream call: two real ``starkmatter api`` processes (each its own service, PostgreSQL pool
+and Redis connections) against one loopback Messages API server that counts the calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from starkmatter.core import embedded, settings
+from tests.integration.ai import anthropic_server
+from tests.support import SignedIn, sign_up
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@contextlib.asynccontextmanager
+async def api_process(
+    config: settings.Settings, fake_url: str, log_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    """``python -m starkmatter.cli api`` on a free port, with the SDK pointed at ``fake_url``."""
+    port = embedded.free_port()
+    assert config.jwt_private_key is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STARKMATTER_", "ANTHROPIC_"))}
+    env.update(
+        STARKMATTER_ENV="prod",
+        STARKMATTER_DATABASE_URL=str(config.database_url),
+        STARKMATTER_REDIS_URL=str(config.redis_url),
+        STARKMATTER_JWT_PRIVATE_KEY=config.jwt_private_key.get_secret_value(),
+        STARKMATTER_API_PORT=str(port),
+        STARKMATTER_DB_POOL_MIN="1",
+        STARKMATTER_AI_BACKOFF_BASE_S="0.01",
+        ANTHROPIC_API_KEY="test-anthropic-key",
+        ANTHROPIC_BASE_URL=fake_url,
+    )
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "starkmatter.cli", "api", env=env, stdout=log, stderr=log
+        )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
+            for _ in range(600):
+                if proc.returncode is not None:
+                    raise AssertionError(f"API process exited; its log is {log_path}")
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("API process never became healthy")
+            yield client
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _analyze(client: httpx.AsyncClient, user: SignedIn, body: dict[str, Any]) -> str:
+    resp = await client.post("/ai/analyze", json=body, headers=user.headers)
+    assert resp.status_code == 202, resp.text
+    accepted = resp.json()
+    assert accepted["status"] == "pending", accepted
+    return str(accepted["id"])
+
+
+async def _done(client: httpx.AsyncClient, user: SignedIn, analysis_id: str) -> dict[str, Any]:
+    for _ in range(1000):
+        got = await client.get(f"/ai/analyses/{analysis_id}", headers=user.headers)
+        assert got.status_code == 200, got.text
+        body: dict[str, Any] = got.json()
+        if body["status"] != "pending":
+            return body
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"analysis {analysis_id} never completed")
+
+
+async def test_identical_requests_in_two_api_processes_share_one_upstream_call(
+    config: settings.Settings,
+    redis: aioredis.Redis,
+    anthropic: anthropic_server.FakeAnthropic,
+    tmp_path: Path,
+) -> None:
+    async with (
+        api_process(config, anthropic.url, tmp_path / "api-1.log") as one,
+        api_process(config, anthropic.url, tmp_path / "api-2.log") as two,
+    ):
+        user = await sign_up(one)
+        anthropic.gate = asyncio.Event()
+        body = {"symbols": ["NVDA", "AMD"], "question": "Which one is stronger?"}
+        ids_one = await asyncio.gather(*(_analyze(one, user, body) for _ in range(3)))
+        ids_two = await asyncio.gather(*(_analyze(two, user, body) for _ in range(3)))
+        await asyncio.wait_for(anthropic.arrived.wait(), 20)
+        # Both processes now hold the request in flight; had the second made its own
+        # call, it would have arrived by now (it starts at once, nothing holds it back).
+        await asyncio.sleep(0.5)
+        assert len(anthropic.calls) == 1
+        assert await redis.exists(*[k async for k in redis.scan_iter("ai:inflight:*")]) == 1
+        anthropic.gate.set()
+        done = [await _done(one, user, i) for i in ids_one]
+        done += [await _done(two, user, i) for i in ids_two]
+    assert len(anthropic.calls) == 1
+    assert all(d["status"] == "done" and d["source"] == "anthropic" for d in done)
+    assert all(d["cached"] is False for d in done)
+    assert len({json.dumps(d["result"], sort_keys=True) for d in done}) == 1
+    assert sorted(done[0]["result"]["symbols"]) == ["AMD", "NVDA"]
