@@ -38,6 +38,8 @@ CLIENTS = int(os.environ.get("BENCH_FANOUT_CLIENTS", "1000"))
 SYMBOLS = 100
 FRAMES_PER_CLIENT = int(os.environ.get("BENCH_FANOUT_FRAMES", "300"))
 LATENCY_SECONDS = float(os.environ.get("BENCH_FANOUT_LATENCY_S", "5"))
+FRACTIONS = (0.5, 0.25, 0.1)
+"""Latency is measured at these shares of the maximum rate: the target is at half."""
 
 
 def topic_of(i: int) -> str:
@@ -269,7 +271,7 @@ def publisher_process(redis_url: str, rate: float, seconds: float, result: Conne
             except BlockingIOError:
                 time.sleep(0.0001)
     times = os.times()
-    result.send((times.user + times.system, sent))
+    result.send(((times.user, times.system), sent))
     sock.close()
 
 
@@ -279,11 +281,16 @@ def probe_process(seconds: float, result: Connection) -> None:
     Stalls seen here are the machine's (other processes, the hypervisor), not the gateway's.
     """
     late: list[float] = []
+    stalls: list[tuple[int, int]] = []
     deadline = time.perf_counter() + seconds
     while (started := time.perf_counter()) < deadline:
+        wall = time.time_ns()
         time.sleep(0.001)
-        late.append((time.perf_counter() - started) * 1e3 - 1.0)
-    result.send({"sleep lag p99 ms": common.percentile(late, 99), "sleep lag max ms": max(late)})
+        late.append(lag := (time.perf_counter() - started) * 1e3 - 1.0)
+        if lag > 5.0:
+            stalls.append((wall, time.time_ns()))
+    figures = {"sleep lag p99 ms": common.percentile(late, 99), "sleep lag max ms": max(late)}
+    result.send((figures, stalls))
 
 
 # ---------------------------------------------------------------- the servers
@@ -374,7 +381,11 @@ class Phase:
         self.hops: list[float] = []
         """publish -> the gateway's dispatch, ms, per message (Redis and the subscriber)."""
         self.cpu: dict[str, float] = {}
-        """Share of one core used by each process over the phase."""
+        """Share of one core used by each process over the phase, in user space..."""
+        self.kernel: dict[str, float] = {}
+        """...and in the kernel (for sockets: mostly the loopback TCP path)."""
+        self.stalls: list[tuple[int, int]] = []
+        """(from, to), ns since the epoch: when the idle bystander woke over 5 ms late."""
         self.pauses: dict[str, dict[str, float]] = {}
         """Per process: garbage-collection pauses and event-loop lag over the phase."""
 
@@ -409,6 +420,7 @@ async def run_gateway(redis_url: str, redis_pid: int) -> tuple[float, dict[float
     hub = TimedHub(redis)
     gateway = server.Gateway(hub, authenticate, redis=redis)
     await gateway.start("127.0.0.1", 0)
+    server.settle_heap()  # as ``starkmatter gateway`` does once started
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.Process(
         target=client_process, args=(gateway.port, "/ws?token=bench", child)
@@ -422,13 +434,13 @@ async def run_gateway(redis_url: str, redis_pid: int) -> tuple[float, dict[float
             hub.dispatch(topic, _payload(topic, n))
 
         rate = await measure(parent, send)
-        # Latency through Redis at half the maximum message rate (the target), and at a
-        # tenth of it (the floor when nothing queues).
+        # Latency through Redis at half the maximum message rate (the target), a quarter,
+        # and a tenth of it (the floor when nothing queues).
         latencies: dict[float, Phase] = {}
         parent.send("latency")
         parent.recv()
         hub.timing = True
-        for fraction in (0.5, 0.1):
+        for fraction in FRACTIONS:
             phase = Phase(rate / (CLIENTS / SYMBOLS) * fraction)
             parent.send("reset")
             parent.recv()
@@ -454,20 +466,25 @@ async def run_gateway(redis_url: str, redis_pid: int) -> tuple[float, dict[float
                 "clients": psutil.Process(process.pid),
                 "redis-server": psutil.Process(redis_pid),
             }
-            before = {name: sum(p.cpu_times()[:2]) for name, p in watched.items()}
+            before = {name: p.cpu_times()[:2] for name, p in watched.items()}
             started = time.perf_counter()
             await loop.run_in_executor(None, publisher.join)
             await asyncio.sleep(0.5)
             elapsed = time.perf_counter() - started
             for name, p in watched.items():
                 with contextlib.suppress(psutil.Error):
-                    phase.cpu[name] = (sum(p.cpu_times()[:2]) - before[name]) / elapsed
-            publisher_cpu, _ = published.recv()
-            phase.cpu["publisher"] = publisher_cpu / elapsed
+                    user, system = p.cpu_times()[:2]
+                    phase.cpu[name] = (user - before[name][0]) / elapsed
+                    phase.kernel[name] = (system - before[name][1]) / elapsed
+            (publisher_user, publisher_system), _ = published.recv()
+            phase.cpu["publisher"] = publisher_user / elapsed
+            phase.kernel["publisher"] = publisher_system / elapsed
             phase.pauses["gateway"] = pauses.stop()
             parent.send("pauses")
             phase.pauses["clients"] = await loop.run_in_executor(None, parent.recv)
-            phase.pauses["idle bystander"] = await loop.run_in_executor(None, probed.recv)
+            phase.pauses["idle bystander"], phase.stalls = await loop.run_in_executor(
+                None, probed.recv
+            )
             probe.join()
             parent.send("samples")
             phase.samples = await loop.run_in_executor(None, parent.recv)
@@ -482,18 +499,28 @@ async def run_gateway(redis_url: str, redis_pid: int) -> tuple[float, dict[float
         await redis.aclose()
 
 
-def describe_tail(samples: list[tuple[int, float]], threshold_ms: float = 10.0) -> str:
-    """How the slow frames are spread in time: a few stalls, or everywhere."""
+def describe_tail(
+    samples: list[tuple[int, float]], stalls: list[tuple[int, int]], threshold_ms: float = 10.0
+) -> str:
+    """How the slow frames are spread in time, and how many were in flight while a process
+    doing nothing but sleep 1 ms also stalled (the machine's CPU was taken, not the gateway
+    being slow)."""
     slow = [(at, ms) for at, ms in samples if ms > threshold_ms]
     if not slow:
         return f"no frame over {threshold_ms:.0f} ms"
+    in_stall = 0
+    for at, ms in slow:
+        sent = at - int(ms * 1e6)
+        if any(begin < at and end > sent for begin, end in stalls):
+            in_stall += 1
     first = samples[0][0]
     windows = {(at - first) // 50_000_000 for at, _ in slow}
     worst_at, worst = max(slow, key=lambda s: s[1])
     return (
         f"{len(slow)} frames over {threshold_ms:.0f} ms in {len(windows)} of "
         f"{(samples[-1][0] - first) // 50_000_000 + 1} 50-ms windows; worst {worst:.1f} ms "
-        f"at +{(worst_at - first) / 1e9:.2f} s"
+        f"at +{(worst_at - first) / 1e9:.2f} s; {in_stall / len(slow):.0%} of them in flight "
+        f"while an idle bystander process stalled > 5 ms too ({len(stalls)} such stalls)"
     )
 
 
@@ -527,7 +554,7 @@ async def main() -> None:
             continue
         rate = phase.message_rate
         print(
-            f"  tick-to-client latency via Redis at {fraction:.1f} x max = {rate:.0f} "
+            f"  tick-to-client latency via Redis at {fraction:.2f} x max = {rate:.0f} "
             f"msg/s ({rate * CLIENTS / SYMBOLS:.0f} frames/s): "
             f"p50 {common.percentile(samples, 50):.2f} ms, "
             f"p99 {common.percentile(samples, 99):.2f} ms over {len(samples)} frames"
@@ -539,10 +566,13 @@ async def main() -> None:
                 f"p50 {common.percentile(phase.hops, 50):.2f} ms, "
                 f"p99 {common.percentile(phase.hops, 99):.2f} ms"
             )
-        print(f"    tail: {describe_tail(phase.samples)}")
+        print(f"    tail: {describe_tail(phase.samples, phase.stalls)}")
         print(
-            "    CPU (share of one core): "
-            + ", ".join(f"{name} {share:.2f}" for name, share in phase.cpu.items())
+            "    CPU (share of one core, user + kernel): "
+            + ", ".join(
+                f"{name} {share:.2f} + {phase.kernel.get(name, 0.0):.2f}"
+                for name, share in phase.cpu.items()
+            )
         )
         for name, figures in phase.pauses.items():
             print(

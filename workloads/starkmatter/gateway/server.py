@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import gc
 import json
 import time
 import urllib.parse
@@ -525,6 +526,7 @@ async def run(
     redis = redis_client.create_redis(config)
     gateway = Gateway(fanout.Hub(redis), token_verifier(config, redis), redis=redis)
     await gateway.start(host or config.api_host, config.gateway_port if port is None else port)
+    settle_heap()
     log.info("gateway.started", port=gateway.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -537,6 +539,16 @@ async def run(
     finally:
         await gateway.stop()
         await redis.aclose()
+
+
+def settle_heap() -> None:
+    """Move everything alive after start-up out of the collector's reach (``gc.freeze``).
+
+    Modules, settings and clients live as long as the process; scanning them on every full
+    collection only stalls fan-out for milliseconds at a time.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
