@@ -21,6 +21,21 @@ def test_policy_becomes_an_archive_cronjob_running_starkmatter_archive(cfg):
     assert env["STARKMATTER_RETENTION_CONFIG"]["value"].endswith("/retention.json")
 
 
+def test_archive_job_gets_both_server_urls_it_needs_to_start_outside_dev_mode(cfg):
+    body = sample("RetentionPolicy")
+    (cron,) = by_kind(retentionpolicy.build(body, cfg), "CronJob")
+    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STARKMATTER_ENV"]["value"] == "prod"
+    for name, secret in [
+        ("STARKMATTER_DATABASE_URL", "starkmatter-database"),
+        ("STARKMATTER_REDIS_URL", "starkmatter-redis"),
+    ]:
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "url"}
+    refs = retentionpolicy.required_secrets(body, cfg)
+    assert [r.name for r in refs][:2] == ["starkmatter-database", "starkmatter-redis"]
+
+
 def test_policy_rules_reach_the_job_as_json(cfg):
     (cm,) = by_kind(retentionpolicy.build(sample("RetentionPolicy"), cfg), "ConfigMap")
     rules = json.loads(cm["data"]["retention.json"])["rules"]

@@ -14,7 +14,10 @@ def names(policy: str) -> dict[str, str]:
 
 def required_secrets(body: common.Body, cfg: config.OperatorConfig) -> list[common.SecretKeyRef]:
     spec = common.spec_of(body)
-    refs = [common.spec_secret_ref(spec, "databaseSecretRef", "starkmatter-database")]
+    refs = [
+        common.spec_secret_ref(spec, "databaseSecretRef", "starkmatter-database"),
+        common.spec_secret_ref(spec, "redisSecretRef", "starkmatter-redis"),
+    ]
     creds = (spec.get("archive") or {}).get("credentialsSecretRef")
     if creds:
         refs.append(common.SecretKeyRef(creds["name"], None, "spec.archive.credentialsSecretRef"))
@@ -32,6 +35,10 @@ def build(body: common.Body, cfg: config.OperatorConfig) -> list[common.Manifest
     env: list[dict[str, Any]] = [
         common.secret_env(
             "STARKMATTER_DATABASE_URL", spec.get("databaseSecretRef") or {}, "starkmatter-database"
+        ),
+        # Outside dev mode every entry point refuses to start without a Redis URL.
+        common.secret_env(
+            "STARKMATTER_REDIS_URL", spec.get("redisSecretRef") or {}, "starkmatter-redis"
         ),
         {"name": "STARKMATTER_RETENTION_CONFIG", "value": f"{common.CONFIG_DIR}/retention.json"},
     ]
