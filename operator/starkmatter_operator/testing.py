@@ -27,6 +27,9 @@ from typing import IO, Any
 
 KUBE_VERSION = "1.37.2"
 ADMIN = "admin"
+# kwok pods run no code; in this namespace kwok serves ControlPlane.pod_log_file as the log
+# of every container, so `kubectl logs` and the pods/log API answer like a kubelet would.
+POD_LOGS_NAMESPACE = "kwok-logs"
 
 
 def bin_dir() -> Path:
@@ -98,6 +101,18 @@ class ControlPlane:
     @property
     def ca_file(self) -> Path:
         return self.workdir / "certs" / "apiserver.crt"
+
+    @property
+    def pod_log_file(self) -> Path:
+        """What every container in POD_LOGS_NAMESPACE logs (see write_pod_log)."""
+        return self.workdir / "pod-logs" / "container.log"
+
+    def write_pod_log(self, text: str) -> None:
+        """Set the log of every container in POD_LOGS_NAMESPACE, in the CRI log format a
+        kubelet reads (`<RFC 3339 time> stdout F <line>`)."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+        lines = [f"{now} stdout F {line}\n" for line in text.splitlines()]
+        self.pod_log_file.write_text("".join(lines))
 
     def _spawn(self, name: str, args: Sequence[str]) -> None:
         log = (self.workdir / f"{name}.log").open("wb")
@@ -180,6 +195,9 @@ class ControlPlane:
                 "--service-cluster-ip-range=10.96.0.0/16",
                 # On loopback there is no node IP to publish as the kubernetes Service.
                 "--endpoint-reconciler-type=none",
+                # Pod logs are fetched from kwok's kubelet endpoint on the node's InternalIP
+                # (the node's Hostname address does not resolve here).
+                "--kubelet-preferred-address-types=InternalIP",
                 "--max-requests-inflight=1000",
                 "--max-mutating-requests-inflight=500",
                 "--enable-priority-and-fairness=false",
@@ -221,17 +239,40 @@ class ControlPlane:
                 ],
             )
             stages = bin_dir() / "kwok-stages"
+            kubelet_port = free_port()
             self._spawn(
                 "kwok",
                 [
                     kubeconfig,
                     "--manage-all-nodes=true",
-                    f"--server-address=127.0.0.1:{free_port()}",
+                    # kwok's kubelet endpoint (pod logs), on the node's address and port.
+                    f"--server-address=127.0.0.1:{kubelet_port}",
+                    "--node-ip=127.0.0.1",
+                    f"--node-port={kubelet_port}",
+                    f"--tls-cert-file={certs / 'apiserver.crt'}",
+                    f"--tls-private-key-file={certs / 'apiserver.key'}",
                     *(f"--config={p}" for p in sorted(stages.glob("*.yaml"))),
+                    f"--config={self._pod_logs_config()}",
                 ],
             )
             self.kubectl("apply", "-f", "-", input=json.dumps(_node("kwok-node-0")))
         return self
+
+    def _pod_logs_config(self) -> Path:
+        self.pod_log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pod_log_file.touch()
+        logs = {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "ClusterLogs",
+            "metadata": {"name": "pod-logs"},
+            "spec": {
+                "selector": {"matchNamespaces": [POD_LOGS_NAMESPACE]},
+                "logs": [{"containers": [], "logsFile": str(self.pod_log_file)}],
+            },
+        }
+        path = self.workdir / "kwok-pod-logs.yaml"
+        path.write_text(json.dumps(logs))
+        return path
 
     def _write_kubeconfig(self, path: Path, user: str, token: str, namespace: str) -> None:
         ca = base64.b64encode(self.ca_file.read_bytes()).decode()

@@ -18,6 +18,9 @@ import yaml
 from starkmatter_operator import testing
 from tests.cluster.conftest import OperatorProcess, wait_for
 
+# Generous: waits are on conditions, and a loaded machine only makes them longer.
+pytestmark = pytest.mark.timeout(600)
+
 PEERING = "it-handover"
 # Short, so that the standby notices a dead peer within seconds rather than a minute.
 LIFETIME_S = 10
