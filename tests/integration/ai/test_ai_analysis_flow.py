@@ -315,3 +315,35 @@ async def test_only_the_requester_may_subscribe_to_the_analysis_stream_on_the_ga
         gateway.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await gateway
+
+
+async def test_a_revoked_session_is_refused_even_for_a_cached_answer(
+    api: LiveServer, db: asyncpg.Connection[Any], redis: aioredis.Redis
+) -> None:
+    user = await sign_up(api.client)
+    first = await _analyze(api, user, symbols=["IBM"])
+    await _wait_done(api, user, first["id"])
+    assert (await _analyze(api, user, symbols=["IBM"]))["cached"] is True
+    logout = await api.client.post("/auth/logout", headers=user.headers)
+    assert logout.status_code == 204
+    refused = await api.client.post("/ai/analyze", json={"symbols": ["IBM"]}, headers=user.headers)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "session_revoked"
+    assert await db.fetchval("SELECT count(*) FROM ai_analyses") == 2
+    assert len([k async for k in redis.scan_iter("ai:owner:*")]) == 2
+
+
+async def test_a_cache_hit_is_recorded_in_the_users_history(
+    api: LiveServer, anthropic: anthropic_server.FakeAnthropic
+) -> None:
+    user = await sign_up(api.client)
+    first = await _analyze(api, user, symbols=["ORCL"])
+    await _wait_done(api, user, first["id"])
+    hit = await _analyze(api, user, symbols=["ORCL"])
+    assert hit["cached"] is True
+    stored = await api.client.get(f"/ai/analyses/{hit['id']}", headers=user.headers)
+    assert stored.status_code == 200
+    assert stored.json() == hit
+    page = await api.client.get("/ai/analyses", headers=user.headers)
+    assert [item["id"] for item in page.json()["items"]] == [hit["id"], first["id"]]
+    assert len(anthropic.calls) == 1

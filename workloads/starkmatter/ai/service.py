@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 
 from starkmatter.ai import checking, config, contexting, models, offline, streaming, upstream
 from starkmatter.core import errors, logs, metrics
+from starkmatter.core.auth import sessions, tokens
 
 log = logs.get_logger(__name__)
 
@@ -60,18 +61,22 @@ def inflight_key(key: str) -> str:
     return f"ai:inflight:{key}"
 
 
-# The Redis half of a cache hit, in one round trip: record who asked (the gateway's
-# subscription check needs it whatever happens next), read the cached answer and, when
-# there is one, write the stream's final snapshot so a subscriber gets it at once. If the
-# answer turns out to be from older data, the miss path overwrites that snapshot before
-# anyone has learnt the request id.
+# The Redis half of every request, in one round trip: check that the caller's session is
+# still open (the bearer token's signature was checked by the route; revocation lives
+# here), record who asked (the gateway's subscription check needs it whatever happens
+# next), read the cached answer and, when there is one, write the stream's final snapshot
+# so a subscriber gets it at once. If the answer turns out to be from older data, the miss
+# path overwrites that snapshot before anyone has learnt the request id.
 _HIT_SCRIPT = """
+if redis.call('HGET', KEYS[4], 'user_id') ~= ARGV[1] then
+  return {0, false, false}
+end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 local entry = redis.call('HMGET', KEYS[1], 'version', 'outcome')
 if entry[1] and entry[2] then
   redis.call('SET', KEYS[3], ARGV[3] .. string.sub(entry[2], 2) .. '}', 'EX', ARGV[4])
 end
-return entry
+return {1, entry[1], entry[2]}
 """
 
 _RELEASE_SCRIPT = """
@@ -193,18 +198,24 @@ class AnalysisService:
             self._statements[(tables, user_scoped)] = statement
         return statement
 
-    async def submit(self, user_id: str, request: models.AnalyzeRequest) -> Submitted:
-        """A cache hit costs one Redis round trip and one PostgreSQL statement."""
+    async def submit(
+        self, principal: tokens.Principal, request: models.AnalyzeRequest
+    ) -> Submitted:
+        """A cache hit costs one Redis round trip (session check included) and one
+        PostgreSQL statement. ``principal`` comes from a verified token whose session has
+        not been checked yet: this method checks it and raises ``Unauthenticated``."""
+        user_id = principal.user_id
         normalized = models.normalize(request, user_id)
         tables = await self._available_tables()
         request_key = models.request_key(normalized, self.settings.model)
         request_uuid = uuid.uuid4()
         request_id = str(request_uuid)
-        cached_version, cached = await self._hit(
+        session_open, cached_version, cached = await self._hit(
             keys=[
                 answer_key(request_key),
                 owner_key(request_id),
                 streaming.snapshot_key(request_id),
+                sessions.key(principal.session_id),
             ],
             args=[
                 user_id,
@@ -213,6 +224,8 @@ class AnalysisService:
                 self.settings.snapshot_ttl_s,
             ],
         )
+        if not session_open:
+            raise errors.Unauthenticated("session has ended", code="session_revoked")
         outcome_json = _text(cached)
         expected = _text(cached_version) if outcome_json is not None else None
         row = await self.pool.fetchrow(
