@@ -347,3 +347,46 @@ async def test_a_cache_hit_is_recorded_in_the_users_history(
     page = await api.client.get("/ai/analyses", headers=user.headers)
     assert [item["id"] for item in page.json()["items"]] == [hit["id"], first["id"]]
     assert len(anthropic.calls) == 1
+
+
+async def test_rate_limit_retry_waits_as_long_as_the_server_asks(
+    api: LiveServer, redis: aioredis.Redis, anthropic: anthropic_server.FakeAnthropic
+) -> None:
+    user = await sign_up(api.client)
+    anthropic.script = [anthropic_server.rate_limited("1")]
+    pubsub = redis.pubsub()
+    await pubsub.psubscribe("ai:analysis:*")
+    accepted = await _analyze(api, user, symbols=["AAPL"])
+    done = await _wait_done(api, user, accepted["id"])
+    events = []
+    while (message := await pubsub.get_message(timeout=1)) is not None:
+        if message["type"] == "pmessage":
+            events.append(json.loads(message["data"]))
+    await pubsub.aclose()
+    assert done["source"] == "anthropic"
+    assert len(anthropic.calls) == 2
+    # The second call came no sooner than the server's retry-after said.
+    assert anthropic.call_times[1] - anthropic.call_times[0] >= 1.0
+    retries = [e for e in events if e["type"] == "retry"]
+    assert retries == [{"type": "retry", "attempt": 2, "wait_s": 1.0, "seq": 1}]
+
+
+async def test_answer_about_other_symbols_is_rejected_as_irrelevant(
+    api: LiveServer, anthropic: anthropic_server.FakeAnthropic
+) -> None:
+    user = await sign_up(api.client)
+    elsewhere = {
+        "summary": "XOM named a new chief financial officer at its annual meeting this week.",
+        "outlook": "neutral",
+        "confidence": 0.5,
+        "symbols": ["XOM"],
+        "key_points": ["XOM board changes"],
+        "risks": [],
+    }
+    anthropic.script = [anthropic_server.Reply("ok", analysis=elsewhere)]
+    done = await _wait_done(
+        api, user, (await _analyze(api, user, symbols=["AAPL"], kind="technical"))["id"]
+    )
+    assert done["source"] == "offline" and done["label"] == offline.LABEL
+    assert done["fallback_reason"] == "checks_failed:irrelevant"
+    assert done["result"]["symbols"] == ["AAPL"]
