@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from starkmatter import cli
+from starkmatter.core import settings
 from starkmatter_operator import config as operator_config
 from starkmatter_operator.builders import marketfeed, newssource, retentionpolicy
 
@@ -89,3 +91,59 @@ def test_operator_children_run_real_commands(module: Any, sample: str) -> None:
     assert args, "the builder produced no platform container"
     for each in args:
         _parses(each)
+
+
+_SECRET_STAND_INS = {
+    "STARKMATTER_DATABASE_URL": "postgresql://u:p@db.invalid:5432/sm",
+    "STARKMATTER_REDIS_URL": "redis://:p@redis.invalid:6379/0",
+}
+
+
+@pytest.mark.parametrize(
+    ("module", "sample"),
+    [
+        (marketfeed, "marketfeed.yaml"),
+        (newssource, "newssource.yaml"),
+        (retentionpolicy, "retentionpolicy.yaml"),
+    ],
+)
+def test_operator_children_get_every_setting_their_command_needs_to_start(
+    module: Any, sample: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI refuses to start outside dev mode without its servers; a child the operator
+    builds must carry them (values from Secrets stand in as plausible URLs)."""
+    body = yaml.safe_load((REPO / "manifests" / "samples" / sample).read_text())
+    body.setdefault("metadata", {}).setdefault("uid", "00000000-0000-0000-0000-000000000001")
+    body["metadata"].setdefault("namespace", "default")
+    children = module.build(body, operator_config.OperatorConfig.from_env({}))
+    _each_starts(children, monkeypatch)
+
+
+def test_chart_pods_get_every_setting_their_command_needs_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    documents = [
+        doc for doc in yaml.safe_load_all((REPO / "manifests" / "10-starkmatter.yaml").read_text())
+        if doc
+    ]  # fmt: skip
+    _each_starts(documents, monkeypatch)
+
+
+def _each_starts(manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    containers = [
+        c
+        for m in manifests
+        for c in _containers(m)
+        if c.get("args") and "command" not in c and "starkmatter/starkmatter" in str(c.get("image"))
+    ]
+    assert containers
+    for container in containers:
+        for name in [k for k in os.environ if k.startswith("STARKMATTER_")]:
+            monkeypatch.delenv(name)
+        for env in container.get("env") or []:
+            value = env.get("value")
+            if value is None:
+                value = _SECRET_STAND_INS.get(env["name"], "stand-in")
+            monkeypatch.setenv(env["name"], value)
+        loaded = settings.load()
+        assert loaded.env == "prod", container["name"]

@@ -38,16 +38,18 @@ def build(body: common.Body, cfg: config.OperatorConfig) -> list[common.Manifest
     feed_json = common.canonical_json({"name": feed, **spec})
     template_annotations = {"starkmatter.io/config-hash": common.content_hash(feed_json)}
 
+    # Outside dev mode every entry point (the gateway too) refuses to start without both
+    # server URLs.
     shared_env: list[dict[str, Any]] = [
+        common.secret_env(
+            "STARKMATTER_DATABASE_URL", spec.get("databaseSecretRef") or {}, "starkmatter-database"
+        ),
         common.secret_env(
             "STARKMATTER_REDIS_URL", spec.get("redisSecretRef") or {}, "starkmatter-redis"
         ),
         {"name": "STARKMATTER_FEED_CONFIG", "value": f"{common.CONFIG_DIR}/feed.json"},
     ]
     ingest_env = [
-        common.secret_env(
-            "STARKMATTER_DATABASE_URL", spec.get("databaseSecretRef") or {}, "starkmatter-database"
-        ),
         *shared_env,
         {"name": "STARKMATTER_METRICS_PORT", "value": str(common.METRICS_PORT)},
     ]
