@@ -95,3 +95,8 @@ class SseStream:
                 elif field == "retry":
                     self.retry_ms = int(value)
         raise AssertionError("the event stream ended")
+
+    async def rest(self) -> list[str]:
+        """Every line until the server ends the stream."""
+        async with asyncio.timeout(10):
+            return [line async for line in self._lines]

@@ -171,3 +171,20 @@ async def test_the_gateway_reconnects_with_backoff_when_redis_restarts(
         await own.aclose()
     finally:
         backend.stop()
+
+
+async def test_graceful_shutdown_tells_sse_clients_to_reconnect(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    token = await sign_in(config, redis, "u1")
+    async with running_gateway(config) as gateway, httpx.AsyncClient(timeout=10) as http:
+        url = f"http://127.0.0.1:{gateway.port}/sse"
+        params = {"topics": "news:all", "token": token}
+        async with http.stream("GET", url, params=params) as response:
+            stream = SseStream(response)
+            assert (await stream.next()).kind == "snapshot"
+            stopping = asyncio.ensure_future(gateway.stop())
+            goodbye = await stream.next()
+            assert goodbye.kind == "error" and goodbye.data["code"] == "restarting"
+            assert await stream.rest() == []
+            await stopping

@@ -96,6 +96,9 @@ class WebSocketClient(connections.Client):
         asyncio.get_running_loop().call_later(2.0, self.transport.abort)
 
 
+_SSE_CLOSE_CODES = {1012: "restarting", 1011: "unavailable"}
+
+
 class SseClient(connections.Client):
     transport_name = "sse"
 
@@ -104,13 +107,13 @@ class SseClient(connections.Client):
         head = b"id: " + event_id.encode() + b"\n" if event_id is not None else b""
         return head + b"event: " + kind + b"\ndata: " + body + b"\n\n"
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, close_code: int, reason: str) -> None:
         if self.state in (connections.ConnectionState.CLOSING, connections.ConnectionState.CLOSED):
             return
         self.transition(connections.ConnectionState.CLOSING)
-        self.transport.write(
-            self.encode(_json({"type": "error", "code": reason, "message": reason}))
-        )
+        # The WebSocket close code, as the stable error code an SSE client can switch on.
+        code = _SSE_CLOSE_CODES.get(close_code, reason)
+        self.transport.write(self.encode(_json({"type": "error", "code": code, "message": reason})))
         self.transport.close()
         asyncio.get_running_loop().call_later(2.0, self.transport.abort)
 
@@ -285,6 +288,9 @@ class _Connection(asyncio.Protocol):
     async def _sse(self, request: http11.Request, query: dict[str, list[str]]) -> None:
         assert self.transport is not None
         gateway = self.gateway
+        if gateway.closing:
+            self._respond(503, b"shutting down\n")
+            return
         token = self._token(request, query)
         if token is None:
             self._respond(401, b"unauthenticated\n")
