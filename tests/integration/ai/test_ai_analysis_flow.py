@@ -333,9 +333,14 @@ async def test_a_revoked_session_is_refused_even_for_a_cached_answer(
     assert len([k async for k in redis.scan_iter("ai:owner:*")]) == 2
 
 
+@pytest.mark.parametrize("commit", ["durable", "async"])
 async def test_a_cache_hit_is_recorded_in_the_users_history(
-    api: LiveServer, anthropic: anthropic_server.FakeAnthropic
+    api: LiveServer,
+    anthropic: anthropic_server.FakeAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+    commit: str,
 ) -> None:
+    monkeypatch.setenv("STARKMATTER_AI_HIT_HISTORY_COMMIT", commit)
     user = await sign_up(api.client)
     first = await _analyze(api, user, symbols=["ORCL"])
     await _wait_done(api, user, first["id"])

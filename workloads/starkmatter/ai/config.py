@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pydantic
 import pydantic_settings
 
@@ -46,6 +48,12 @@ class AISettings(pydantic_settings.BaseSettings):
     coalesce_poll_s: float = pydantic.Field(default=0.05, gt=0, le=5)
     """How often a request waiting on another process's identical request looks for its
     answer (a Redis read each time)."""
+    hit_history_commit: Literal["durable", "async"] = "durable"
+    """How a cache hit's history row is committed. ``durable`` (default) waits for the WAL
+    flush like any commit, so a hit's p99 is at least the disk's fsync p99. ``async`` commits
+    it with ``synchronous_commit = off`` for that one transaction: the row survives an API
+    crash but a PostgreSQL or machine crash may lose the last ~0.6 s of hit rows (never
+    an analysis, which is always committed durably)."""
     snapshot_ttl_s: int = pydantic.Field(default=3600, ge=60)
     """How long an analysis stream's snapshot (``snapshot:ai:analysis:{id}``) is kept for
     late subscribers; the durable record is ``GET /ai/analyses/{id}``."""

@@ -177,13 +177,21 @@ class AnalysisService:
 
     def _hit_statement(self, tables: frozenset[str], user_scoped: bool) -> str:
         """Reads the data version and, only if the cached answer was made from that version,
-        records the cache hit's history row: one round trip, one ordinary (durable) commit.
+        records the cache hit's history row: one round trip, one commit (durable unless
+        ``hit_history_commit`` says otherwise).
         """
         statement = self._statements.get((tables, user_scoped))
         if statement is None:
             version = contexting.version_sql(tables, user_scoped=user_scoped)
+            # set_config(..., true) lasts until this statement's own transaction commits.
+            commit = (
+                "SELECT set_config('synchronous_commit', 'off', true)"
+                if self.settings.hit_history_commit == "async"
+                else "SELECT NULL"
+            )
             statement = f"""
                 WITH v AS (SELECT {version} AS version),
+                c AS ({commit} AS setting),
                 o AS (SELECT $9::text::jsonb AS j),
                 ins AS (
                     INSERT INTO ai_analyses (id, user_id, kind, symbols, question, horizon,
@@ -192,7 +200,7 @@ class AnalysisService:
                     SELECT $3::uuid, $2::uuid, $4::text, $1::text[], $5::text, $6::text,
                         $7::text, v.version, 'done', o.j->>'source', true, o.j->>'model',
                         o.j->'result', o.j->'checks', o.j->>'fallback_reason', now()
-                    FROM v, o WHERE v.version = $8::text
+                    FROM v, o, c WHERE v.version = $8::text
                     RETURNING created_at, completed_at)
                 SELECT v.version, ins.created_at, ins.completed_at FROM v LEFT JOIN ins ON true"""
             self._statements[(tables, user_scoped)] = statement
