@@ -301,3 +301,83 @@ async def test_health_and_metrics_are_served_on_the_same_port(
         text = (await http.get(base + "/metrics")).text
         assert "starkmatter_gateway_connections" in text
         assert (await http.get(base + "/nope")).status_code == 404
+
+
+async def _frames_until(reader: Any, protocol: ClientProtocol, until: Any) -> list[Any]:
+    """Raw frames (any opcode) until ``until(frames)``; never answers pings by itself."""
+    frames: list[Any] = []
+    while not until(frames):
+        data = await reader.read(65_536)
+        assert data, "connection closed"
+        protocol.receive_data(data)
+        frames.extend(e for e in protocol.events_received() if isinstance(e, ws_frames.Frame))
+    return frames
+
+
+BEAT_OPCODES = {ws_frames.Opcode.TEXT, ws_frames.Opcode.PING}
+
+
+async def test_every_client_gets_heartbeats_and_pings_within_the_interval(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    token = await sign_in(config, redis, "u1")
+    limits = connections.Limits(heartbeat_s=0.5)
+    async with running_gateway(config, limits) as gateway:
+        clients = [await _raw_ws(gateway.port, token, 65_536) for _ in range(5)]
+        async with asyncio.timeout(3):
+            for reader, _, protocol in clients:
+                frames = await _frames_until(
+                    reader, protocol, lambda f: {x.opcode for x in f} >= BEAT_OPCODES
+                )
+                texts = [json.loads(bytes(x.data)) for x in frames if x.opcode.name == "TEXT"]
+                assert texts[0]["type"] == "heartbeat" and texts[0]["ts"].endswith("Z")
+        for _, writer, _ in clients:
+            writer.close()
+
+
+async def test_a_client_that_never_answers_pings_is_closed(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    token = await sign_in(config, redis, "u1")
+    limits = connections.Limits(heartbeat_s=0.3)
+    async with running_gateway(config, limits) as gateway:
+        reader, writer, protocol = await _raw_ws(gateway.port, token, 65_536)
+        async with asyncio.timeout(5):
+            frames = await _frames_until(
+                reader, protocol, lambda f: any(x.opcode is ws_frames.Opcode.CLOSE for x in f)
+            )
+        pings = [x for x in frames if x.opcode is ws_frames.Opcode.PING]
+        close = ws_frames.Close.parse(frames[-1].data)
+        assert len(pings) >= 2 and (close.code, close.reason) == (1011, "ping timeout")
+        writer.close()
+
+
+async def test_a_client_congested_longer_than_the_lag_limit_is_disconnected(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    token = await sign_in(config, redis, "u1")
+    limits = connections.Limits(
+        high_water_bytes=8_192, low_water_bytes=1_024, max_lag_s=0.5, heartbeat_s=0.5
+    )
+    topic = "market:quotes:LAG"
+    async with running_gateway(config, limits) as gateway:
+        reader, writer, protocol = await _raw_ws(gateway.port, token, 4_096)
+        protocol.send_text(json.dumps({"op": "subscribe", "topics": [topic]}).encode())
+        writer.write(b"".join(protocol.data_to_send()))
+        await _read_frames(reader, protocol, lambda f: any(x["type"] == "snapshot" for x in f))
+        [client] = gateway.clients
+        # Market data is conflated, so the backlog never overflows: only the lag limit acts.
+        async with asyncio.timeout(10):
+            n = 0
+            while client.congested_since is None:
+                await redis.publish(topic, json.dumps({"n": n, "pad": "z" * 16_000}))
+                n += 1
+                await asyncio.sleep(0.001)
+            while client.state is connections.ConnectionState.OPEN:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        frames = await _frames_until(
+            reader, protocol, lambda f: any(x.opcode is ws_frames.Opcode.CLOSE for x in f)
+        )
+        close = ws_frames.Close.parse(frames[-1].data)
+        assert (close.code, close.reason) == (1008, "slow_consumer")
+        writer.close()

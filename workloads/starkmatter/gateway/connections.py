@@ -15,6 +15,7 @@ import asyncio
 import collections
 import dataclasses
 import enum
+import itertools
 import time
 from typing import Any
 
@@ -47,6 +48,9 @@ _ALLOWED: dict[ConnectionState, frozenset[ConnectionState]] = {
 }
 
 
+_serials = itertools.count()
+
+
 class InvalidTransition(RuntimeError):
     pass
 
@@ -77,6 +81,8 @@ class Client(abc.ABC):
     def __init__(self, transport: asyncio.Transport, limits: Limits) -> None:
         self.transport = transport
         self.limits = limits
+        self.serial = next(_serials)
+        """Spreads per-client periodic work (heartbeats) over time."""
         self.state = ConnectionState.HANDSHAKE
         self.principal: tokens.Principal | None = None
         self.topics: set[str] = set()

@@ -48,6 +48,13 @@ Authenticate = Callable[[str], Awaitable[tokens.Principal]]
 """Verifies a JWT (signature, claims, open session); raises ``errors.Unauthenticated``."""
 
 
+BEAT_SLICES = 50
+"""Heartbeat ticks per ``heartbeat_s``: each tick beats one slice of the clients."""
+
+WS_PING = b"\x89\x00"
+"""A server ping frame with no payload (unmasked, final)."""
+
+
 def ws_text_frame(body: bytes) -> bytes:
     """An unmasked, unfragmented server text frame (identical for every client)."""
     size = len(body)
@@ -393,25 +400,43 @@ class Gateway:
             await self.hub.stop()
 
     async def _beat(self) -> None:
+        """Heartbeats (and WebSocket pings), each client every ``heartbeat_s``, spread over
+        ``BEAT_SLICES`` ticks: beating a thousand clients at once would hold the event loop,
+        and with it every market update, for tens of milliseconds. Each tick also
+        disconnects clients congested for longer than ``max_lag_s``."""
+        tick_s = self.limits.heartbeat_s / BEAT_SLICES
+        tick = 0
         while True:
-            await asyncio.sleep(self.limits.heartbeat_s)
-            frame_body = _json({"type": "heartbeat", "ts": _now_iso()})
+            await asyncio.sleep(tick_s)
+            tick += 1
+            slot = tick % BEAT_SLICES
             now = time.monotonic()
+            frames: dict[type, bytes] = {}
             for client in list(self.clients):
                 if client.lagging(now):
                     client.disconnect_slow()
                     continue
+                if client.serial % BEAT_SLICES != slot:
+                    continue
                 if client.state is not connections.ConnectionState.OPEN:
                     continue
-                if client.congested_since is None:
-                    client.send_now(client.encode(frame_body))
+                kind = type(client)
+                frame = frames.get(kind)
+                if frame is None:
+                    body = _json({"type": "heartbeat", "ts": _now_iso()})
+                    frame = frames[kind] = client.encode(body)
                 if isinstance(client, WebSocketClient):
                     if now - client.last_pong > 3 * self.limits.heartbeat_s:
                         metrics.DISCONNECTS.labels(reason="ping_timeout").inc()
                         client.close(1011, "ping timeout")
                         continue
-                    client.protocol.send_ping(b"")
-                    client.flush_protocol()
+                    # An unsolicited server ping (empty payload), written with the heartbeat.
+                    if client.congested_since is None:
+                        client.send_now(frame + WS_PING)
+                    else:
+                        client.transport.write(WS_PING)
+                elif client.congested_since is None:
+                    client.send_now(frame)
 
     # ------------------------------------------------------------------ client messages
 
