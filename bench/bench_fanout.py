@@ -52,6 +52,8 @@ class Pauses:
     def __init__(self) -> None:
         self.gc_ms: list[float] = []
         self.lag_ms: list[float] = []
+        self.long: list[tuple[int, float]] = []
+        """(when it ended, ns since the epoch; how long, ms) of loop stalls over 20 ms."""
         self._gc_started = 0.0
         self._task: asyncio.Task[None] | None = None
 
@@ -65,11 +67,15 @@ class Pauses:
         while True:
             started = time.perf_counter()
             await asyncio.sleep(0.001)
-            self.lag_ms.append((time.perf_counter() - started) * 1e3 - 1.0)
+            lag = (time.perf_counter() - started) * 1e3 - 1.0
+            self.lag_ms.append(lag)
+            if lag > 20.0:
+                self.long.append((time.time_ns(), lag))
 
     def start(self) -> None:
         self.gc_ms.clear()
         self.lag_ms.clear()
+        self.long.clear()
         gc.callbacks.append(self._on_gc)
         self._task = asyncio.create_task(self._watch())
 
@@ -384,6 +390,8 @@ class Phase:
         """Share of one core used by each process over the phase, in user space..."""
         self.kernel: dict[str, float] = {}
         """...and in the kernel (for sockets: mostly the loopback TCP path)."""
+        self.gateway_stalls: list[tuple[int, float]] = []
+        """(ended at, ns since the epoch; ms) of the gateway's event-loop stalls over 20 ms."""
         self.stalls: list[tuple[int, int]] = []
         """(from, to), ns since the epoch: when the idle bystander woke over 5 ms late."""
         self.pauses: dict[str, dict[str, float]] = {}
@@ -480,6 +488,7 @@ async def run_gateway(redis_url: str, redis_pid: int) -> tuple[float, dict[float
             phase.cpu["publisher"] = publisher_user / elapsed
             phase.kernel["publisher"] = publisher_system / elapsed
             phase.pauses["gateway"] = pauses.stop()
+            phase.gateway_stalls = list(pauses.long)
             parent.send("pauses")
             phase.pauses["clients"] = await loop.run_in_executor(None, parent.recv)
             phase.pauses["idle bystander"], phase.stalls = await loop.run_in_executor(
@@ -567,6 +576,14 @@ async def main() -> None:
                 f"p99 {common.percentile(phase.hops, 99):.2f} ms"
             )
         print(f"    tail: {describe_tail(phase.samples, phase.stalls)}")
+        if phase.gateway_stalls and phase.samples:
+            first, last = phase.samples[0][0], phase.samples[-1][0]
+            print(
+                f"    gateway loop stalls > 20 ms (samples span {(last - first) / 1e9:.2f} s): "
+                + ", ".join(
+                    f"{ms:.0f} ms at +{(at - first) / 1e9:.2f} s" for at, ms in phase.gateway_stalls
+                )
+            )
         print(
             "    CPU (share of one core, user + kernel): "
             + ", ".join(
