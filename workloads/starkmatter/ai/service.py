@@ -287,16 +287,6 @@ class AnalysisService:
             )
         return Submitted(request_id, "pending", False, None, normalized, created_at, None)
 
-    async def wait(self, request_id: str, timeout_s: float = 30) -> None:
-        """Wait until the flight carrying ``request_id`` has landed (tests and benchmarks)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            flight = next((f for f in self._flights.values() if request_id in f.request_ids), None)
-            if flight is None or flight.task is None:
-                return
-            await asyncio.wait({flight.task}, timeout=deadline - time.monotonic())
-        raise TimeoutError(f"analysis {request_id} still running after {timeout_s}s")
-
     async def _take_quota(self, user_id: str) -> None:
         hour = int(time.time() // 3600)
         quota_key = f"ai:quota:{user_id}:{hour}"
