@@ -26,8 +26,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @contextlib.asynccontextmanager
 async def api_process(
-    config: settings.Settings, fake_url: str, log_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
+    config: settings.Settings, fake_url: str, log_path: Path, **extra_env: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.subprocess.Process]]:
     """``python -m starkmatter.cli api`` on a free port, with the SDK pointed at ``fake_url``."""
     port = embedded.free_port()
     assert config.jwt_private_key is not None
@@ -42,6 +42,7 @@ async def api_process(
         STARKMATTER_AI_BACKOFF_BASE_S="0.01",
         ANTHROPIC_API_KEY="test-anthropic-key",
         ANTHROPIC_BASE_URL=fake_url,
+        **extra_env,
     )
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
@@ -60,7 +61,7 @@ async def api_process(
                 await asyncio.sleep(0.05)
             else:
                 raise AssertionError("API process never became healthy")
-            yield client
+            yield client, proc
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -97,8 +98,8 @@ async def test_identical_requests_in_two_api_processes_share_one_upstream_call(
     tmp_path: Path,
 ) -> None:
     async with (
-        api_process(config, anthropic.url, tmp_path / "api-1.log") as one,
-        api_process(config, anthropic.url, tmp_path / "api-2.log") as two,
+        api_process(config, anthropic.url, tmp_path / "api-1.log") as (one, _),
+        api_process(config, anthropic.url, tmp_path / "api-2.log") as (two, _),
     ):
         user = await sign_up(one)
         anthropic.gate = asyncio.Event()
@@ -119,3 +120,56 @@ async def test_identical_requests_in_two_api_processes_share_one_upstream_call(
     assert all(d["cached"] is False for d in done)
     assert len({json.dumps(d["result"], sort_keys=True) for d in done}) == 1
     assert sorted(done[0]["result"]["symbols"]) == ["AMD", "NVDA"]
+
+
+async def test_the_holder_keeps_its_claim_while_its_call_outlasts_the_lock_lifetime(
+    config: settings.Settings,
+    anthropic: anthropic_server.FakeAnthropic,
+    tmp_path: Path,
+) -> None:
+    fast = {"STARKMATTER_AI_COALESCE_LOCK_TTL_S": "0.6"}
+    async with (
+        api_process(config, anthropic.url, tmp_path / "api-1.log", **fast) as (one, _),
+        api_process(config, anthropic.url, tmp_path / "api-2.log", **fast) as (two, _),
+    ):
+        user = await sign_up(one)
+        anthropic.gate = asyncio.Event()
+        body = {"symbols": ["TSLA"]}
+        first = await _analyze(one, user, body)
+        await asyncio.wait_for(anthropic.arrived.wait(), 20)
+        second = await _analyze(two, user, body)
+        # Three lock lifetimes pass while the first call is held: renewed, the lock stays.
+        await asyncio.sleep(2.0)
+        assert len(anthropic.calls) == 1
+        anthropic.gate.set()
+        done = [await _done(one, user, first), await _done(two, user, second)]
+    assert len(anthropic.calls) == 1
+    assert done[0]["result"] == done[1]["result"] and done[1]["source"] == "anthropic"
+
+
+async def test_a_waiting_process_takes_over_when_the_holder_dies_mid_call(
+    config: settings.Settings,
+    anthropic: anthropic_server.FakeAnthropic,
+    tmp_path: Path,
+) -> None:
+    fast = {"STARKMATTER_AI_COALESCE_LOCK_TTL_S": "0.6"}
+    async with (
+        api_process(config, anthropic.url, tmp_path / "api-1.log", **fast) as (one, holder),
+        api_process(config, anthropic.url, tmp_path / "api-2.log", **fast) as (two, _),
+    ):
+        user = await sign_up(two)
+        anthropic.gate = asyncio.Event()
+        body = {"symbols": ["META"]}
+        await _analyze(one, user, body)
+        await asyncio.wait_for(anthropic.arrived.wait(), 20)
+        waiting = await _analyze(two, user, body)
+        holder.kill()  # a crash: no shutdown, no release of the lock
+        await holder.wait()
+        for _ in range(500):
+            if len(anthropic.calls) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert len(anthropic.calls) == 2, "the waiting process never took over"
+        anthropic.gate.set()
+        done = await _done(two, user, waiting)
+    assert done["status"] == "done" and done["source"] == "anthropic"

@@ -43,8 +43,12 @@ class AISettings(pydantic_settings.BaseSettings):
     """Analyses per user per hour that are not served from the cache."""
     min_relevance: float = pydantic.Field(default=0.3, ge=0, le=1)
     """Answers scoring below this (0..1) are rejected and the offline analyst answers."""
-    coalesce_wait_s: float = pydantic.Field(default=90.0, gt=0)
-    """How long a request waits for an identical one in flight in another process."""
+    coalesce_wait_s: float = pydantic.Field(default=240.0, gt=0)
+    """How long a request waits at most for an identical one in flight in another process
+    (longer than the slowest analysis: attempts x timeout + backoff)."""
+    coalesce_lock_ttl_s: float = pydantic.Field(default=10.0, gt=0.1, le=600)
+    """Lifetime of the cross-process in-flight lock; its holder renews it while it works,
+    so this is how soon a crashed holder's request is taken over by a waiting process."""
     coalesce_poll_s: float = pydantic.Field(default=0.05, gt=0, le=5)
     """How often a request waiting on another process's identical request looks for its
     answer (a Redis read each time)."""

@@ -12,6 +12,7 @@ that subscribes after the first events still gets everything so far.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -77,6 +78,11 @@ if entry[1] and entry[2] then
   redis.call('SET', KEYS[3], ARGV[3] .. string.sub(entry[2], 2) .. '}', 'EX', ARGV[4])
 end
 return {1, entry[1], entry[2]}
+"""
+
+_RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
 """
 
 _RELEASE_SCRIPT = """
@@ -162,6 +168,7 @@ class AnalysisService:
         self._statements: dict[tuple[frozenset[str], bool], str] = {}
         self._hit = redis.register_script(_HIT_SCRIPT)
         self._release = redis.register_script(_RELEASE_SCRIPT)
+        self._renew = redis.register_script(_RENEW_SCRIPT)
 
     async def aclose(self) -> None:
         tasks = [f.task for f in self._flights.values() if f.task is not None]
@@ -377,19 +384,24 @@ class AnalysisService:
         return Outcome.from_json(json.loads(raw))
 
     async def _coalesced(self, flight: Flight) -> Outcome:
-        """Across processes: one holder of the lock computes, the others read its answer."""
+        """Across processes: one holder of the lock computes, the others read its answer.
+
+        The lock lives ``coalesce_lock_ttl_s`` and its holder renews it while it works, so
+        a long upstream call keeps it, and a holder that dies frees it within that time:
+        a waiter then takes over instead of waiting out ``coalesce_wait_s``.
+        """
         lock_key = inflight_key(flight.key)
         token = uuid.uuid4().hex
+        ttl_ms = int(self.settings.coalesce_lock_ttl_s * 1000)
         deadline = time.monotonic() + self.settings.coalesce_wait_s
-        while not await self.redis.set(
-            lock_key, token, nx=True, px=int(self.settings.coalesce_wait_s * 1000)
-        ):
+        while not await self.redis.set(lock_key, token, nx=True, px=ttl_ms):
             ready = await self._ready(flight)
             if ready is not None:
                 return ready
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(self.settings.coalesce_poll_s)
+        holding = asyncio.create_task(self._hold(lock_key, token, ttl_ms))
         try:
             # The lock may have been free because the holder just finished: its answer is
             # then in the cache, and computing it again is exactly what must not happen.
@@ -414,8 +426,20 @@ class AnalysisService:
                 await pipe.execute()
             return outcome
         finally:
+            holding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holding
             # Release only our own lock (compare-and-delete).
             await self._release(keys=[lock_key], args=[token])
+
+    async def _hold(self, lock_key: str, token: str, ttl_ms: int) -> None:
+        """Renew our lock every third of its lifetime until cancelled."""
+        while True:
+            await asyncio.sleep(ttl_ms / 3000)
+            try:
+                await self._renew(keys=[lock_key], args=[token, ttl_ms])
+            except Exception as exc:  # noqa: BLE001 - a missed renewal only risks a duplicate call
+                log.warning("ai.inflight_renew_failed", error=str(exc)[:200])
 
     async def _produce(self, flight: Flight) -> Outcome:
         normalized = flight.normalized
