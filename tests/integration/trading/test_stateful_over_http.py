@@ -122,6 +122,21 @@ def test_orders_keep_their_invariants_under_random_traffic(stack: Stack) -> None
             self.mid = Decimal(100)
             publish(r, self.mid, 50)
             self.known: dict[str, str] = {}
+            # Every trader opens with a market buy that fills and a sell beyond the position
+            # that is refused, so each run has fills, a position for sells to work on and a
+            # rejection; random traffic alone sometimes had none of them.
+            opened = self.http.post(
+                "/orders",
+                headers=self.headers,
+                json={"client_order_id": "open", "symbol": "X", "side": "buy", "quantity": "10"},
+            )
+            assert opened.status_code == 201, opened.text
+            oversold = self.http.post(
+                "/orders",
+                headers=self.headers,
+                json={"client_order_id": "over", "symbol": "X", "side": "sell", "quantity": "1000"},
+            )
+            assert oversold.status_code == 422, oversold.text
 
         def teardown(self) -> None:
             self.http.close()

@@ -310,11 +310,10 @@ class Worker:
         """Write the batch's changes; ``announce`` (seed events) gains a PortfolioChange per
         changed portfolio and is appended to the event outbox in this same transaction."""
         changed = [w for w in work if w.changed]
-        # Accounts are locked before any order row is updated. An order placement holds
-        # its account lock and, for a reused client order id, may wait on the order row's
-        # newest version; if we updated order rows first and then waited for that
-        # account, the two would wait for each other.
-        book = await ledgers.load(conn, ops.users()) if ops.ops else None
+        # Order rows (locked by the caller) are written first and accounts locked last,
+        # for the short ledger write before commit: placements queue on the account lock,
+        # so it is held as briefly as possible. This is safe because placement, which
+        # takes the account first, never waits on an order row (migration 0214).
         steps: list[storage.Step] = []
         for w in changed:
             for source, targets, reasons, details in w.steps:
@@ -380,6 +379,11 @@ class Worker:
             messages.append(
                 (f"orders:{after.user_id}", storage.order_message(after, after.status.value))
             )
+        # The order rows' audit rows now, outside the account locks; the chain head is
+        # held from here to commit, but placements never take it.
+        await storage.audit_many(conn, audits)
+        audits.clear()
+        book = await ledgers.load(conn, ops.users()) if ops.ops else None
         if book is not None:
             ops.apply_to(book)
             quotes = await self._quotes(sorted({s for (_, s) in book.holdings}))
