@@ -52,8 +52,10 @@ class Pauses:
     def __init__(self) -> None:
         self.gc_ms: list[float] = []
         self.lag_ms: list[float] = []
-        self.long: list[tuple[int, float]] = []
-        """(when it ended, ns since the epoch; how long, ms) of loop stalls over 20 ms."""
+        self.long: list[tuple[int, float, float]] = []
+        """(when it ended, ns since the epoch; how long, ms; CPU the loop's thread used
+        meanwhile, ms) of loop stalls over 20 ms: on the CPU means the loop was busy, off
+        it means the process was not running."""
         self._gc_started = 0.0
         self._task: asyncio.Task[None] | None = None
 
@@ -66,11 +68,12 @@ class Pauses:
     async def _watch(self) -> None:
         while True:
             started = time.perf_counter()
+            cpu = time.thread_time()
             await asyncio.sleep(0.001)
             lag = (time.perf_counter() - started) * 1e3 - 1.0
             self.lag_ms.append(lag)
             if lag > 20.0:
-                self.long.append((time.time_ns(), lag))
+                self.long.append((time.time_ns(), lag, (time.thread_time() - cpu) * 1e3))
 
     def start(self) -> None:
         self.gc_ms.clear()
@@ -390,8 +393,9 @@ class Phase:
         """Share of one core used by each process over the phase, in user space..."""
         self.kernel: dict[str, float] = {}
         """...and in the kernel (for sockets: mostly the loopback TCP path)."""
-        self.gateway_stalls: list[tuple[int, float]] = []
-        """(ended at, ns since the epoch; ms) of the gateway's event-loop stalls over 20 ms."""
+        self.gateway_stalls: list[tuple[int, float, float]] = []
+        """(ended at, ns since the epoch; ms; of which on the CPU, ms) of the gateway's
+        event-loop stalls over 20 ms."""
         self.stalls: list[tuple[int, int]] = []
         """(from, to), ns since the epoch: when the idle bystander woke over 5 ms late."""
         self.pauses: dict[str, dict[str, float]] = {}
@@ -579,9 +583,11 @@ async def main() -> None:
         if phase.gateway_stalls and phase.samples:
             first, last = phase.samples[0][0], phase.samples[-1][0]
             print(
-                f"    gateway loop stalls > 20 ms (samples span {(last - first) / 1e9:.2f} s): "
+                f"    gateway loop stalls > 20 ms (samples span {(last - first) / 1e9:.2f} s; "
+                "how long, of which the loop was on the CPU, when): "
                 + ", ".join(
-                    f"{ms:.0f} ms at +{(at - first) / 1e9:.2f} s" for at, ms in phase.gateway_stalls
+                    f"{ms:.0f}/{cpu:.0f} ms at +{(at - first) / 1e9:.2f} s"
+                    for at, ms, cpu in phase.gateway_stalls
                 )
             )
         print(
