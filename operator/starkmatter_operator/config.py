@@ -39,6 +39,9 @@ class OperatorConfig:
     discovery_ttl_s: float = 60.0
     # Concurrent HTTP connections to the apiserver.
     api_connections: int = 32
+    # Reconciles in flight at once (each applies its children in parallel): enough to keep
+    # the connections busy; more would only hold more in memory.
+    reconcile_concurrency: int = 16
     # Kopf peering between replicas (None: standalone) and this replica's priority.
     peering: str | None = None
     priority: int = 0
@@ -67,6 +70,9 @@ class OperatorConfig:
             metrics_port=int(get("METRICS_PORT", str(defaults.metrics_port))),
             debounce_s=float(get("DEBOUNCE", str(defaults.debounce_s))),
             api_connections=int(get("API_CONNECTIONS", str(defaults.api_connections))),
+            reconcile_concurrency=int(
+                get("RECONCILE_CONCURRENCY", str(defaults.reconcile_concurrency))
+            ),
             discovery_ttl_s=float(get("DISCOVERY_TTL", str(defaults.discovery_ttl_s))),
             peering=get("PEERING_NAME", "") or None,
             priority=int(get("PRIORITY", "0")),

@@ -30,11 +30,17 @@ class Pass:
 class Debouncer:
     """Collapses a burst of events into one reconcile per owner, and retries failures."""
 
-    def __init__(self, delay: float, run: Callable[[Key, Pass], Awaitable[None]]) -> None:
+    def __init__(
+        self, delay: float, run: Callable[[Key, Pass], Awaitable[None]], *, concurrency: int = 32
+    ) -> None:
         self._delay = delay
         self._run = run
         self._pending: dict[Key, Pass] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Reconciles in flight at once. More than the apiserver connections can serve only
+        # holds more bodies and answers in memory; an owner waiting for a slot keeps
+        # collecting events into its one pending pass.
+        self._slots = asyncio.Semaphore(concurrency)
 
     def poke(self, owner: Key, work: Pass, *, delay: float | None = None) -> None:
         if owner in self._pending:
@@ -49,6 +55,7 @@ class Debouncer:
 
     async def _later(self, owner: Key, delay: float) -> None:
         await asyncio.sleep(delay)
+        await self._slots.acquire()
         work = self._pending.pop(owner)
         try:
             await self._run(owner, work)
@@ -58,6 +65,8 @@ class Debouncer:
             self.poke(owner, work, delay=e.delay or RETRY_DELAY_S)
         except Exception:
             log.exception("event=reconcile.failed owner=%s", "/".join(owner))
+        finally:
+            self._slots.release()
 
     async def drain(self) -> None:
         for task in list(self._tasks):

@@ -79,7 +79,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     scraper = evaluator.Scraper(cfg.alerts_metrics_url) if cfg.alerts_metrics_url else None
     runtime = state.Runtime(cfg, client, reader, scraper, post_event=post_event)
     memo.runtime = runtime
-    memo.debouncer = debouncing.Debouncer(cfg.debounce_s, _reconcile_owner(runtime))
+    memo.debouncer = debouncing.Debouncer(
+        cfg.debounce_s, _reconcile_owner(runtime), concurrency=cfg.reconcile_concurrency
+    )
     memo.refresher = None  # started by the first resource event, see resources.py
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
