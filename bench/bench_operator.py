@@ -164,8 +164,7 @@ def main() -> None:
             [sys.executable, "-m", "starkmatter_operator", "--standalone",
              "--liveness", f"http://127.0.0.1:{testing.free_port()}/healthz"],
             env={**os.environ, "KUBECONFIG": str(plane.kubeconfig),
-                 "STARKMATTER_OPERATOR_METRICS_PORT": str(metrics_port),
-                 "STARKMATTER_OPERATOR_DEBOUNCE": "0.05"},
+                 "STARKMATTER_OPERATOR_METRICS_PORT": str(metrics_port)},
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=testing.die_with_parent,
         )  # fmt: skip
         try:

@@ -33,8 +33,9 @@ class OperatorConfig:
     # Seconds between status refreshes from heartbeats and CronJob history.
     status_interval_s: float = 30.0
     metrics_port: int = 9090
-    # Seconds a burst of child events for one owner is collapsed into one reconcile.
-    debounce_s: float = 0.2
+    # Seconds a burst of child events for one owner is collapsed into one reconcile (under
+    # load, an owner waiting for a reconcile slot keeps collapsing events beyond this).
+    debounce_s: float = 0.05
     # Seconds a "does the apiserver serve this kind" answer is trusted (PrometheusRule).
     discovery_ttl_s: float = 60.0
     # Concurrent HTTP connections to the apiserver.
