@@ -155,6 +155,11 @@ async def test_the_gateway_reconnects_with_backoff_when_redis_restarts(
                     await asyncio.sleep(0.02)
             ready = await http.get(f"http://127.0.0.1:{gateway.port}/readyz")
             assert ready.status_code == 503
+            # Subscribing meanwhile fails with an error frame, and leaves nothing behind.
+            await ws.send(json.dumps({"op": "subscribe", "topics": ["market:quotes:IBM"]}))
+            error = await recv_json(ws)
+            assert (error["type"], error["code"]) == ("error", "unavailable")
+            assert "market:quotes:IBM" not in gateway.hub.subscribers
             await asyncio.sleep(1.0)  # a few failed attempts, backing off
             backend.start()  # same port, empty data set
             await own.aclose()
@@ -168,6 +173,10 @@ async def test_the_gateway_reconnects_with_backoff_when_redis_restarts(
             assert (update["type"], update["data"]) == ("update", {"bid": "3"})
             ready = await http.get(f"http://127.0.0.1:{gateway.port}/readyz")
             assert ready.status_code == 200
+            # The subscription that failed during the outage works when retried.
+            await ws.send(json.dumps({"op": "subscribe", "topics": ["market:quotes:IBM"]}))
+            retried = await recv_json(ws)
+            assert (retried["type"], retried["topic"]) == ("snapshot", "market:quotes:IBM")
         await own.aclose()
     finally:
         backend.stop()

@@ -112,7 +112,12 @@ class Hub:
         # SUBSCRIBE is written before the snapshot is read on another connection; Redis
         # handles a client's commands in order, so no update can fall between the two
         # except one that the snapshot already contains (harmless: updates are states).
-        snapshot = await self._read_snapshot(topic)
+        try:
+            snapshot = await self._read_snapshot(topic)
+        except BaseException:
+            # Not subscribed after all: the client gets an error and may simply retry.
+            await self.unsubscribe(client, topic)
+            raise
         if topic in client.topics:
             client.send_now(client.encode(snapshot_body(topic, snapshot), self.event_id()))
             client.warmed(topic)
