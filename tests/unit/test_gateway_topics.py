@@ -77,7 +77,7 @@ def test_connection_state_transitions_are_checked() -> None:
             pass
 
     class Bare(connections.Client):
-        def encode(self, body: bytes) -> bytes:
+        def encode(self, body: bytes, event_id: str | None = None) -> bytes:
             return body
 
         def close(self, code: int, reason: str) -> None:
