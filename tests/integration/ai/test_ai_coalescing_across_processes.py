@@ -81,7 +81,8 @@ async def _analyze(client: httpx.AsyncClient, user: SignedIn, body: dict[str, An
 
 
 async def _done(client: httpx.AsyncClient, user: SignedIn, analysis_id: str) -> dict[str, Any]:
-    for _ in range(1000):
+    deadline = asyncio.get_running_loop().time() + 60  # generous: a shared, loaded machine
+    while asyncio.get_running_loop().time() < deadline:
         got = await client.get(f"/ai/analyses/{analysis_id}", headers=user.headers)
         assert got.status_code == 200, got.text
         body: dict[str, Any] = got.json()
@@ -173,3 +174,50 @@ async def test_a_waiting_process_takes_over_when_the_holder_dies_mid_call(
         anthropic.gate.set()
         done = await _done(two, user, waiting)
     assert done["status"] == "done" and done["source"] == "anthropic"
+
+
+async def test_a_request_waiting_in_another_process_gets_the_holders_stream(
+    config: settings.Settings,
+    redis: aioredis.Redis,
+    anthropic: anthropic_server.FakeAnthropic,
+    tmp_path: Path,
+) -> None:
+    async with (
+        api_process(config, anthropic.url, tmp_path / "api-1.log") as (one, _),
+        api_process(config, anthropic.url, tmp_path / "api-2.log") as (two, _),
+    ):
+        user = await sign_up(one)
+        anthropic.pause_after_deltas = 2
+        body = {"symbols": ["NFLX"]}
+        holder = await _analyze(one, user, body)
+        await asyncio.wait_for(anthropic.paused.wait(), 20)
+        waiting = await _analyze(two, user, body)
+        key = f"snapshot:ai:analysis:{waiting}"
+        # What the holder streamed before this request arrived reaches it all the same.
+        for _ in range(500):
+            raw = await redis.get(key)
+            if raw is not None and json.loads(raw)["partial_json"]:
+                break
+            await asyncio.sleep(0.02)
+        snapshot = json.loads(await redis.get(key) or b"null")
+        full = json.dumps(anthropic_server.good_analysis(["NFLX"]))
+        assert snapshot["status"] == "streaming" and snapshot["partial_json"] == full[:80]
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(f"ai:analysis:{waiting}")
+        anthropic.resume.set()
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] != "result":
+            message = await pubsub.get_message(timeout=20)
+            assert message is not None, f"stream ended after {events}"
+            if message["type"] == "message":
+                events.append(json.loads(message["data"]))
+        await pubsub.aclose()
+        done = [await _done(one, user, holder), await _done(two, user, waiting)]
+    assert [e["seq"] for e in events] == list(range(snapshot["seq"] + 1, events[-1]["seq"] + 1))
+    streamed = snapshot["partial_json"] + "".join(
+        e["partial_json"] for e in events if e["type"] == "delta"
+    )
+    assert json.loads(streamed) == anthropic_server.good_analysis(["NFLX"])
+    assert [e["type"] for e in events].count("result") == 1
+    assert events[-1]["result"] == done[1]["result"] == done[0]["result"]
+    assert len(anthropic.calls) == 1

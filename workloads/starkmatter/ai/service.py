@@ -35,6 +35,7 @@ ANALYSES = prometheus_client.Counter(
     "Analyses completed, by who answered (anthropic, offline) and whether from cache.",
     ["source", "cached"],
 )
+RELAY_STOP_S = 2.0
 OFFLINE_CACHE_TTL_S = 60
 """A fallback answer is cached briefly only, so a recovered upstream is used again soon."""
 
@@ -391,16 +392,27 @@ class AnalysisService:
         a waiter then takes over instead of waiting out ``coalesce_wait_s``.
         """
         lock_key = inflight_key(flight.key)
-        token = uuid.uuid4().hex
+        # The lock names one request of its holder, whose stream a waiter relays.
+        token = f"{uuid.uuid4().hex} {flight.request_ids[0]}"
         ttl_ms = int(self.settings.coalesce_lock_ttl_s * 1000)
         deadline = time.monotonic() + self.settings.coalesce_wait_s
-        while not await self.redis.set(lock_key, token, nx=True, px=ttl_ms):
-            ready = await self._ready(flight)
-            if ready is not None:
-                return ready
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(self.settings.coalesce_poll_s)
+        relay: asyncio.Task[None] | None = None
+        relayed: str | None = None
+        try:
+            while not await self.redis.set(lock_key, token, nx=True, px=ttl_ms):
+                ready = await self._ready(flight)
+                if ready is not None:
+                    return ready
+                if time.monotonic() > deadline:
+                    break
+                holder = _text(await self.redis.get(lock_key))
+                if holder is not None and holder != relayed and " " in holder:
+                    await _cancelled(relay)
+                    relayed = holder
+                    relay = asyncio.create_task(self._relay(flight, holder.split(" ", 1)[1]))
+                await asyncio.sleep(self.settings.coalesce_poll_s)
+        finally:
+            await _cancelled(relay)
         holding = asyncio.create_task(self._hold(lock_key, token, ttl_ms))
         try:
             # The lock may have been free because the holder just finished: its answer is
@@ -408,6 +420,11 @@ class AnalysisService:
             ready = await self._ready(flight)
             if ready is not None:
                 return ready
+            if flight.state.partial_json or flight.state.text:
+                # Taking over from a holder that died: what it streamed is void.
+                await self._publish(
+                    flight, {"type": "retry", "attempt": flight.state.attempt + 1, "wait_s": 0}
+                )
             outcome = await self._produce(flight)
             ttl = (
                 self.settings.cache_ttl_s
@@ -431,6 +448,43 @@ class AnalysisService:
                 await holding
             # Release only our own lock (compare-and-delete).
             await self._release(keys=[lock_key], args=[token])
+
+    async def _relay(self, flight: Flight, holder_request_id: str) -> None:
+        """While another process computes this flight's answer, pass its stream on to this
+        flight's requests: what it has streamed so far (as one delta), then each of its
+        deltas and retries. The result is not relayed: :meth:`_fly` publishes it once the
+        answer is in the cache and the history rows say so."""
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(channel(holder_request_id))
+            # Subscribed first, then read: nothing falls between the two (dropped by seq).
+            raw = await self.redis.get(streaming.snapshot_key(holder_request_id))
+            held = json.loads(raw) if raw is not None else {"seq": 0}
+            seen = int(held["seq"])
+            if flight.state.partial_json or flight.state.text:
+                # A new holder streams from the start: what the previous one sent is void.
+                await self._publish(
+                    flight, {"type": "retry", "attempt": flight.state.attempt + 1, "wait_s": 0}
+                )
+            if held.get("partial_json") or held.get("text"):
+                await self._publish(
+                    flight,
+                    {
+                        "type": "delta",
+                        "partial_json": held.get("partial_json", ""),
+                        "text": held.get("text", ""),
+                    },
+                )
+            async for message in pubsub.listen():
+                if message["type"] != "message":
+                    continue
+                event = json.loads(message["data"])
+                if event.get("seq", 0) <= seen or event["type"] not in ("delta", "retry"):
+                    continue
+                seen = event.pop("seq")
+                await self._publish(flight, event)
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _hold(self, lock_key: str, token: str, ttl_ms: int) -> None:
         """Renew our lock every third of its lifetime until cancelled."""
@@ -497,6 +551,19 @@ class AnalysisService:
             reason,
             None,
         )
+
+
+async def _cancelled(task: asyncio.Task[None] | None) -> None:
+    """Stop a relay; its failure only cost the waiting requests their deltas, and its
+    clean-up is given a bounded time (the flight must go on whatever the relay does)."""
+    if task is None:
+        return
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=RELAY_STOP_S)
+    if not done:
+        log.warning("ai.relay_stop_timeout")
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("ai.relay_failed", error=str(task.exception())[:200])
 
 
 def prompt(normalized: models.NormalizedRequest, packed: contexting.Packed) -> str:
