@@ -102,7 +102,10 @@ def _cmd_users_add(args: argparse.Namespace, config: settings.Settings) -> int:
     return 0
 
 
-def _until_stopped(main: Coroutine[Any, Any, object]) -> int:
+def _until_stopped(
+    main: Coroutine[Any, Any, object],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> int:
     """Run a service's main coroutine until it ends or is stopped.
 
     Ctrl-C and SIGTERM (what Kubernetes sends a pod) both cancel it, so its clean-up runs
@@ -116,7 +119,8 @@ def _until_stopped(main: Coroutine[Any, Any, object]) -> int:
         return await main
 
     try:
-        result = asyncio.run(stoppable())
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            result = runner.run(stoppable())
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 0
     return result if isinstance(result, int) else 0
@@ -125,7 +129,9 @@ def _until_stopped(main: Coroutine[Any, Any, object]) -> int:
 def _cmd_gateway(args: argparse.Namespace, config: settings.Settings) -> int:
     from starkmatter.gateway import server
 
-    return _until_stopped(server.run(config, host=args.host, port=args.port))
+    return _until_stopped(
+        server.run(config, host=args.host, port=args.port), loop_factory=server.new_event_loop
+    )
 
 
 def _cmd_ingest(args: argparse.Namespace, config: settings.Settings) -> int:

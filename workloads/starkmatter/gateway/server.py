@@ -558,7 +558,8 @@ async def run(
     gateway = Gateway(fanout.Hub(redis), token_verifier(config, redis), redis=redis)
     await gateway.start(host or config.api_host, config.gateway_port if port is None else port)
     settle_heap()
-    log.info("gateway.started", port=gateway.port)
+    loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    log.info("gateway.started", port=gateway.port, loop=loop_kind)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
