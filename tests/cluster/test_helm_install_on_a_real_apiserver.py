@@ -98,6 +98,7 @@ def test_bundled_redis_password_is_generated_once_and_kept_on_upgrade(
         "--wait", "--timeout", "180s",
     )  # fmt: skip
     assert installed.returncode == 0, installed.stderr
+    assert "get secret dev-redis-auth" in installed.stdout  # NOTES.txt says where it is
     password, url = secrets()
     assert len(password) == 32
     assert url == f"redis://:{password}@dev-redis:6379/0"
