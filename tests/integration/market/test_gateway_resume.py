@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import httpx
+import prometheus_client
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio import client as ws_client
@@ -21,6 +22,10 @@ from tests.integration.market.gateway_support import (
 )
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def counted(name: str, **labels: str) -> float:
+    return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_sse_reconnect_with_last_event_id_replays_the_updates_it_missed(
@@ -53,9 +58,13 @@ async def test_sse_reconnect_with_last_event_id_replays_the_updates_it_missed(
             for n in (1, 2, 3):
                 assert (await recv_json(holder))["data"] == {"n": n}
             headers = {"Last-Event-ID": first.id}
+            replays = counted("starkmatter_gateway_sse_resumes_total", outcome="replay")
             async with http.stream("GET", url, params=params, headers=headers) as response:
                 stream = SseStream(response)
                 replayed = [await stream.next(), await stream.next()]
+                assert counted("starkmatter_gateway_sse_resumes_total", outcome="replay") == (
+                    replays + 1
+                )
                 assert [(e.kind, e.data["data"]) for e in replayed] == [
                     ("update", {"n": 2}),
                     ("update", {"n": 3}),
@@ -83,6 +92,7 @@ async def test_sse_resume_gets_a_fresh_snapshot_when_the_missed_updates_are_not_
             assert snapshot.kind == "snapshot" and snapshot.data["data"] == {"bid": "1"}
         # Nobody held the topic meanwhile: the gateway dropped it, and its history.
         await redis.set("quote:AAPL", b'{"bid": "2"}')
+        snapshots = counted("starkmatter_gateway_sse_resumes_total", outcome="snapshot")
         for last_event_id in (str(snapshot.id), "another-gateway-7", "garbage"):
             headers = {"Last-Event-ID": last_event_id}
             async with http.stream("GET", url, params=params, headers=headers) as response:
@@ -92,6 +102,8 @@ async def test_sse_resume_gets_a_fresh_snapshot_when_the_missed_updates_are_not_
                 await redis.publish(topic, b'{"bid": "3"}')
                 update = await stream.next()
                 assert update.kind == "update" and update.data["data"] == {"bid": "3"}
+        resumed = counted("starkmatter_gateway_sse_resumes_total", outcome="snapshot")
+        assert resumed == snapshots + 3
 
 
 async def _wait_for_reconnects(gateway: server.Gateway, count: int) -> None:
@@ -114,10 +126,12 @@ async def test_the_gateway_resubscribes_when_redis_kills_its_subscriber_connecti
         await ws.send(json.dumps({"op": "subscribe", "topics": topics}))
         assert {(await recv_json(ws))["topic"] for _ in topics} == set(topics)
         await redis.set("quote:AAPL", b'{"bid": "2"}')  # changed while no update flows
+        reconnects = counted("starkmatter_gateway_redis_reconnects_total")
         killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
         assert int(killed) == 1
         await _wait_for_reconnects(gateway, 1)
         fresh = [await recv_json(ws) for _ in topics]
+        assert counted("starkmatter_gateway_redis_reconnects_total") == reconnects + 1
         assert {f["topic"]: (f["type"], f["data"]) for f in fresh} == {
             "market:quotes:AAPL": ("snapshot", {"bid": "2"}),
             "alerts:u1": ("snapshot", None),

@@ -177,6 +177,7 @@ class Hub:
         for topic in self._redis_topics:
             self._floor[topic] = self.seq
             self._history.pop(topic, None)
+        metrics.REDIS_RECONNECTS.inc()
         log.info("gateway.redis_resubscribed", topics=len(self._redis_topics))
         task = asyncio.ensure_future(self.resnapshot())
         self._resnapshots.add(task)

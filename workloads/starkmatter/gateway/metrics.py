@@ -34,3 +34,14 @@ DISCONNECTS = prometheus_client.Counter(
 REFUSALS = prometheus_client.Counter(
     "starkmatter_gateway_refusals_total", "Error frames sent to clients, by code.", ["code"]
 )
+REDIS_RECONNECTS = prometheus_client.Counter(
+    "starkmatter_gateway_redis_reconnects_total",
+    "Times the Redis pub/sub subscriber reconnected and resubscribed after losing its "
+    "connection (each followed by fresh snapshots to every client).",
+)
+SSE_RESUMES = prometheus_client.Counter(
+    "starkmatter_gateway_sse_resumes_total",
+    "SSE topics resumed from a Last-Event-ID, by outcome: replay (missed updates sent) or "
+    "snapshot (a fresh snapshot instead).",
+    ["outcome"],
+)

@@ -311,7 +311,12 @@ class _Connection(asyncio.Protocol):
         # EventSource sends the header on its own reconnects; the query parameter is for
         # clients that open a new EventSource themselves and cannot set headers.
         last_id = request.headers.get("Last-Event-ID") or query.get("lastEventId", [""])[0]
-        resume_after = fanout.parse_event_id(last_id, gateway.hub.epoch) if last_id else None
+        resume_after = None
+        if last_id:
+            # Another process's id (or garbage) asks to resume too: it gets snapshots.
+            resume_after = fanout.parse_event_id(last_id, gateway.hub.epoch)
+            if resume_after is None:
+                resume_after = -1
         client = SseClient(self.transport, gateway.limits)
         client.principal = principal
         self.client = client
@@ -519,8 +524,11 @@ class Gateway:
             except topics.Refused as refused:
                 self.refuse(client, refused.code, refused.message, topic)
                 continue
-            if resume_after is not None and self.hub.resume(client, topic, resume_after):
-                continue
+            if resume_after is not None:
+                resumed = self.hub.resume(client, topic, resume_after)
+                metrics.SSE_RESUMES.labels(outcome="replay" if resumed else "snapshot").inc()
+                if resumed:
+                    continue
             await self.hub.subscribe(client, topic)
 
 
