@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     import starkmatter_operator.handlers  # noqa: F401  (registers the handlers)
 
     # With peering, the replica with the highest priority works and the others wait;
-    # random priorities make exactly one of them win without any configuration.
-    priority = args.priority or secrets.randbelow(10_000) + 1
+    # random priorities make exactly one of them win without any configuration. Two equal
+    # priorities would make both wait (Kopf's rule), so the range is wide: a tie between
+    # two replicas has odds of one in two billion.
+    priority = args.priority or secrets.randbelow(2**31 - 2) + 1
     if not args.standalone:
         os.environ["STARKMATTER_OPERATOR_PEERING_NAME"] = args.peering
         os.environ["STARKMATTER_OPERATOR_PRIORITY"] = str(priority)
