@@ -266,18 +266,17 @@ async def _paced(clients: list[RawClient], users: list[dict[str, str]]) -> tuple
     """Open loop at PACED_RATE: each order is due at its time, late or not; latency counts
     from when it was due, so a server that falls behind shows it."""
     latencies: list[float] = []
-    errors = 0
+    errors: collections.Counter[str] = collections.Counter()
     started = time.perf_counter()
 
     async def one(n: int, due: float) -> None:
-        nonlocal errors
         try:
             client = clients[n % len(clients)]
-            status, _ = await client.post("/orders", users[n % USERS], _order(n))
+            status, body = await client.post("/orders", users[n % USERS], _order(n))
             if status != 201:
-                errors += 1
-        except (OSError, asyncio.IncompleteReadError):
-            errors += 1
+                errors[f"HTTP {status} {body[:160]!r}"] += 1
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            errors[repr(exc)[:160]] += 1
         latencies.append(time.perf_counter() - due)
 
     tasks = []
@@ -287,7 +286,9 @@ async def _paced(clients: list[RawClient], users: list[dict[str, str]]) -> tuple
             await asyncio.sleep(due - time.perf_counter())
         tasks.append(asyncio.create_task(one(n, due)))
     await asyncio.gather(*tasks)
-    return latencies, errors
+    for what, count in errors.most_common(5):
+        print(f"  paced error x{count}: {what}", flush=True)
+    return latencies, sum(errors.values())
 
 
 async def _sample_waits(url: str, stop: asyncio.Event) -> collections.Counter[str]:
