@@ -7,7 +7,16 @@ symbol) and the same frames:
 * the ``websockets`` library's own ``broadcast()`` from a plain ``websockets`` server
   (no compression on either side), the baseline;
 * tick-to-client latency p50/p99 through Redis pub/sub -> gateway -> client, with a
-  publisher process pacing messages at half the gateway's measured maximum rate.
+  spawned publisher process pacing raw-RESP PUBLISHes at 0.5, 0.25 and 0.1 of the maximum
+  rate just measured (the gateway's delivered frames/s), each stamped with the wall clock
+  just before it is sent; the client stamps a frame when its bytes arrive.
+
+For each latency phase it also prints where the time went: the publish -> dispatch hop,
+CPU per process (user + kernel), GC pauses and event-loop lag in the gateway and the client
+process, the gateway's loop stalls over 20 ms (and how much of each was spent on the CPU),
+and how late an idle bystander process wakes from 1-ms sleeps (the machine's own stalls).
+The gateway and the clients run on uvloop, as ``starkmatter gateway`` does
+(``BENCH_FANOUT_LOOP=asyncio`` for the default loop).
 
 Targets: gateway >= 0.7 x broadcast(); p99 < 10 ms at half the maximum rate.
 """
