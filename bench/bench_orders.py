@@ -41,6 +41,8 @@ BURST_ORDERS = int(os.environ.get("BENCH_ORDERS_BURST", "4000"))
 PACED_RATE = int(os.environ.get("BENCH_ORDERS_PACED_RATE", "300"))
 PACED_SECONDS = 8
 CEILING_SECONDS = 4.0
+KEEP_ALIVE_S = 3.0
+"""the load generator reuses an idle connection only this long (uvicorn keeps it 5 s)"""
 API_PROCESSES = int(os.environ.get("BENCH_ORDERS_API_PROCESSES", "2"))
 """API replicas (separate processes, one port each); clients spread over them"""
 
@@ -162,13 +164,20 @@ class RawClient:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while self._idle:
+            reader, writer, since = self._idle.pop()
+            # uvicorn closes a keep-alive connection idle for 5 s; a request written to it
+            # would be lost in transit and counted as a server error.
+            if time.monotonic() - since < KEEP_ALIVE_S:
+                return reader, writer
+            writer.close()
+        return await asyncio.open_connection("127.0.0.1", self.port)
 
     async def post(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        if self._idle:
-            reader, writer = self._idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = await self._connection()
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         writer.write(
             f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
@@ -184,11 +193,11 @@ class RawClient:
             if name.lower() == "content-length":
                 length = int(value)
         payload = await reader.readexactly(length)
-        self._idle.append((reader, writer))
+        self._idle.append((reader, writer, time.monotonic()))
         return status, payload
 
     async def aclose(self) -> None:
-        for _, writer in self._idle:
+        for _, writer, _ in self._idle:
             writer.close()
         self._idle.clear()
 
