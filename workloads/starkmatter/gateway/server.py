@@ -584,16 +584,16 @@ async def run(
 def settle_heap() -> None:
     """Move everything alive after start-up out of the collector's reach (``gc.freeze``).
 
-    Modules, settings and clients live as long as the process; scanning them on every full
-    collection only stalls fan-out for milliseconds at a time.
+    Modules, settings and clients live as long as the process; scanning them again on every
+    full collection is work done on the fan-out's thread for nothing.
     """
     gc.collect()
     gc.freeze()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where installed: its transports write and read without Python per call, which
-    halves the gateway's CPU per frame and with it the queueing behind a burst."""
+    """uvloop where installed (its transports and polling are C, not Python): the loop
+    ``starkmatter gateway`` and the fan-out benchmark run on."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - a platform without the wheel
