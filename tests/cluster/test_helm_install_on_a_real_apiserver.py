@@ -64,7 +64,7 @@ def test_helm_install_waits_for_ready_pods_and_uninstall_cleans_up(
     assert cluster_scoped.strip() == ""
 
 
-def test_bundled_redis_password_is_generated_once_and_kept_on_upgrade(
+def test_bundled_datastore_passwords_are_generated_once_and_kept_on_upgrade(
     cluster: testing.ControlPlane, tmp_path: Path
 ):
     namespace = "helm-redis"
@@ -80,18 +80,23 @@ def test_bundled_redis_password_is_generated_once_and_kept_on_upgrade(
     values.write_text(
         yaml.safe_dump(
             {
-                "database": {"url": "postgresql://u:p@db.invalid:5432/sm"},
                 "jwt": {"privateKey": "private", "publicKey": "public"},
+                "postgresql": {"bundled": True, "persistence": {"enabled": False}},
                 "redisServer": {"bundled": True, "persistence": {"enabled": False}},
                 "operator": {"enabled": False},
             }
         )
     )
 
-    def secrets() -> tuple[str, str]:
-        auth = cluster.get_json("secret", "dev-redis-auth", "-n", namespace)["data"]
-        url = cluster.get_json("secret", "starkmatter-redis", "-n", namespace)["data"]["url"]
-        return base64.b64decode(auth["password"]).decode(), base64.b64decode(url).decode()
+    def secrets() -> tuple[str, str, str, str]:
+        def read(name: str, key: str) -> str:
+            data = cluster.get_json("secret", name, "-n", namespace)["data"]
+            return base64.b64decode(data[key]).decode()
+
+        return (
+            read("dev-redis-auth", "password"), read("starkmatter-redis", "url"),
+            read("dev-postgresql", "password"), read("starkmatter-database", "url"),
+        )  # fmt: skip
 
     installed = cluster.helm(
         "install", "dev", str(CHART), "-n", namespace, "-f", str(values),
@@ -99,9 +104,10 @@ def test_bundled_redis_password_is_generated_once_and_kept_on_upgrade(
     )  # fmt: skip
     assert installed.returncode == 0, installed.stderr
     assert "get secret dev-redis-auth" in installed.stdout  # NOTES.txt says where it is
-    password, url = secrets()
-    assert len(password) == 32
+    password, url, pg_password, pg_url = secrets()
+    assert len(password) == 32 and len(pg_password) == 32 and password != pg_password
     assert url == f"redis://:{password}@dev-redis:6379/0"
+    assert pg_url == f"postgresql://starkmatter:{pg_password}@dev-postgresql:5432/starkmatter"
     # The server's pod was admitted with the password file from the Secret.
     (pod,) = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/component=redis")[
         "items"
@@ -115,7 +121,7 @@ def test_bundled_redis_password_is_generated_once_and_kept_on_upgrade(
         "--wait", "--timeout", "180s",
     )  # fmt: skip
     assert upgraded.returncode == 0, upgraded.stderr
-    assert secrets() == (password, url)
+    assert secrets() == (password, url, pg_password, pg_url)
 
     uninstalled = cluster.helm("uninstall", "dev", "-n", namespace, "--wait")
     assert uninstalled.returncode == 0, uninstalled.stderr

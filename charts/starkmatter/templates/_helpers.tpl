@@ -246,6 +246,21 @@ The bundled Redis server's password: the value if given, else the one an earlier
 generated (so an upgrade keeps it), else a new random one. Remembered for the rest of the
 render, so the Secrets and the checksum annotations all see the same password.
 */}}
+{{- define "starkmatter.postgresPassword" -}}
+{{- /* Like the Redis password: a value, else the one in the existing Secret (an upgrade must
+       not change it: the data directory keeps the first), else a random one. */}}
+{{- $pg := .Values.postgresql -}}
+{{- if not $pg.password -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (printf "%s-postgresql" .Release.Name) -}}
+{{- if and $existing $existing.data $existing.data.password -}}
+{{- $_ := set $pg "password" (b64dec $existing.data.password) -}}
+{{- else -}}
+{{- $_ := set $pg "password" (randAlphaNum 32) -}}
+{{- end -}}
+{{- end -}}
+{{- $pg.password -}}
+{{- end -}}
+
 {{- define "starkmatter.redisPassword" -}}
 {{- $rd := .Values.redisServer -}}
 {{- if not $rd.password -}}
