@@ -8,7 +8,8 @@ committed in PostgreSQL (durable: fsync on). Throughput counts an order when it 
 Baseline, measured in the same run on the same database: single-row INSERT transactions
 (autocommit) from the same number of concurrent connections — the most a client can commit
 one row at a time. The API server and the order worker run as separate processes, as in
-production; the load generator shares the same 2 cores.
+production; the load generator (a minimal keep-alive HTTP client, see ``RawClient``) shares
+the same 2 cores, and its CPU is reported separately.
 """
 
 from __future__ import annotations
