@@ -240,11 +240,25 @@ export function createAnalyst(ctx) {
       if (!current || current.id !== id) return;
       // The answer may be published before this subscription lands: look it up once subscribed.
       if (type === "snapshot") {
-        if (data && data.type === "result") renderResult(data);
-        else checkStored(id);
+        // The stream so far ({seq, text, partial_json, final}); null when it has not begun.
+        if (!data) return checkStored(id);
+        current.seq = data.seq || 0;
+        if (data.final && data.final.type === "error") {
+          showError(error, `Analysis failed (${data.final.code || "error"})`);
+          finish();
+        } else if (data.final) renderResult(data.final);
+        else {
+          answer.textContent = data.text || "";
+          current.partial = data.partial_json || "";
+          const summary = partialSummary(current.partial);
+          if (summary !== null) answer.textContent = summary;
+        }
         return;
       }
       if (!data) return;
+      // An update already folded into the snapshot comes again: skip it.
+      if (typeof data.seq === "number" && data.seq <= (current.seq || 0)) return;
+      if (typeof data.seq === "number") current.seq = data.seq;
       if (data.type === "delta") {
         if (typeof data.text === "string") answer.textContent += data.text;
         if (typeof data.partial_json === "string") {
