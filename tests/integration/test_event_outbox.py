@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from starkmatter.core import db as db_module
 from starkmatter.core import events
@@ -134,3 +136,25 @@ async def test_old_applied_event_keys_are_forgotten_but_backfill_keys_are_kept(
     assert await jobs.forget_applied_events(pool, now - relaying.APPLIED_KEEP) == 1
     left = await pool.fetch("SELECT event_key FROM task_applied_events ORDER BY event_key")
     assert [r["event_key"] for r in left] == ["MarketDataUpdate:dev:2", "backfill:bars.csv:abc"]
+
+
+async def test_a_bad_event_is_dead_lettered_in_process_and_does_not_block_the_rest(
+    pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    async with pool.acquire() as conn:
+        await events.append_many(
+            conn,
+            [
+                events.Event("NewsArticleReceived", "bad", {"article_id": "not-a-number"}),
+                events.Event("PortfolioChange", "fill-1", {"user_id": str(uuid.uuid4())}),
+            ],
+        )
+    assert await events.relay_once(pool, relaying.in_process(pool, redis)) == 2
+    assert await events.pending(pool) == 0
+    dead = await pool.fetch("SELECT task_id, task_name, args, error FROM task_dead_letters")
+    assert [(d["task_id"], d["task_name"]) for d in dead] == [
+        ("event:NewsArticleReceived:bad", "starkmatter.tasks.jobs.on_event")
+    ]
+    assert dead[0]["args"][1] == {"article_id": "not-a-number"} and "ValueError" in dead[0]["error"]
+    applied = await pool.fetch("SELECT event_key FROM task_applied_events")
+    assert [r["event_key"] for r in applied] == ["PortfolioChange:fill-1"]

@@ -18,23 +18,30 @@ def _dsn() -> str:
     return cfg.database_url
 
 
+async def store(
+    db: asyncpg.Pool | asyncpg.Connection[Any], task_id: str, name: str, args: list[Any],
+    kwargs: dict[str, Any], error: str, retries: int,
+) -> None:  # fmt: skip
+    await db.execute(
+        """INSERT INTO task_dead_letters (task_id, task_name, args, kwargs, error, retries)
+           VALUES ($1, $2, $3::text::jsonb, $4::text::jsonb, $5, $6)
+           ON CONFLICT (task_id) DO NOTHING""",
+        task_id,
+        name,
+        json.dumps(args, default=str),
+        json.dumps(kwargs, default=str),
+        error[:2000],
+        retries,
+    )
+
+
 async def record(
     dsn: str, task_id: str, name: str, args: list[Any], kwargs: dict[str, Any], error: str,
     retries: int,
 ) -> None:  # fmt: skip
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            """INSERT INTO task_dead_letters (task_id, task_name, args, kwargs, error, retries)
-               VALUES ($1, $2, $3::text::jsonb, $4::text::jsonb, $5, $6)
-               ON CONFLICT (task_id) DO NOTHING""",
-            task_id,
-            name,
-            json.dumps(args, default=str),
-            json.dumps(kwargs, default=str),
-            error[:2000],
-            retries,
-        )
+        await store(conn, task_id, name, args, kwargs, error, retries)
     finally:
         await conn.close()
 

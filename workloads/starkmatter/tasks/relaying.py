@@ -18,7 +18,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from starkmatter.core import db, events, logs, redis_client, settings
-from starkmatter.tasks import jobs
+from starkmatter.tasks import deadletters, jobs
 
 log = logs.get_logger(__name__)
 
@@ -40,7 +40,19 @@ async def to_celery(event: events.Event) -> None:
 
 def in_process(pool: asyncpg.Pool, redis_conn: aioredis.Redis) -> events.Deliver:
     async def deliver(event: events.Event) -> None:
-        outcome = await jobs.handle_event(pool, redis_conn, event.name, event.payload, event.key)
+        try:
+            outcome = await jobs.handle_event(
+                pool, redis_conn, event.name, event.payload, event.key
+            )
+        except jobs.TRANSIENT:
+            raise  # the database or Redis is away: the event stays queued
+        except Exception as exc:  # one bad event must not block the outbox
+            log.exception("events.dead_lettered", event_name=event.name, key=event.key)
+            await deadletters.store(
+                pool, f"event:{event.name}:{event.key}", jobs.on_event.name,
+                [event.name, event.payload, event.key], {}, repr(exc), 0,
+            )  # fmt: skip
+            return
         log.debug("events.applied", event_name=event.name, key=event.key, outcome=outcome)
 
     return deliver
@@ -55,8 +67,8 @@ async def run(pool: asyncpg.Pool, deliver: events.Deliver, stop: asyncio.Event) 
                 await jobs.forget_applied_events(pool, dt.datetime.now(dt.UTC) - APPLIED_KEEP)
                 pruned_at = time.monotonic()
             moved = await events.relay_once(pool, deliver)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("events.relay_failed", error=str(exc), retry_s=ERROR_WAIT_S)
+        except Exception as exc:  # noqa: BLE001 - database or broker away: retry, never die
+            log.warning("events.relay_failed", error=repr(exc), retry_s=ERROR_WAIT_S)
             moved, wait = 0, ERROR_WAIT_S
         else:
             wait = IDLE_WAIT_S
@@ -89,6 +101,14 @@ def start_beside_beat(config: settings.Settings) -> threading.Thread:
         finally:
             await pool.close()
 
-    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True, name="event-relay")
+    def forever() -> None:
+        while True:  # e.g. the database is not reachable yet when beat starts
+            try:
+                asyncio.run(main())
+            except Exception:
+                log.exception("events.relay_stopped", restart_in_s=ERROR_WAIT_S)
+            time.sleep(ERROR_WAIT_S)
+
+    thread = threading.Thread(target=forever, daemon=True, name="event-relay")
     thread.start()
     return thread
