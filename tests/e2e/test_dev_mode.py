@@ -38,15 +38,16 @@ async def _start_dev(
         STARKMATTER_GATEWAY_PORT=str(gateway_port or embedded.free_port()),
     )
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "starkmatter.cli",
-        "dev",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    with _log_file(data_dir).open("ab") as log:  # the child keeps its own copy
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "starkmatter.cli",
+            "dev",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+        )
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
         for _ in range(600):
             try:
@@ -61,11 +62,19 @@ async def _start_dev(
     raise AssertionError("starkmatter dev never became ready")
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> int:
-    """Ctrl-C, as a user would; a process that does not stop is killed and the test fails."""
+def _log_file(data_dir: Path) -> Path:
+    return data_dir.parent / "dev-stderr.log"
+
+
+async def _stop(proc: asyncio.subprocess.Process, data_dir: Path) -> int:
+    """Ctrl-C, as a user would; a process that does not stop is killed and the test fails.
+    A non-zero exit prints the end of the process's log."""
     proc.send_signal(signal.SIGINT)
     try:
-        return await asyncio.wait_for(proc.wait(), timeout=60)
+        code = await asyncio.wait_for(proc.wait(), timeout=60)
+        if code != 0:
+            print(_log_file(data_dir).read_text(errors="replace")[-6000:])
+        return code
     except TimeoutError:
         proc.kill()
         await proc.wait()
@@ -89,7 +98,7 @@ async def test_fresh_start_is_ready_and_a_restart_keeps_a_registered_user(data_d
             )
             assert created.status_code == 201
     finally:
-        assert await _stop(proc) == 0
+        assert await _stop(proc, data_dir) == 0
     # Ctrl-C stopped the embedded servers too: nothing is left listening on their data.
     assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()
 
@@ -106,7 +115,7 @@ async def test_fresh_start_is_ready_and_a_restart_keeps_a_registered_user(data_d
             )
             assert me.json()["email"] == "keep@example.com"
     finally:
-        assert await _stop(proc) == 0
+        assert await _stop(proc, data_dir) == 0
     print(f"\ndev start-up: fresh {fresh_s:.2f}s, warm {warm_s:.2f}s")
 
 
@@ -150,4 +159,4 @@ async def test_dev_platform_streams_quotes_and_fills_a_market_order(data_dir: Pa
             positions = (await client.get("/portfolio/positions", headers=user.headers)).json()
             assert [(p["symbol"], p["quantity"]) for p in positions] == [("AAPL", "5")]
     finally:
-        assert await _stop(proc) == 0
+        assert await _stop(proc, data_dir) == 0

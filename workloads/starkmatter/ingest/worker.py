@@ -169,15 +169,17 @@ async def run_feed(
     except asyncio.CancelledError:
         # A stop (SIGTERM, Ctrl-C): stop reading, then store what was taken in, open bars
         # included as partial bars (the restarted worker's part of each merges with them).
+        # A second cancel (the owner gives up waiting) is not held back here.
+        log.info("ingest.stopping", feed=spec.name)
         producer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await producer
-        if not consumer.done():
-            try:
-                async with asyncio.timeout(DRAIN_ON_STOP_S):
+        try:
+            async with asyncio.timeout(DRAIN_ON_STOP_S):
+                await asyncio.wait({producer})
+                if not consumer.done():
                     await pipe.drain(close_bars=True)
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                log.warning("ingest.drain_on_stop_failed", feed=spec.name, error=repr(exc))
+            log.info("ingest.drained", feed=spec.name)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            log.warning("ingest.drain_on_stop_failed", feed=spec.name, error=repr(exc))
         raise
     finally:
         for task in (producer, consumer):

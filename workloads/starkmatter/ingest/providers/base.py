@@ -139,6 +139,11 @@ class Provider(abc.ABC):
             except FatalProviderError:
                 raise
             except (OSError, TimeoutError, websockets.WebSocketException, ProviderError) as exc:
+                # A cancel that lands while the socket closes can surface as ConnectionClosed
+                # (or a timeout) instead of CancelledError: a stopping feed must not reconnect.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise asyncio.CancelledError from exc
                 cause = type(exc).__name__
                 log.warning(
                     "ingest.provider_disconnected", feed=self.feed, cause=cause, error=str(exc)
