@@ -89,6 +89,16 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
 
 
 @pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on the test's database, with the platform's connection set-up."""
+    pool = await asyncpg.create_pool(
+        database_url, min_size=1, max_size=4, init=db_module.init_connection
+    )
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client

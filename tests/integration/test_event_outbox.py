@@ -5,27 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from starkmatter.core import db as db_module
 from starkmatter.core import events
 from starkmatter.tasks import jobs, relaying
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(
-        database_url, min_size=1, max_size=4, init=db_module.init_connection
-    )
-    yield pool
-    await pool.close()
 
 
 class Recorder:

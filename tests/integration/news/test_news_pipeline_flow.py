@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -11,22 +10,12 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from starkmatter.core import db as db_module
 from starkmatter.core import events
 from starkmatter.news import config, pipeline, sampleserver
 from starkmatter.tasks import relaying
 from tests.support import LiveServer, sign_up
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(
-        database_url, min_size=1, max_size=4, init=db_module.init_connection
-    )
-    yield pool
-    await pool.close()
 
 
 def _source(feeds: str, name: str) -> config.NewsSource:

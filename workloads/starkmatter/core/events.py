@@ -93,6 +93,6 @@ async def relay_once(pool: asyncpg.Pool, deliver: Deliver, *, limit: int = 200) 
 
 
 async def pending(conn: asyncpg.Pool | asyncpg.Connection[Any]) -> int:
-    """Events not yet relayed (for metrics and tests)."""
+    """Events not yet relayed (tests, and a check that the relay keeps up)."""
     count: int = await conn.fetchval("SELECT count(*) FROM event_outbox")
     return count
