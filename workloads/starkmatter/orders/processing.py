@@ -135,21 +135,13 @@ class LedgerOps:
 def order_placed(order: storage.OrderRecord) -> triggers.Event:
     """The seed's OrderPlaced trigger for an order that passed risk and holds its
     reservation; keyed by order id, so a batch redone after a crash adds it once."""
-    r = order.request
     return triggers.Event(
         "OrderPlaced",
         str(order.id),
         {
             "order_id": str(order.id),
             "user_id": str(order.user_id),
-            "client_order_id": order.client_order_id,
-            "symbol": r.symbol,
-            "side": r.side.value,
-            "type": r.type.value,
-            "time_in_force": r.time_in_force.value,
-            "quantity": str(r.quantity),
-            "limit_price": None if r.limit_price is None else str(r.limit_price),
-            "stop_price": None if r.stop_price is None else str(r.stop_price),
+            **order.request_view(),
             "ts_event": order.created_at.isoformat(),
         },
     )

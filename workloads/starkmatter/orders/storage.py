@@ -101,10 +101,10 @@ class OrderRecord:
             triggered=self.triggered,
         )
 
-    def audit_view(self) -> dict[str, Any]:
+    def request_view(self) -> dict[str, Any]:
+        """What was asked for, as JSON-ready text (audit rows and the OrderPlaced event)."""
         r = self.request
         return {
-            "id": str(self.id),
             "client_order_id": self.client_order_id,
             "symbol": r.symbol,
             "side": r.side.value,
@@ -113,6 +113,12 @@ class OrderRecord:
             "quantity": str(r.quantity),
             "limit_price": None if r.limit_price is None else str(r.limit_price),
             "stop_price": None if r.stop_price is None else str(r.stop_price),
+        }
+
+    def audit_view(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            **self.request_view(),
             "status": self.status.value,
             "filled_quantity": str(self.filled_quantity),
             "reject_code": self.reject_code,
