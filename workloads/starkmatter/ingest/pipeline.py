@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -26,7 +26,7 @@ from starkmatter.core import events, logs
 from starkmatter.ingest import metrics, publishing
 from starkmatter.ingest.providers import base
 from starkmatter.market import bars as bars_mod
-from starkmatter.market import indicators, models, normalizing, storing, validation
+from starkmatter.market import indicators, models, normalizing, seeding, storing, validation
 
 log = logs.get_logger(__name__)
 _to_text = models.to_text
@@ -53,6 +53,13 @@ class PipelineConfig:
     update_event_interval_s: float = 1.0
     """At most one ``MarketDataUpdate`` event (the seed trigger that runs price alerts) per
     interval, naming the symbols stored since the last one; 0 turns the event off."""
+    reseed_horizon_s: float = 900.0
+    """At start-up, stored ticks are re-read into bars from each symbol's latest stored bar
+    on, but never from further back than this before its newest tick (bounds the start-up
+    cost when no bar was ever stored for a symbol)."""
+    indicator_history: int = 500
+    """Stored closes per symbol and interval the indicators are warmed with at start-up:
+    the EMA-based ones forget their start as (1 - alpha)**n, far below 1e-8 at 500."""
 
 
 class _Snapshot:
@@ -90,12 +97,27 @@ def depth_json(depth: models.Depth) -> bytes:
     ).encode()
 
 
+class _Seen:
+    """Identities of one symbol's stored trades read back at start-up: the provider may send
+    some again, and a bar must not count a trade twice."""
+
+    __slots__ = ("ids", "until_ns")
+
+    def __init__(self, ids: set[tuple[int, int]], until_ns: int) -> None:
+        self.ids = ids
+        self.until_ns = until_ns
+        """End of the last re-read minute: a trade from then on closed every re-read bar,
+        so an older one sent again is late for the bars anyway (and storage dedupes it)."""
+
+
 @dataclasses.dataclass
 class _Batch:
     trades: list[models.Trade] = dataclasses.field(default_factory=list)
     quotes: list[models.Quote] = dataclasses.field(default_factory=list)
     bars: list[models.Bar] = dataclasses.field(default_factory=list)
     rejections: list[storing.Rejection] = dataclasses.field(default_factory=list)
+    number: int = 0
+    """Position in flush order: bars are stored in this order (see ``Pipeline._write``)."""
 
     def __len__(self) -> int:
         return len(self.trades) + len(self.quotes)
@@ -149,6 +171,12 @@ class Pipeline:
         self.last_tick_ns = 0
         self._updated: set[str] = set()
         self._announced_window = 0
+        self._seen: dict[str, _Seen] = {}
+        self.resent = 0
+        """Trades the provider sent again that were stored before a restart: skipped."""
+        self._flushed = 0
+        self._bars_stored = 0
+        self._bar_turn = asyncio.Condition()
 
     # ---------------------------------------------------------------- the hot path (sync)
 
@@ -160,6 +188,7 @@ class Pipeline:
         trades, quotes = self._batch.trades, self._batch.quotes
         publish = self._publish.append
         snapshots = self._snapshots
+        seen = self._seen
         accepted = 0
         kinds = {Trade: 0, Quote: 0, Depth: 0, models.Bar: 0}
         for incoming in batch:
@@ -186,8 +215,10 @@ class Pipeline:
             if reason is not None:
                 self._reject(incoming, reason, event.symbol, "", now)
                 continue
-            accepted += 1
             kind = type(event)
+            if seen and kind is Trade and self._stored_before(event):  # type: ignore[arg-type]
+                continue
+            accepted += 1
             kinds[kind] += 1
             symbol = event.symbol
             if kind is Trade:
@@ -233,6 +264,19 @@ class Pipeline:
             if count:
                 self._accepted[_KIND_NAMES[kind]].inc(count)
 
+    def _stored_before(self, trade: models.Trade) -> bool:
+        """Whether ``trade`` was read back from storage at start-up (sent again)."""
+        entry = self._seen.get(trade.symbol)
+        if entry is None:
+            return False
+        if trade.ts_ns >= entry.until_ns:
+            del self._seen[trade.symbol]
+            return False
+        if (trade.ts_ns // 1000, storing.trade_uid(trade)) in entry.ids:
+            self.resent += 1
+            return True
+        return False
+
     def _reference(self, incoming: base.Incoming, now: int) -> None:
         fields = incoming.fields or {}
         try:
@@ -272,6 +316,47 @@ class Pipeline:
         self._dirty_indicators[f"{bar.symbol}:{bar.interval}"] = json.dumps(
             {"ts": models.iso(bar.start_ns), "close": _to_text(bar.close), **bar.indicators}
         ).encode()
+
+    async def reseed(self, symbols: Sequence[str]) -> None:
+        """Rebuild the bars a killed predecessor had not stored from the ticks it had, and
+        warm the indicators with the stored closes; call before the provider starts.
+
+        With no symbol list, every symbol with stored ticks. See :mod:`..market.seeding`.
+        """
+        intervals = {b.interval: b.step for b in self._builders}
+        async with self.pool.acquire() as conn:
+            if not symbols:
+                symbols = await seeding.symbols_with_ticks(conn)
+            seeds = await seeding.read_seeds(
+                conn,
+                symbols,
+                intervals,
+                horizon_ns=int(self.config.reseed_horizon_s * 1e9),
+                history=self.config.indicator_history,
+            )
+        widest = max(intervals.values())
+        read_back = 0
+        for seed in seeds:
+            symbol = seed.symbol
+            for interval, closes in seed.closes.items():
+                if closes:
+                    indicator_set = self._indicators[(symbol, interval)] = indicators.IndicatorSet()
+                    for close in closes:
+                        indicator_set.update(close)
+            if not seed.trades:
+                continue
+            for trade in seed.trades:
+                for builder in self._builders:
+                    if trade.ts_ns >= seed.starts[builder.interval]:
+                        closed = builder.seed(symbol, trade.ts_ns, trade.price, trade.size)
+                        if closed is not None:
+                            self._bar_closed(closed)
+            last = seed.trades[-1].ts_ns
+            self._seen[symbol] = _Seen(
+                {(t.ts_ns // 1000, t.uid) for t in seed.trades}, last - last % widest + widest
+            )
+            read_back += len(seed.trades)
+        log.info("ingest.reseeded", feed=self.feed, symbols=len(seeds), trades=read_back)
 
     def close_due_bars(self, now_ns: int) -> None:
         grace = int(self.config.bar_grace_s * 1e9)
@@ -340,6 +425,8 @@ class Pipeline:
         if self._batch.empty():
             return
         batch, self._batch = self._batch, _Batch()
+        self._flushed += 1
+        batch.number = self._flushed
         await self._store.put(batch)
         metrics.QUEUE_DEPTH.labels(feed=self.feed, stage="store").set(self._store.qsize())
 
@@ -409,8 +496,17 @@ class Pipeline:
                 await self._copy(conn, "market_ticks", batch.trades)
             if batch.quotes:
                 await self._copy(conn, "market_quotes", batch.quotes)
+            # Bars are stored in the order they closed, though writers finish out of order:
+            # then a symbol's earlier bars are all stored when a later one is, which is what
+            # a successor's re-read after a kill starts from (see ``reseed``). Only this
+            # short step waits; the COPYs still overlap.
+            async with self._bar_turn:
+                await self._bar_turn.wait_for(lambda: self._bars_stored >= batch.number - 1)
             if batch.bars:
                 await storing.upsert_bars(conn, batch.bars)
+            async with self._bar_turn:
+                self._bars_stored = max(self._bars_stored, batch.number)
+                self._bar_turn.notify_all()
             if batch.rejections:
                 await storing.insert_rejections(conn, batch.rejections)
             await self._announce(conn, batch)

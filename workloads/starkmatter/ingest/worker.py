@@ -154,6 +154,11 @@ async def run_feed(
     validator = validation.Validator(spec.rules(), references)
     pipe = pipeline.Pipeline(spec.name, validator, pool, redis, config)
     source = provider or build_provider(spec)
+    if not source.finite:
+        # A predecessor killed without draining left stored ticks that no stored bar holds:
+        # rebuild those bars from them before the live stream adds to them. A finite source
+        # (a file) is replayed from its start instead, so its bars come back whole anyway.
+        await pipe.reseed(spec.symbols)
     consumer = asyncio.create_task(pipe.run(), name=f"ingest-{spec.name}")
     producer = asyncio.create_task(source.run(pipe.submit), name=f"provider-{spec.name}")
     log.info("ingest.started", feed=spec.name, provider=spec.provider, symbols=len(spec.symbols))

@@ -16,7 +16,7 @@ def _div_half_even(numerator: int, denominator: int) -> int:
 class _Open:
     __slots__ = (
         "close", "first_ns", "high", "last_ns", "low", "notional", "open", "start", "trades",
-        "volume",
+        "volume", "whole",
     )  # fmt: skip
 
     def __init__(self, start: int, ts_ns: int, price: int, size: int) -> None:
@@ -26,6 +26,7 @@ class _Open:
         self.volume = size
         self.notional = price * size
         self.trades = 1
+        self.whole = False
 
     def bar(self, symbol: str, interval: str) -> models.Bar:
         vwap = _div_half_even(self.notional, self.volume) if self.volume > 0 else self.close
@@ -42,6 +43,7 @@ class _Open:
             self.trades,
             first_ns=self.first_ns,
             last_ns=self.last_ns,
+            whole=self.whole,
         )
 
 
@@ -82,6 +84,16 @@ class BarBuilder:
             return current.bar(symbol, self.interval)
         self.late_trades += 1
         return None
+
+    def seed(self, symbol: str, ts_ns: int, price: int, size: int) -> models.Bar | None:
+        """Fold in one trade read back from storage, in time order, at start-up.
+
+        The bar it lands in is marked whole: seeding starts at the start of an interval, so
+        that bar holds every stored trade of its interval, plus the live trades added later.
+        """
+        closed = self.add(symbol, ts_ns, price, size)
+        self._open[symbol].whole = True
+        return closed
 
     def close_due(self, now_ns: int, grace_ns: int = 0) -> list[models.Bar]:
         """Close every bar whose interval ended at least ``grace_ns`` before ``now_ns``."""

@@ -167,6 +167,9 @@ class Bar:
     """Time of the latest trade folded in: with ``first_ns``, what storage merges on."""
     indicators: dict[str, str] = dataclasses.field(default_factory=dict)
     """Indicator values at this bar's close, as decimal strings (``{"sma_20": "101.5"}``)."""
+    whole: bool = False
+    """Built from every stored trade of its interval (re-read from storage when a worker
+    starts): storage replaces the stored row with it instead of merging it as a part."""
 
 
 Event = Trade | Quote | Depth | Bar

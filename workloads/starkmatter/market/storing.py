@@ -198,9 +198,10 @@ async def copy_rows(
 
 
 # Two parts of one bar: ``covers`` (the new part spans the stored one, or either has no
-# span) replaces; ``after``/``before`` (disjoint) merge; a part inside the stored span (a
-# late partial replay) changes nothing.
-_COVERS = """(b.first_trade_at IS NULL OR EXCLUDED.first_trade_at IS NULL
+# span, or the new one is whole: rebuilt from every stored trade of its interval) replaces;
+# ``after``/``before`` (disjoint) merge; a part inside the stored span (a late partial
+# replay) changes nothing.
+_COVERS = """($14::boolean OR b.first_trade_at IS NULL OR EXCLUDED.first_trade_at IS NULL
     OR (EXCLUDED.first_trade_at <= b.first_trade_at
         AND EXCLUDED.last_trade_at >= b.last_trade_at))"""
 _AFTER = "EXCLUDED.first_trade_at > b.last_trade_at"
@@ -236,7 +237,8 @@ def _span(ns: int) -> datetime.datetime | None:
 
 async def upsert_bars(conn: asyncpg.Connection[Any], bars: Sequence[models.Bar]) -> None:
     """Insert, replace or merge bars (see ``_BAR_UPSERT``): the same input always leaves the
-    same row, and a bar stored in two parts across a restart holds both."""
+    same row, a bar stored in two parts across a restart holds both, and a whole bar (rebuilt
+    from storage after a crash) replaces whatever part was stored."""
     d = models.to_decimal
     await conn.executemany(
         _BAR_UPSERT,
@@ -255,6 +257,7 @@ async def upsert_bars(conn: asyncpg.Connection[Any], bars: Sequence[models.Bar])
                 json.dumps(b.indicators),
                 _span(b.first_ns),
                 _span(b.last_ns),
+                b.whole,
             )
             for b in bars
         ],

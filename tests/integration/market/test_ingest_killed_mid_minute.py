@@ -1,0 +1,186 @@
+"""`starkmatter ingest` SIGKILLed mid-minute (an OOM kill, a lost node) and restarted: the
+bars it stores agree with the ticks stored before and after the kill."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from starkmatter.core import embedded, settings
+from starkmatter.ingest import simulator
+from starkmatter.market import indicators, models
+
+pytestmark = pytest.mark.timeout(300)
+SYMBOLS = {"AAPL": "227.50", "MSFT": "415.20"}
+MINUTE_NS = 60 * 1_000_000_000
+
+
+async def _start_worker(spec: Path, config: settings.Settings, tmp_path: Path) -> Any:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}
+    env.update(
+        STARKMATTER_ENV="dev",
+        STARKMATTER_DATABASE_URL=config.database_url or "",
+        STARKMATTER_REDIS_URL=config.redis_url or "",
+        STARKMATTER_DATA_DIR=str(tmp_path / "data"),
+    )
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starkmatter.cli", "ingest", "--feed", "killed", "--config",
+        str(spec), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def _stop(proc: Any) -> None:
+    if proc.returncode is None:
+        proc.kill()
+        await proc.communicate()
+
+
+def _div_half_even(numerator: int, denominator: int) -> int:
+    quotient, remainder = divmod(numerator, denominator)
+    if 2 * remainder > denominator or (2 * remainder == denominator and quotient % 2):
+        quotient += 1
+    return quotient
+
+
+async def _assert_bars_agree_with_ticks(db: asyncpg.Connection[Any]) -> None:
+    ticks = await db.fetch("SELECT symbol, ts, price, size FROM market_ticks ORDER BY ts")
+    assert ticks
+    for interval, step in models.INTERVALS_NS.items():
+        bars = {
+            (row["symbol"], models.from_datetime(row["ts"])): row
+            for row in await db.fetch(
+                "SELECT * FROM market_bars WHERE interval = $1 ORDER BY symbol, ts", interval
+            )
+        }
+        groups: dict[tuple[str, int], list[asyncpg.Record]] = collections.defaultdict(list)
+        for tick in ticks:
+            ts = models.from_datetime(tick["ts"])
+            groups[(tick["symbol"], ts - ts % step)].append(tick)
+        # Every stored trade is in the stored bar of its interval, and no bar holds a trade
+        # that is not stored.
+        assert sorted(groups) == sorted(bars), interval
+        for key, trades in groups.items():
+            bar = bars[key]
+            prices = [models.from_decimal(t["price"]) for t in trades]
+            sizes = [models.from_decimal(t["size"]) for t in trades]
+            first, last = trades[0]["ts"], trades[-1]["ts"]
+            volume = sum(sizes)
+            notional = sum(p * s for p, s in zip(prices, sizes, strict=True))
+            expected = {
+                "trades": len(trades),
+                "volume": volume,
+                "high": max(prices),
+                "low": min(prices),
+                "vwap": _div_half_even(notional, volume),
+                "first_trade_at": first,
+                "last_trade_at": last,
+            }
+            stored = {
+                "trades": bar["trades"],
+                "volume": models.from_decimal(bar["volume"]),
+                "high": models.from_decimal(bar["high"]),
+                "low": models.from_decimal(bar["low"]),
+                "vwap": models.from_decimal(bar["vwap"]),
+                "first_trade_at": bar["first_trade_at"],
+                "last_trade_at": bar["last_trade_at"],
+            }
+            assert stored == expected, (interval, key)
+            # Stored times have microseconds: trades in the same one are in no known order.
+            opens = {models.from_decimal(t["price"]) for t in trades if t["ts"] == first}
+            closes = {models.from_decimal(t["price"]) for t in trades if t["ts"] == last}
+            assert models.from_decimal(bar["open"]) in opens, (interval, key)
+            assert models.from_decimal(bar["close"]) in closes, (interval, key)
+
+
+async def _assert_indicators_follow_the_stored_closes(db: asyncpg.Connection[Any]) -> int:
+    """Each bar's indicators are those of the stored series of closes up to it, as one
+    unbroken worker would have computed them; returns how many bars had any."""
+    with_values = 0
+    for interval in models.INTERVALS_NS:
+        series: dict[str, indicators.IndicatorSet] = {}
+        for row in await db.fetch(
+            """SELECT symbol, ts, close, indicators::text FROM market_bars
+               WHERE interval = $1 ORDER BY symbol, ts""",
+            interval,
+        ):
+            indicator_set = series.setdefault(row["symbol"], indicators.IndicatorSet())
+            expected = indicator_set.update(models.from_decimal(row["close"]))
+            assert json.loads(row["indicators"]) == expected, (interval, row["symbol"], row["ts"])
+            with_values += bool(expected)
+    return with_values
+
+
+async def test_a_worker_killed_mid_minute_and_restarted_stores_bars_that_hold_every_stored_trade(
+    config: settings.Settings, db: asyncpg.Connection[Any], tmp_path: Path
+) -> None:
+    port = embedded.free_port()
+    sim = asyncio.create_task(
+        simulator.serve(port=port, rate=400.0, bad_share=0.0, seed=11, symbols=SYMBOLS)
+    )
+    spec = tmp_path / "feed.json"
+    spec.write_text(json.dumps({"provider": "simulator", "url": f"ws://127.0.0.1:{port}/",
+                                "symbols": list(SYMBOLS)}))  # fmt: skip
+    first = await _start_worker(spec, config, tmp_path)
+    second = None
+    try:
+        # Kill the first worker once it has stored trades of the current minute (and 1-second
+        # bars), early enough in the minute that the second one starts before it ends: its
+        # first 1-minute bar then holds trades of both.
+        async with asyncio.timeout(120):
+            while True:
+                second_of_minute = time.time() % 60
+                ready = await db.fetchval(
+                    """SELECT (SELECT count(*) FROM market_ticks
+                               WHERE ts >= date_trunc('minute', now())) > 100
+                          AND (SELECT count(*) FROM market_bars WHERE interval = '1s') > 10"""
+                )
+                if ready and 5 <= second_of_minute <= 35:
+                    break
+                await asyncio.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        await first.communicate()
+        assert first.returncode == -signal.SIGKILL
+        killed_minute = await db.fetchval("SELECT date_trunc('minute', max(ts)) FROM market_ticks")
+        # The gap this test is about: stored trades of the kill minute that no bar holds.
+        orphans = await db.fetchval(
+            """SELECT count(*) FROM market_ticks t WHERE NOT EXISTS (
+                   SELECT 1 FROM market_bars b WHERE b.symbol = t.symbol AND b.interval = '1m'
+                   AND b.ts = date_trunc('minute', t.ts))"""
+        )
+        assert orphans > 0
+
+        second = await _start_worker(spec, config, tmp_path)
+        # The restarted worker stores the kill minute's bar when that minute closes.
+        async with asyncio.timeout(120):
+            while not await db.fetchval(  # noqa: ASYNC110 - rows written by another process
+                """SELECT count(*) = 2 FROM market_bars WHERE interval = '1m' AND ts = $1""",
+                killed_minute,
+            ):
+                await asyncio.sleep(0.2)
+        # A clean stop stores the rest (open bars as parts), so that everything stored can
+        # be checked below.
+        second.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            _, stderr = await second.communicate()
+        assert second.returncode == 0, stderr.decode()[-2000:]
+    finally:
+        await _stop(first)
+        if second is not None:
+            await _stop(second)
+        sim.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sim
+
+    await _assert_bars_agree_with_ticks(db)
+    assert await _assert_indicators_follow_the_stored_closes(db) > 0
