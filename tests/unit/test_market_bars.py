@@ -68,3 +68,15 @@ def test_bars_close_on_time_even_when_trading_stops() -> None:
     assert builder.close_due(S + S // 2, grace_ns=S) == []
     [bar] = builder.close_due(2 * S, grace_ns=S)
     assert bar.start_ns == 0 and bar.close == P
+
+
+def test_bars_seeded_from_storage_are_whole_and_live_ones_are_not() -> None:
+    builder = bars.BarBuilder("1s")
+    assert builder.seed("X", 10 * S, 5 * P, P) is None
+    assert builder.add("X", 10 * S + 1, 6 * P, P) is None  # live, into the seeded bar
+    seeded = builder.add("X", 11 * S, 7 * P, P)
+    assert seeded is not None
+    assert seeded.whole
+    assert seeded.trades == 2
+    (live,) = builder.close_due(10**15)
+    assert not live.whole

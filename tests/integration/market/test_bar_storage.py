@@ -76,3 +76,24 @@ async def test_a_whole_bar_replaces_a_partial_one(db: asyncpg.Connection[Any]) -
     await storing.upsert_bars(db, [_bar(TRADES[5:15])])
     await storing.upsert_bars(db, [_bar(TRADES)])
     assert await _stored(db) == _expected(_bar(TRADES))
+
+
+async def test_a_whole_bar_replaces_a_stored_part_it_does_not_cover(
+    db: asyncpg.Connection[Any],
+) -> None:
+    # The stored bar holds trades that never reached market_ticks (a worker killed between
+    # storing a bar and storing all its trades); its successor rebuilds the bar from the
+    # stored trades only, and that bar is the truth even though its span is narrower.
+    await storing.upsert_bars(db, [_bar(TRADES)])
+    rebuilt = _bar(TRADES[3:27])
+    rebuilt.whole = True
+    await storing.upsert_bars(db, [rebuilt])
+    assert await _stored(db) == _expected(rebuilt)
+
+
+async def test_a_part_that_is_not_whole_does_not_shrink_a_stored_bar(
+    db: asyncpg.Connection[Any],
+) -> None:
+    await storing.upsert_bars(db, [_bar(TRADES)])
+    await storing.upsert_bars(db, [_bar(TRADES[3:27])])
+    assert await _stored(db) == _expected(_bar(TRADES))

@@ -4,7 +4,6 @@ bars it stores agree with the ticks stored before and after the kill."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import os
@@ -19,11 +18,10 @@ import pytest
 
 from starkmatter.core import embedded, settings
 from starkmatter.ingest import simulator
-from starkmatter.market import indicators, models
+from tests.integration.market import bar_checks
 
 pytestmark = pytest.mark.timeout(300)
 SYMBOLS = {"AAPL": "227.50", "MSFT": "415.20"}
-MINUTE_NS = 60 * 1_000_000_000
 
 
 async def _start_worker(spec: Path, config: settings.Settings, tmp_path: Path) -> Any:
@@ -44,81 +42,6 @@ async def _stop(proc: Any) -> None:
     if proc.returncode is None:
         proc.kill()
         await proc.communicate()
-
-
-def _div_half_even(numerator: int, denominator: int) -> int:
-    quotient, remainder = divmod(numerator, denominator)
-    if 2 * remainder > denominator or (2 * remainder == denominator and quotient % 2):
-        quotient += 1
-    return quotient
-
-
-async def _assert_bars_agree_with_ticks(db: asyncpg.Connection[Any]) -> None:
-    ticks = await db.fetch("SELECT symbol, ts, price, size FROM market_ticks ORDER BY ts")
-    assert ticks
-    for interval, step in models.INTERVALS_NS.items():
-        bars = {
-            (row["symbol"], models.from_datetime(row["ts"])): row
-            for row in await db.fetch(
-                "SELECT * FROM market_bars WHERE interval = $1 ORDER BY symbol, ts", interval
-            )
-        }
-        groups: dict[tuple[str, int], list[asyncpg.Record]] = collections.defaultdict(list)
-        for tick in ticks:
-            ts = models.from_datetime(tick["ts"])
-            groups[(tick["symbol"], ts - ts % step)].append(tick)
-        # Every stored trade is in the stored bar of its interval, and no bar holds a trade
-        # that is not stored.
-        assert sorted(groups) == sorted(bars), interval
-        for key, trades in groups.items():
-            bar = bars[key]
-            prices = [models.from_decimal(t["price"]) for t in trades]
-            sizes = [models.from_decimal(t["size"]) for t in trades]
-            first, last = trades[0]["ts"], trades[-1]["ts"]
-            volume = sum(sizes)
-            notional = sum(p * s for p, s in zip(prices, sizes, strict=True))
-            expected = {
-                "trades": len(trades),
-                "volume": volume,
-                "high": max(prices),
-                "low": min(prices),
-                "vwap": _div_half_even(notional, volume),
-                "first_trade_at": first,
-                "last_trade_at": last,
-            }
-            stored = {
-                "trades": bar["trades"],
-                "volume": models.from_decimal(bar["volume"]),
-                "high": models.from_decimal(bar["high"]),
-                "low": models.from_decimal(bar["low"]),
-                "vwap": models.from_decimal(bar["vwap"]),
-                "first_trade_at": bar["first_trade_at"],
-                "last_trade_at": bar["last_trade_at"],
-            }
-            assert stored == expected, (interval, key)
-            # Stored times have microseconds: trades in the same one are in no known order.
-            opens = {models.from_decimal(t["price"]) for t in trades if t["ts"] == first}
-            closes = {models.from_decimal(t["price"]) for t in trades if t["ts"] == last}
-            assert models.from_decimal(bar["open"]) in opens, (interval, key)
-            assert models.from_decimal(bar["close"]) in closes, (interval, key)
-
-
-async def _assert_indicators_follow_the_stored_closes(db: asyncpg.Connection[Any]) -> int:
-    """Each bar's indicators are those of the stored series of closes up to it, as one
-    unbroken worker would have computed them; returns how many bars had any."""
-    with_values = 0
-    for interval in models.INTERVALS_NS:
-        series: dict[str, indicators.IndicatorSet] = {}
-        for row in await db.fetch(
-            """SELECT symbol, ts, close, indicators::text FROM market_bars
-               WHERE interval = $1 ORDER BY symbol, ts""",
-            interval,
-        ):
-            indicator_set = series.setdefault(row["symbol"], indicators.IndicatorSet())
-            expected = indicator_set.update(models.from_decimal(row["close"]))
-            assert json.loads(row["indicators"]) == expected, (interval, row["symbol"], row["ts"])
-            with_values += bool(expected)
-    return with_values
 
 
 async def test_a_worker_killed_mid_minute_and_restarted_stores_bars_that_hold_every_stored_trade(
@@ -182,5 +105,5 @@ async def test_a_worker_killed_mid_minute_and_restarted_stores_bars_that_hold_ev
         with contextlib.suppress(asyncio.CancelledError):
             await sim
 
-    await _assert_bars_agree_with_ticks(db)
-    assert await _assert_indicators_follow_the_stored_closes(db) > 0
+    await bar_checks.assert_bars_agree_with_ticks(db)
+    assert await bar_checks.assert_indicators_follow_the_stored_closes(db) > 0
