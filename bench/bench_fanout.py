@@ -382,6 +382,48 @@ async def run_baseline() -> float:
             process.join(30)
 
 
+class Dispatches:
+    """When the gateway dispatched each published message: (publish stamp, dispatch start,
+    dispatch end), ns since the epoch, in arrays (no tracked objects, no GC work)."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def add(self, stamp: int, start: int, end: int) -> None:
+        self.stamps.append(stamp)
+        self.starts.append(start)
+        self.ends.append(end)
+
+    def clear(self) -> None:
+        self.stamps, self.starts, self.ends = array.array("q"), array.array("q"), array.array("q")
+
+    def split(self, samples: list[tuple[int, float]], threshold_ms: float) -> dict[str, float]:
+        """Where the frames slower than ``threshold_ms`` spent their time, summed over them:
+        before the gateway's dispatch began (Redis, the subscriber, the gateway's loop
+        busy or not running), inside the dispatch (the gateway writing to every client of
+        the read), and after it ended (the bytes were in the client's socket: the client
+        process had not read them yet, i.e. the bench's own client process)."""
+        when = {s: (a, b) for s, a, b in zip(self.stamps, self.starts, self.ends, strict=True)}
+        totals = {"before dispatch": 0.0, "in dispatch": 0.0, "after dispatch": 0.0}
+        counted = 0
+        for received, ms in samples:
+            if ms <= threshold_ms:
+                continue
+            sent = received - round(ms * 1e6)
+            window = when.get(sent)
+            if window is None:
+                continue
+            start, end = window
+            counted += 1
+            totals["before dispatch"] += max(0, start - sent) / 1e6
+            totals["in dispatch"] += max(0, min(end, received) - start) / 1e6
+            totals["after dispatch"] += max(0, received - end) / 1e6
+        total = sum(totals.values()) or 1.0
+        shares = {name: value / total for name, value in totals.items()}
+        shares["frames"] = counted
+        return shares
+
+
 def _publish_time(payload: bytes) -> int | None:
     mark = payload.find(b'"t":')
     if mark < 0:
@@ -409,6 +451,9 @@ class Phase:
         """(from, to), ns since the epoch: when the idle bystander woke over 5 ms late."""
         self.pauses: dict[str, dict[str, float]] = {}
         """Per process: garbage-collection pauses and event-loop lag over the phase."""
+        self.split: dict[str, float] = {}
+        """Frames over 10 ms: share of their time before, in and after the gateway's
+        dispatch (see :meth:`Dispatches.split`)."""
 
 
 async def run_gateway(redis_url: str, redis_pid: int) -> tuple[float, dict[float, Phase]]:
@@ -423,18 +468,23 @@ async def run_gateway(redis_url: str, redis_pid: int) -> tuple[float, dict[float
                                 session_id="s", token_id=token)  # fmt: skip
 
     hops: list[float] = []
+    dispatches = Dispatches()
 
     class TimedHub(fanout.Hub):
         timing = False
 
         def dispatch_many(self, messages: list[tuple[str, bytes]]) -> int:
-            if self.timing:
-                now = time.time_ns()
-                for _, payload in messages:
-                    sent = _publish_time(payload)
-                    if sent is not None:
-                        hops.append((now - sent) / 1e6)
-            return super().dispatch_many(messages)
+            if not self.timing:
+                return super().dispatch_many(messages)
+            now = time.time_ns()
+            stamps = [_publish_time(payload) for _, payload in messages]
+            delivered = super().dispatch_many(messages)
+            done = time.time_ns()
+            for sent in stamps:
+                if sent is not None:
+                    hops.append((now - sent) / 1e6)
+                    dispatches.add(sent, now, done)
+            return delivered
 
     pauses = Pauses()
     redis = aioredis.Redis.from_url(redis_url)
@@ -466,6 +516,7 @@ async def run_gateway(redis_url: str, redis_pid: int) -> tuple[float, dict[float
             parent.send("reset")
             parent.recv()
             hops.clear()
+            dispatches.clear()
             parent.send("watch")
             parent.recv()
             pauses.start()
@@ -511,6 +562,7 @@ async def run_gateway(redis_url: str, redis_pid: int) -> tuple[float, dict[float
             parent.send("samples")
             phase.samples = await loop.run_in_executor(None, parent.recv)
             phase.hops = list(hops)
+            phase.split = dispatches.split(phase.samples, 10.0)
             latencies[fraction] = phase
         return rate, latencies
     finally:
@@ -589,6 +641,13 @@ async def main() -> None:
                 f"p99 {common.percentile(phase.hops, 99):.2f} ms"
             )
         print(f"    tail: {describe_tail(phase.samples, phase.stalls)}")
+        if phase.split.get("frames"):
+            print(
+                f"    time of the {phase.split['frames']:.0f} frames over 10 ms: "
+                + ", ".join(
+                    f"{share:.0%} {name}" for name, share in phase.split.items() if name != "frames"
+                )
+            )
         if phase.gateway_stalls and phase.samples:
             first, last = phase.samples[0][0], phase.samples[-1][0]
             print(

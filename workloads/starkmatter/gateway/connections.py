@@ -83,7 +83,10 @@ class Client(abc.ABC):
         self.limits = limits
         self.serial = next(_serials)
         """Spreads per-client periodic work (heartbeats) over time."""
-        self.state = ConnectionState.HANDSHAKE
+        self.flowing = False
+        """OPEN and not congested: fan-out may write straight to the socket. Kept in step
+        with ``state`` and ``congested_since`` so that the hot path reads one attribute."""
+        self._state = ConnectionState.HANDSHAKE
         self.principal: tokens.Principal | None = None
         self.topics: set[str] = set()
         self.warming: set[str] = set()
@@ -95,6 +98,15 @@ class Client(abc.ABC):
         self.sent = 0
         self.conflated = 0
         transport.set_write_buffer_limits(limits.high_water_bytes, limits.low_water_bytes)
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @state.setter
+    def state(self, value: ConnectionState) -> None:
+        self._state = value
+        self.flowing = value is ConnectionState.OPEN and self.congested_since is None
 
     def transition(self, target: ConnectionState) -> None:
         if target not in _ALLOWED[self.state]:
@@ -118,20 +130,21 @@ class Client(abc.ABC):
     def admit(self, topic: str, frame: bytes, conflatable: bool) -> bool:
         """True if ``frame`` is to be written now (by the caller); else it is queued,
         conflated or dropped here (synchronous, never blocks)."""
-        if self.state is not ConnectionState.OPEN:
+        if self.flowing and topic not in self.warming:
+            return True
+        if self._state is not ConnectionState.OPEN:
             return False
-        if topic in self.warming or self.congested_since is not None:
-            if conflatable:
-                if topic in self._latest:
-                    self.conflated += 1
-                    metrics.FRAMES_CONFLATED.inc()
-                self._latest[topic] = frame
-                return False
-            self._backlog.append((topic, frame))
-            if len(self._backlog) > self.limits.max_backlog:
-                self.disconnect_slow()
+        # Open but warming this topic, or congested: hold the frame.
+        if conflatable:
+            if topic in self._latest:
+                self.conflated += 1
+                metrics.FRAMES_CONFLATED.inc()
+            self._latest[topic] = frame
             return False
-        return True
+        self._backlog.append((topic, frame))
+        if len(self._backlog) > self.limits.max_backlog:
+            self.disconnect_slow()
+        return False
 
     def deliver(self, topic: str, frame: bytes, conflatable: bool) -> None:
         """Write or queue one already-encoded frame (synchronous, never blocks)."""
@@ -171,9 +184,11 @@ class Client(abc.ABC):
     def pause_writing(self) -> None:
         if self.congested_since is None:
             self.congested_since = time.monotonic()
+        self.flowing = False
 
     def resume_writing(self) -> None:
         self.congested_since = None
+        self.flowing = self._state is ConnectionState.OPEN
         if self.state is not ConnectionState.OPEN:
             return
         backlog: collections.deque[tuple[str, bytes]] = collections.deque()

@@ -230,42 +230,75 @@ class Hub:
 
         Frames for one client are gathered and written in a single call: when Redis hands
         over a burst (after a stall, say), each socket gets one write instead of one per
-        message, so the gateway catches up in far fewer system calls.
+        message, so the gateway catches up in far fewer system calls. A read of a single
+        message (the usual case below saturation) is written straight out.
+
+        This is the per-frame path: a client that is flowing (open, not congested) and
+        not waiting for the topic's snapshot is written to with no call into it; only the
+        others go through :meth:`connections.Client.admit` to be queued or conflated.
         """
+        if len(messages) == 1:
+            return self._dispatch_one(*messages[0])
         out: dict[connections.Client, list[bytes]] = {}
         delivered = 0
         for topic, payload in messages:
             holders = self.subscribers.get(topic)
             if not holders:
                 continue
-            self.seq = seq = self.seq + 1
-            body = update_body(topic, payload)
-            history = self._history.get(topic)
-            if history is None:
-                history = self._history[topic] = collections.deque(maxlen=self.replay_depth)
-            if len(history) == self.replay_depth:
-                self._floor[topic] = history[0][0]
-            history.append((seq, body))
+            body, event_id = self._record(topic, payload)
             conflatable = topics.conflatable(topic)
             frames: dict[type, bytes] = {}
-            event_id = None
             for client in holders:
                 kind = type(client)
                 frame = frames.get(kind)
                 if frame is None:
-                    if event_id is None:
-                        event_id = f"{self.epoch}-{seq}"
                     frame = frames[kind] = client.encode(body, event_id)
-                if client.admit(topic, frame, conflatable):
+                if (client.flowing and topic not in client.warming) or client.admit(
+                    topic, frame, conflatable
+                ):
                     pending = out.get(client)
                     if pending is None:
                         out[client] = [frame]
                     else:
                         pending.append(frame)
             delivered += len(holders)
-            self.dispatched += 1
         for client, pending in out.items():
             client.write_frames(pending)
         if delivered:
             metrics.FRAMES_SENT.inc(delivered)
         return delivered
+
+    def _dispatch_one(self, topic: str, payload: bytes) -> int:
+        holders = self.subscribers.get(topic)
+        if not holders:
+            return 0
+        body, event_id = self._record(topic, payload)
+        last_kind: type | None = None
+        frame = b""
+        frames: dict[type, bytes] = {}
+        for client in holders:
+            kind = type(client)
+            if kind is not last_kind:
+                last_kind = kind
+                cached = frames.get(kind)
+                frame = frames[kind] = client.encode(body, event_id) if cached is None else cached
+            if client.flowing and topic not in client.warming:
+                client.transport.write(frame)
+                client.sent += 1
+            else:
+                client.deliver(topic, frame, topics.conflatable(topic))
+        metrics.FRAMES_SENT.inc(len(holders))
+        return len(holders)
+
+    def _record(self, topic: str, payload: bytes) -> tuple[bytes, str]:
+        """Number the message, keep it in the topic's history; its body and event id."""
+        self.seq = seq = self.seq + 1
+        self.dispatched += 1
+        body = update_body(topic, payload)
+        history = self._history.get(topic)
+        if history is None:
+            history = self._history[topic] = collections.deque(maxlen=self.replay_depth)
+        if len(history) == self.replay_depth:
+            self._floor[topic] = history[0][0]
+        history.append((seq, body))
+        return body, f"{self.epoch}-{seq}"
