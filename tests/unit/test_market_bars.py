@@ -80,3 +80,21 @@ def test_bars_seeded_from_storage_are_whole_and_live_ones_are_not() -> None:
     assert seeded.trades == 2
     (live,) = builder.close_due(10**15)
     assert not live.whole
+
+
+def test_open_and_close_are_the_earliest_and_latest_trade_by_time_not_by_arrival() -> None:
+    builder = bars.BarBuilder("1m")
+    for ts, price in [(20 * S, 2 * P), (40 * S, 4 * P), (10 * S, 1 * P), (30 * S, 3 * P)]:
+        assert builder.add("X", ts, price, P) is None
+    (bar,) = builder.close_due(10**15)
+    assert (bar.open, bar.close, bar.first_ns, bar.last_ns) == (P, 4 * P, 10 * S, 40 * S)
+
+
+def test_a_trade_for_a_closed_bar_is_not_folded_in_but_reported_for_a_rebuild() -> None:
+    builder = bars.BarBuilder("1s")
+    assert builder.add("X", 10 * S, P, P) is None
+    assert builder.add("X", 11 * S, P, P) is not None
+    assert builder.add("X", 10 * S + 5, 2 * P, P) is None
+    assert builder.late == [("X", 10 * S)]
+    (open_bar,) = builder.close_due(10**15)
+    assert open_bar.trades == 1

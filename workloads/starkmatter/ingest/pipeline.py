@@ -116,6 +116,9 @@ class _Batch:
     quotes: list[models.Quote] = dataclasses.field(default_factory=list)
     bars: list[models.Bar] = dataclasses.field(default_factory=list)
     rejections: list[storing.Rejection] = dataclasses.field(default_factory=list)
+    late: set[tuple[str, str, int]] = dataclasses.field(default_factory=set)
+    """(symbol, interval, start) of closed bars that a trade in this batch arrived too late
+    for: rebuilt from storage once this batch's trades are stored."""
     number: int = 0
     """Position in flush order: bars are stored in this order (see ``Pipeline._write``)."""
 
@@ -259,6 +262,10 @@ class Pipeline:
             else:
                 self._bar_closed(event)  # type: ignore[arg-type]
             self.last_tick_ns = now
+        for builder in self._builders:
+            if builder.late:
+                self._batch.late.update((s, builder.interval, start) for s, start in builder.late)
+                builder.late.clear()
         self.accepted += accepted
         for kind, count in kinds.items():
             if count:
@@ -504,6 +511,8 @@ class Pipeline:
                 await self._bar_turn.wait_for(lambda: self._bars_stored >= batch.number - 1)
             if batch.bars:
                 await storing.upsert_bars(conn, batch.bars)
+            if batch.late:
+                await self._rebuild(conn, batch.late)
             async with self._bar_turn:
                 self._bars_stored = max(self._bars_stored, batch.number)
                 self._bar_turn.notify_all()
@@ -514,6 +523,23 @@ class Pipeline:
         batch.quotes = []
         batch.bars = []
         batch.rejections = []
+        batch.late = set()
+
+    async def _rebuild(
+        self, conn: asyncpg.Connection[Any], late: set[tuple[str, str, int]]
+    ) -> None:
+        """Rebuild from storage the closed bars that late trades belong to. Run in this
+        batch's turn: every earlier batch's trades and bars are stored, and so are this
+        batch's trades, so each bar is rebuilt from all of its trades (each once, as stored:
+        a late trade that is a duplicate does not count twice)."""
+        rebuilt = []
+        for symbol, interval, start in sorted(late):
+            bar = await seeding.rebuild_bar(conn, symbol, interval, start)
+            if bar is not None:
+                rebuilt.append(bar)
+        if rebuilt:
+            await storing.upsert_bars(conn, rebuilt)
+        log.info("ingest.late_trades_rebuilt", feed=self.feed, bars=len(rebuilt))
 
     async def _announce(self, conn: asyncpg.Connection[Any], batch: _Batch) -> None:
         """Queue ``MarketDataUpdate`` for the symbols stored since the last one, at most once

@@ -57,6 +57,9 @@ class BarBuilder:
         self._open: dict[str, _Open] = {}
         self.late_trades = 0
         """Trades for a bar that had already closed: counted, not folded in."""
+        self.late: list[tuple[str, int]] = []
+        """(symbol, interval start) of each late trade since the owner last emptied this:
+        the bars the owner rebuilds from storage once those trades are stored."""
 
     def add(self, symbol: str, ts_ns: int, price: int, size: int) -> models.Bar | None:
         """Fold one trade in; returns the bar this trade closed, if any."""
@@ -66,15 +69,19 @@ class BarBuilder:
             self._open[symbol] = _Open(start, ts_ns, price, size)
             return None
         if start == current.start:
-            if ts_ns < current.first_ns:
-                current.first_ns = ts_ns
-            elif ts_ns > current.last_ns:
+            # Open and close are the earliest and the latest trade by time, not by arrival:
+            # a bar rebuilt from storage (where trades are in time order) must come out the
+            # same. Trades at the same time keep their arrival order.
+            if ts_ns >= current.last_ns:
                 current.last_ns = ts_ns
+                current.close = price
+            elif ts_ns < current.first_ns:
+                current.first_ns = ts_ns
+                current.open = price
             if price > current.high:
                 current.high = price
             elif price < current.low:
                 current.low = price
-            current.close = price
             current.volume += size
             current.notional += price * size
             current.trades += 1
@@ -83,6 +90,7 @@ class BarBuilder:
             self._open[symbol] = _Open(start, ts_ns, price, size)
             return current.bar(symbol, self.interval)
         self.late_trades += 1
+        self.late.append((symbol, start))
         return None
 
     def seed(self, symbol: str, ts_ns: int, price: int, size: int) -> models.Bar | None:

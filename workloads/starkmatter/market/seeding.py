@@ -18,12 +18,13 @@ over the stored series instead of starting from nothing.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
 
-from starkmatter.market import models
+from starkmatter.market import bars, models
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -135,6 +136,40 @@ async def read_seed(
         for row in rows
     ]
     return Seed(symbol, starts, closes, trades)
+
+
+async def rebuild_bar(
+    conn: asyncpg.Connection[Any], symbol: str, interval: str, start_ns: int
+) -> models.Bar | None:
+    """The whole bar of ``symbol`` for the interval starting at ``start_ns``, from its stored
+    trades: for a trade that arrived after its bar had closed (and is stored by now).
+
+    The stored indicators are kept: they were published at the bar's close, and the ones of
+    later bars were computed from this bar's close as it was then.
+    """
+    step = models.INTERVALS_NS[interval]
+    rows = await conn.fetch(
+        """SELECT (extract(epoch FROM ts) * 1000000)::bigint AS us, price::text, size::text
+           FROM market_ticks WHERE symbol = $1 AND ts >= $2 AND ts < $3 ORDER BY ts, uid""",
+        symbol,
+        models.to_datetime(start_ns),
+        models.to_datetime(start_ns + step),
+    )
+    if not rows:
+        return None
+    builder = bars.BarBuilder(interval)
+    for row in rows:
+        builder.seed(symbol, row["us"] * 1000, models.to_fixed(row["price"]),
+                     models.to_fixed(row["size"]))  # fmt: skip
+    (bar,) = builder.close_due(2**62)
+    stored = await conn.fetchval(
+        "SELECT indicators::text FROM market_bars WHERE symbol = $1 AND interval = $2 AND ts = $3",
+        symbol,
+        interval,
+        models.to_datetime(start_ns),
+    )
+    bar.indicators = json.loads(stored) if stored else {}
+    return bar
 
 
 async def read_seeds(
