@@ -316,6 +316,33 @@ async def _sample_waits(url: str, stop: asyncio.Event) -> collections.Counter[st
     return seen
 
 
+def _with_statement_stats(pg: embedded.EmbeddedPostgres) -> embedded.EmbeddedPostgres:
+    """Restart with pg_stat_statements tracking nested statements (BENCH_ORDERS_PGSS=1;
+    investigation only: it costs the server a little per statement)."""
+    pg.stop()
+    with (pg.pgdata / "postgresql.auto.conf").open("a") as conf:
+        conf.write(
+            "shared_preload_libraries = 'pg_stat_statements'\n"
+            "pg_stat_statements.track = all\ntrack_functions = all\n"
+        )
+    return pg.start()
+
+
+async def _statement_stats(url: str, orders: int) -> None:
+    conn = await asyncpg.connect(url)
+    rows = await conn.fetch(
+        "SELECT calls, total_exec_time, toplevel, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)"
+        " AS q FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30"
+    )
+    print("  PostgreSQL statements, ms per order (calls per order), top-level marked *:")
+    for r in rows:
+        print(
+            f"  {r['total_exec_time'] / orders:7.3f} ms {r['calls'] / orders:6.2f}"
+            f" {'*' if r['toplevel'] else ' '} {r['q']}"
+        )
+    await conn.close()
+
+
 async def _ceiling(url: str) -> float:
     setup = await asyncpg.connect(url)
     await setup.execute(
@@ -349,6 +376,8 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-orders-") as tmp:
         root = Path(tmp)
         pg = embedded.EmbeddedPostgres(root / "pg").start()
+        if os.environ.get("BENCH_ORDERS_PGSS"):
+            pg = _with_statement_stats(pg)
         rd = embedded.EmbeddedRedis(root / "redis", durable=False).start()
         procs: list[subprocess.Popen[bytes]] = []
         try:
@@ -403,6 +432,9 @@ async def main() -> None:
                     "load generator": [os.getpid()],
                 }
                 spies = _spy(groups) if os.environ.get("BENCH_ORDERS_PYSPY") else []
+                if os.environ.get("BENCH_ORDERS_PGSS"):
+                    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                    await conn.execute("SELECT pg_stat_statements_reset()")
                 cpu_before = _cpu_seconds(groups)
                 throughput, burst_lat = await _burst(clients, users, conn, BURST_ORDERS)
                 cpu_after = _cpu_seconds(groups)
@@ -412,6 +444,8 @@ async def main() -> None:
                 cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / BURST_ORDERS for k in groups}
                 stop.set()
                 waits = await sampler
+                if os.environ.get("BENCH_ORDERS_PGSS"):
+                    await _statement_stats(url, BURST_ORDERS)
                 if os.environ.get("BENCH_ORDERS_DIAG"):
                     for what, n in waits.most_common(25):
                         print(f"  {n:6d}  {what}")

@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import time
 
 import jwt
 import pytest
@@ -73,6 +74,28 @@ def test_expired_token_is_rejected_as_expired(keypair: Keys) -> None:
         algorithm="RS256",
     )
     assert _reject(token, keypair).code == "token_expired"
+
+
+def test_a_token_verified_before_is_rejected_once_it_expires(keypair: Keys) -> None:
+    expires = int(time.time()) + 2
+    token = jwt.encode(
+        _claims(exp=dt.datetime.fromtimestamp(expires, dt.UTC)),
+        keypair.private_pem,
+        algorithm="RS256",
+    )
+    assert tokens.decode(token, keypair.public_pem, CONFIG).user_id == "u1"
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    assert _reject(token, keypair).code == "token_expired"
+
+
+def test_a_token_verified_for_one_audience_is_checked_again_for_another(keypair: Keys) -> None:
+    token, _ = tokens.issue(
+        keypair.private_pem, CONFIG, user_id="u1", roles=["trader"], session_id="s1"
+    )
+    assert tokens.decode(token, keypair.public_pem, CONFIG).user_id == "u1"
+    other = dataclasses.replace(CONFIG, audience="another-service")
+    with pytest.raises(errors.Unauthenticated, match="InvalidAudience"):
+        tokens.decode(token, keypair.public_pem, other)
 
 
 def test_not_yet_valid_token_is_rejected(keypair: Keys) -> None:

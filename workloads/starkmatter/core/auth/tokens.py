@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -73,8 +74,35 @@ def _public_key(public_pem: str) -> Any:
     return serialization.load_pem_public_key(public_pem.encode())
 
 
+VERIFIED_CACHE_SIZE = 4096
+"""tokens remembered as verified, per process (a trader sends the same token for minutes)"""
+_verified: dict[tuple[str, str, TokenConfig], tuple[Principal, float, float]] = {}
+
+
 def decode(token: str, public_pem: str, config: TokenConfig) -> Principal:
-    """Verify signature and claims; every failure is the same 401 with a precise reason code."""
+    """Verify signature and claims; every failure is the same 401 with a precise reason code.
+
+    A token verified once is remembered until it expires: its signature and claims cannot
+    change, so only its validity window is checked again (about 8% of an API request's CPU
+    otherwise). Whether its session is still open is the caller's check, on every request.
+    """
+    key = (token, public_pem, config)
+    known = _verified.get(key)
+    if known is not None:
+        principal, valid_from, valid_until = known
+        if valid_from <= time.time() < valid_until:
+            return principal
+        del _verified[key]  # verified again below, for the precise reason code
+    principal, claims = _verify(token, public_pem, config)
+    if len(_verified) >= VERIFIED_CACHE_SIZE:
+        del _verified[next(iter(_verified))]
+    leeway = config.leeway_s
+    not_before = max(float(claims["nbf"]), float(claims["iat"]))
+    _verified[key] = (principal, not_before - leeway, float(claims["exp"]) + leeway)
+    return principal
+
+
+def _verify(token: str, public_pem: str, config: TokenConfig) -> tuple[Principal, dict[str, Any]]:
     try:
         claims = jwt.decode(
             token,
@@ -96,9 +124,10 @@ def decode(token: str, public_pem: str, config: TokenConfig) -> Principal:
     roles = claims["roles"]
     if not isinstance(roles, list) or not set(roles) <= ROLES:
         raise errors.Unauthenticated("invalid access token: roles", code="token_invalid")
-    return Principal(
+    principal = Principal(
         user_id=str(claims["sub"]),
         roles=frozenset(roles),
         session_id=str(claims["sid"]),
         token_id=str(claims["jti"]),
     )
+    return principal, claims
