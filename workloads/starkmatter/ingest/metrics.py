@@ -58,3 +58,19 @@ CONNECTED = prometheus_client.Gauge(
     "1 while the provider session is up.",
     ["feed"],
 )
+READ_BACK = prometheus_client.Counter(
+    "starkmatter_ingest_trades_read_back_total",
+    "Stored trades re-read at start-up into the bars a predecessor had not stored (non-zero "
+    "after a kill: SIGKILL, OOM, node loss), by feed.",
+    ["feed"],
+)
+RESENT = prometheus_client.Counter(
+    "starkmatter_ingest_resent_trades_total",
+    "Trades a provider sent again after a restart that were already stored: skipped, by feed.",
+    ["feed"],
+)
+LATE_BARS_REBUILT = prometheus_client.Counter(
+    "starkmatter_ingest_late_bars_rebuilt_total",
+    "Closed bars rebuilt from storage because a trade for them arrived late, by feed.",
+    ["feed"],
+)

@@ -281,6 +281,7 @@ class Pipeline:
             return False
         if (trade.ts_ns // 1000, storing.trade_uid(trade)) in entry.ids:
             self.resent += 1
+            metrics.RESENT.labels(feed=self.feed).inc()
             return True
         return False
 
@@ -363,6 +364,7 @@ class Pipeline:
                 {(t.ts_ns // 1000, t.uid) for t in seed.trades}, last - last % widest + widest
             )
             read_back += len(seed.trades)
+        metrics.READ_BACK.labels(feed=self.feed).inc(read_back)
         log.info("ingest.reseeded", feed=self.feed, symbols=len(seeds), trades=read_back)
 
     def close_due_bars(self, now_ns: int) -> None:
@@ -539,6 +541,7 @@ class Pipeline:
                 rebuilt.append(bar)
         if rebuilt:
             await storing.upsert_bars(conn, rebuilt)
+        metrics.LATE_BARS_REBUILT.labels(feed=self.feed).inc(len(rebuilt))
         log.info("ingest.late_trades_rebuilt", feed=self.feed, bars=len(rebuilt))
 
     async def _announce(self, conn: asyncpg.Connection[Any], batch: _Batch) -> None:
