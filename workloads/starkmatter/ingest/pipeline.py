@@ -7,6 +7,10 @@ drives it: one Redis pipeline per drained queue (publishes in order; the latest 
 per symbol set once), and a writer task that COPYs buffered rows to PostgreSQL on size or
 time while processing goes on. Nothing is dropped: every message is stored, rejected to the
 dead-letter table with its reason, or (references, heartbeats) consumed as control data.
+
+Stored bars agree with stored ticks: :meth:`Pipeline.reseed` rebuilds, at start-up, the bars
+a killed predecessor had not stored from the ticks it had; a trade that arrives after its bar
+closed is stored and its bar rebuilt from storage (``_rebuild``).
 """
 
 from __future__ import annotations
@@ -505,10 +509,11 @@ class Pipeline:
                 await self._copy(conn, "market_ticks", batch.trades)
             if batch.quotes:
                 await self._copy(conn, "market_quotes", batch.quotes)
-            # Bars are stored in the order they closed, though writers finish out of order:
-            # then a symbol's earlier bars are all stored when a later one is, which is what
-            # a successor's re-read after a kill starts from (see ``reseed``). Only this
-            # short step waits; the COPYs still overlap.
+            # Bars are stored in the order they closed, after every earlier batch's rows,
+            # though writers finish out of order: then when a bar is stored, so are the
+            # symbol's earlier bars and all of the bar's trades, which is what a successor's
+            # re-read after a kill relies on (see ``reseed``). Only this short step waits;
+            # the COPYs still overlap.
             async with self._bar_turn:
                 await self._bar_turn.wait_for(lambda: self._bars_stored >= batch.number - 1)
             if batch.bars:

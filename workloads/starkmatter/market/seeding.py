@@ -13,6 +13,9 @@ is rebuilt too, because the trades it was built from may not all have been store
 
 Closes of the stored bars before that point come back as well: the indicators continue
 over the stored series instead of starting from nothing.
+
+Like bar building itself, this assumes a symbol is ingested by one feed: the re-read takes
+every stored tick of the symbol, and its bars replace the stored ones.
 """
 
 from __future__ import annotations
