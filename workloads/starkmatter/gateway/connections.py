@@ -17,6 +17,7 @@ import dataclasses
 import enum
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starkmatter.core.auth import tokens
@@ -180,6 +181,16 @@ class Client(abc.ABC):
         latest = self._latest.pop(topic, None)
         if latest is not None:
             self.deliver(topic, latest, True)
+
+    def discard_held(self, topic: str, dropped: Callable[[bytes], bool]) -> None:
+        """Forget frames of ``topic`` waiting for its snapshot (or replay) that ``dropped``
+        picks: the replay already carried them."""
+        latest = self._latest.get(topic)
+        if latest is not None and dropped(latest):
+            del self._latest[topic]
+        self._backlog = collections.deque(
+            (held, frame) for held, frame in self._backlog if held != topic or not dropped(frame)
+        )
 
     def pause_writing(self) -> None:
         if self.congested_since is None:

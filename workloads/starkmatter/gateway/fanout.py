@@ -6,11 +6,14 @@ without each carrying every channel. Each message is turned into an ``update`` f
 per transport kind, whatever the number of clients that receive it.
 
 Every message gets a sequence number, and the event id ``{epoch}-{seq}`` (``epoch`` is
-random per gateway process). The last ``replay_depth`` updates of each held topic are kept,
-so an SSE client that reconnects with ``Last-Event-ID`` gets the updates it missed when this
-same process held the topic the whole time and still has them; otherwise it gets a fresh
-snapshot. After the Redis subscriber reconnects, every client gets a fresh snapshot of each
-of its topics (what was published during the outage is lost to pub/sub).
+random per gateway process), followed by ``-{clock}`` once the process has received a
+message numbered for replay (:mod:`.replaying`). An SSE client that reconnects with
+``Last-Event-ID`` gets, per topic, the updates it missed: from this process's memory (the
+last ``replay_depth`` updates of each held topic) when this same process held the topic
+the whole time and still has them; else from Redis, on any replica, when the topic is
+published for replay and the id's clock is within the window; otherwise a fresh snapshot.
+After the Redis subscriber reconnects, every client gets a fresh snapshot of each of its
+topics (what was published during the outage is lost to pub/sub).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
 
 from starkmatter.core import logs
-from starkmatter.gateway import connections, metrics, subscribing, topics
+from starkmatter.gateway import connections, metrics, replaying, subscribing, topics
 
 log = logs.get_logger(__name__)
 
@@ -45,11 +48,28 @@ def snapshot_body(topic: str, payload: bytes | None) -> bytes:
 
 
 def parse_event_id(value: str, epoch: str) -> int | None:
-    """The sequence number in ``{epoch}-{seq}`` if it is one of ``epoch``'s; else None."""
+    """The sequence number in ``{epoch}-{seq}[-{clock}]`` if it is ``epoch``'s; else None."""
     head, _, tail = value.strip().partition("-")
-    if head != epoch or not tail.isdigit() or len(tail) > 18:
+    seq = tail.partition("-")[0]
+    if head != epoch or not seq.isdigit() or len(seq) > 18:
         return None
-    return int(tail)
+    return int(seq)
+
+
+def parse_clock(value: str) -> int | None:
+    """The replay clock in ``{epoch}-{seq}-{clock}`` (any gateway's), or None."""
+    parts = value.strip().split("-")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    return int(parts[2]) if len(parts[2]) <= 18 else None
+
+
+def frame_clock(frame: bytes) -> int | None:
+    """The clock in an SSE frame's ``id:`` line, if it has one."""
+    if not frame.startswith(b"id: "):
+        return None
+    parts = frame[4 : frame.find(b"\n")].split(b"-")
+    return int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else None
 
 
 class Hub:
@@ -63,6 +83,9 @@ class Hub:
         self.epoch = os.urandom(4).hex()
         self.seq = 0
         """Sequence number of the last message dispatched (any topic)."""
+        self.clock = 0
+        """Highest replay number (:mod:`.replaying`) received: every numbered update of a
+        held topic up to it has been dispatched. Part of each event id once non-zero."""
         self.replay_depth = replay_depth
         self._history: dict[str, collections.deque[tuple[int, bytes]]] = {}
         """Per held topic: the last ``replay_depth`` (seq, update body)."""
@@ -97,30 +120,63 @@ class Hub:
     def redis_topics(self) -> frozenset[str]:
         return frozenset(self._redis_topics)
 
-    def event_id(self, seq: int | None = None) -> str:
-        return f"{self.epoch}-{self.seq if seq is None else seq}"
+    def event_id(self, seq: int | None = None, clock: int | None = None) -> str:
+        seq = self.seq if seq is None else seq
+        clock = self.clock if clock is None else clock
+        return f"{self.epoch}-{seq}-{clock}" if clock else f"{self.epoch}-{seq}"
 
     # ------------------------------------------------------------------ subscriptions
 
-    async def subscribe(self, client: connections.Client, topic: str) -> None:
-        """Register ``client`` on ``topic``, subscribe in Redis if first, send the snapshot."""
+    async def subscribe(
+        self, client: connections.Client, topic: str, *, replay_after: int | None = None
+    ) -> bool:
+        """Register ``client`` on ``topic``, subscribe in Redis if first, send the snapshot.
+
+        With ``replay_after`` (a replay clock from any gateway's event id), send instead the
+        updates numbered after it, from Redis (:mod:`.replaying`), if they can all be
+        given; True if it did.
+        """
         client.topics.add(topic)
         client.warming.add(topic)
         self.subscribers.setdefault(topic, set()).add(client)
         metrics.SUBSCRIPTIONS.inc()
         self._sync(topic)
+        # Ids of what is sent here name the position before any update held meanwhile:
+        # a client cut off before those reach it gets them again on resume, not never.
+        seq, clock = self.seq, self.clock
         # SUBSCRIBE is written before the snapshot is read on another connection; Redis
         # handles a client's commands in order, so no update can fall between the two
         # except one that the snapshot already contains (harmless: updates are states).
+        # A replay cannot lean on that: it waits for Redis to confirm the subscription,
+        # so every update after the stream's last entry is sure to arrive live.
         try:
-            snapshot = await self._read_snapshot(topic)
+            missed = None
+            if replay_after is not None:
+                await self._subscriber.subscribed(topic)
+                async with self._reads:
+                    missed = await replaying.missed(self.redis, topic, replay_after)
+            if missed is None:
+                snapshot = await self._read_snapshot(topic)
         except BaseException:
             # Not subscribed after all: the client gets an error and may simply retry.
             await self.unsubscribe(client, topic)
             raise
-        if topic in client.topics:
-            client.send_now(client.encode(snapshot_body(topic, snapshot), self.event_id()))
+        if topic not in client.topics:
+            return False
+        if missed is None:
+            body = snapshot_body(topic, snapshot)
+            client.send_now(client.encode(body, self.event_id(seq, clock)))
             client.warmed(topic)
+            return False
+        last = replay_after or 0
+        for number, payload in missed:
+            body = update_body(topic, payload)
+            client.send_now(client.encode(body, self.event_id(seq, number)))
+            last = number
+        # Updates that arrived live meanwhile and were in the replay go no further.
+        client.discard_held(topic, lambda frame: (frame_clock(frame) or 0) <= last)
+        client.warmed(topic)
+        return True
 
     def resume(self, client: connections.Client, topic: str, after: int) -> bool:
         """Register ``client`` on ``topic`` replaying the updates after seq ``after``.
@@ -294,6 +350,10 @@ class Hub:
         """Number the message, keep it in the topic's history; its body and event id."""
         self.seq = seq = self.seq + 1
         self.dispatched += 1
+        if payload[:1] == replaying.MARK:
+            number, payload = replaying.split(payload)
+            if number is not None and number > self.clock:
+                self.clock = number
         body = update_body(topic, payload)
         history = self._history.get(topic)
         if history is None:
@@ -301,4 +361,4 @@ class Hub:
         if len(history) == self.replay_depth:
             self._floor[topic] = history[0][0]
         history.append((seq, body))
-        return body, f"{self.epoch}-{seq}"
+        return body, (f"{self.epoch}-{seq}-{self.clock}" if self.clock else f"{self.epoch}-{seq}")

@@ -311,12 +311,14 @@ class _Connection(asyncio.Protocol):
         # EventSource sends the header on its own reconnects; the query parameter is for
         # clients that open a new EventSource themselves and cannot set headers.
         last_id = request.headers.get("Last-Event-ID") or query.get("lastEventId", [""])[0]
-        resume_after = None
+        resume_after = replay_after = None
         if last_id:
-            # Another process's id (or garbage) asks to resume too: it gets snapshots.
+            # Another process's id (or garbage) asks to resume too: it gets replays from
+            # Redis where its replay clock allows, snapshots otherwise.
             resume_after = fanout.parse_event_id(last_id, gateway.hub.epoch)
             if resume_after is None:
                 resume_after = -1
+            replay_after = fanout.parse_clock(last_id)
         client = SseClient(self.transport, gateway.limits)
         client.principal = principal
         self.client = client
@@ -329,7 +331,9 @@ class _Connection(asyncio.Protocol):
         gateway.clients.add(client)
         metrics.CONNECTIONS.labels(transport="sse").inc()
         try:
-            await gateway.subscribe(client, wanted, resume_after=resume_after)
+            await gateway.subscribe(
+                client, wanted, resume_after=resume_after, replay_after=replay_after
+            )
         except (OSError, ConnectionError, redis_exceptions.RedisError) as exc:
             log.warning("gateway.backend_error", error=str(exc))
             client.close(1011, "unavailable")
@@ -499,12 +503,20 @@ class Gateway:
         client.transition(connections.ConnectionState.OPEN)
 
     async def subscribe(
-        self, client: connections.Client, wanted: list[str], *, resume_after: int | None = None
+        self,
+        client: connections.Client,
+        wanted: list[str],
+        *,
+        resume_after: int | None = None,
+        replay_after: int | None = None,
     ) -> None:
         """Subscribe to each allowed topic: its snapshot, then updates; refusals as errors.
 
-        With ``resume_after`` (an SSE ``Last-Event-ID`` of this process), a topic whose
-        missed updates are all still kept replays them instead of sending a snapshot.
+        With ``resume_after`` (the seq of an SSE ``Last-Event-ID`` of this process, else
+        -1), a topic whose missed updates this process still keeps replays them; failing
+        that, with ``replay_after`` (the id's replay clock, from any process), a topic
+        published for replay (:mod:`.replaying`) replays them from Redis. Otherwise, a
+        snapshot.
         """
         principal = client.principal
         assert principal is not None
@@ -524,12 +536,13 @@ class Gateway:
             except topics.Refused as refused:
                 self.refuse(client, refused.code, refused.message, topic)
                 continue
-            if resume_after is not None:
-                resumed = self.hub.resume(client, topic, resume_after)
-                metrics.SSE_RESUMES.labels(outcome="replay" if resumed else "snapshot").inc()
-                if resumed:
-                    continue
-            await self.hub.subscribe(client, topic)
+            if resume_after is None:
+                await self.hub.subscribe(client, topic)
+                continue
+            resumed = self.hub.resume(client, topic, resume_after) or await self.hub.subscribe(
+                client, topic, replay_after=replay_after
+            )
+            metrics.SSE_RESUMES.labels(outcome="replay" if resumed else "snapshot").inc()
 
 
 def token_verifier(config: Any, redis: aioredis.Redis) -> Authenticate:

@@ -98,6 +98,10 @@ class Subscriber:
         self._unconfirmed: set[bytes] = set()
         """Channels re-subscribed after a reconnect that Redis has not confirmed yet."""
         self.channels: set[str] = set()
+        self.live: set[bytes] = set()
+        """Channels Redis has confirmed on the current connection: every message published
+        on them from now on reaches this subscriber."""
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -125,6 +129,30 @@ class Subscriber:
     def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
         self._send(_command(b"UNSUBSCRIBE", channel.encode()))
+
+    async def subscribed(self, channel: str) -> None:
+        """Return once Redis has confirmed the subscription to ``channel`` (subscribe first):
+        whatever is published on it afterwards will be received."""
+        key = channel.encode()
+        if key in self.live:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(waiter)
+        try:
+            async with asyncio.timeout(10):
+                await waiter
+        finally:
+            waiters = self._waiters.get(key, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiters.pop(key, None)
+
+    def _confirm(self, channel: bytes) -> None:
+        self.live.add(channel)
+        for waiter in self._waiters.pop(channel, ()):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _send(self, data: bytes) -> None:
         if self._writer is not None and not self._writer.is_closing():
@@ -189,6 +217,7 @@ class Subscriber:
                 log.warning("gateway.redis_lost", error=str(exc))
             finally:
                 self.ready = False
+                self.live.clear()
                 writer.close()
                 self._writer = None
 
@@ -206,10 +235,14 @@ class Subscriber:
             for push in pushes:
                 if len(push) == 3 and push[0] == b"message":
                     messages.append((push[1].decode(), push[2]))
-                elif self._unconfirmed and push[0] == b"subscribe":
-                    self._unconfirmed.discard(push[1])
-                    if not self._unconfirmed:
-                        self._confirmed()
+                elif push[0] == b"subscribe":
+                    self._confirm(push[1])
+                    if self._unconfirmed:
+                        self._unconfirmed.discard(push[1])
+                        if not self._unconfirmed:
+                            self._confirmed()
+                elif push[0] == b"unsubscribe":
+                    self.live.discard(push[1])
             if messages:
                 on_messages(messages)
 
