@@ -489,12 +489,12 @@ async def run_gateway(redis_url: str, redis_pid: int) -> tuple[float, dict[float
     class TimedHub(fanout.Hub):
         timing = False
 
-        def dispatch_many(self, messages: list[tuple[str, bytes]]) -> int:
+        def dispatch_many(self, channels: list[str], payloads: list[bytes]) -> int:
             if not self.timing:
-                return super().dispatch_many(messages)
+                return super().dispatch_many(channels, payloads)
             now = time.time_ns()
-            stamps = [_publish_time(payload) for _, payload in messages]
-            delivered = super().dispatch_many(messages)
+            stamps = [_publish_time(payload) for payload in payloads]
+            delivered = super().dispatch_many(channels, payloads)
             done = time.time_ns()
             for sent in stamps:
                 if sent is not None:

@@ -51,11 +51,41 @@ def test_pushes_parse_the_same_however_the_stream_is_split(
     assert buffer == b""
 
 
+@given(pushes, st.lists(st.integers(1, 50), min_size=1, max_size=50))
+def test_messages_split_out_in_order_however_the_stream_is_split(
+    messages: list[tuple[bytes, bytes, bytes | int]], cuts: list[int]
+) -> None:
+    stream = b"".join(push(*m) for m in messages)
+    buffer = bytearray()
+    channels: list[str] = []
+    payloads: list[bytes] = []
+    others: list[list[object]] = []
+    position = 0
+    sizes = iter(cuts * (len(stream) + 1))
+    while position < len(stream):
+        size = next(sizes)
+        buffer += stream[position : position + size]
+        position += size
+        got_channels, got_payloads, got_others, used = subscribing.parse_messages(buffer)
+        del buffer[:used]
+        channels += got_channels
+        payloads += got_payloads
+        others += got_others
+    assert list(zip(channels, payloads, strict=True)) == [
+        (m[1].decode(), m[2]) for m in messages if m[0] == b"message"
+    ]
+    assert others == [list(m) for m in messages if m[0] != b"message"]
+    assert buffer == b""
+
+
 def test_redis_error_replies_are_skipped_and_garbage_is_refused() -> None:
     stream = b"-ERR wrong\r\n" + push(b"message", b"news:all", b"{}")
     assert subscribing.parse_pushes(stream) == ([[b"message", b"news:all", b"{}"]], len(stream))
     with pytest.raises(subscribing.ProtocolError):
         subscribing.parse_pushes(b"+OK\r\n")
+    assert subscribing.parse_messages(stream) == (["news:all"], [b"{}"], [], len(stream))
+    with pytest.raises(subscribing.ProtocolError):
+        subscribing.parse_messages(b"+OK\r\n")
 
 
 def test_event_ids_resume_only_from_the_same_gateway_process() -> None:

@@ -381,3 +381,55 @@ async def test_a_client_congested_longer_than_the_lag_limit_is_disconnected(
         close = ws_frames.Close.parse(frames[-1].data)
         assert (close.code, close.reason) == (1008, "slow_consumer")
         writer.close()
+
+
+async def test_a_burst_read_at_once_reaches_every_client_whole_and_in_order(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    # What the subscriber hands over after a stall: many messages of several topics in one
+    # read, which the hub joins into one write per client.
+    token = await sign_in(config, redis, "u1")
+    both, only_b = ["market:quotes:BRSTA", "market:quotes:BRSTB"], ["market:quotes:BRSTB"]
+    async with (
+        running_gateway(config) as gateway,
+        ws_client.connect(f"ws://127.0.0.1:{gateway.port}/ws?token={token}") as first,
+        ws_client.connect(f"ws://127.0.0.1:{gateway.port}/ws?token={token}") as second,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        await first.send(json.dumps({"op": "subscribe", "topics": both}))
+        await second.send(json.dumps({"op": "subscribe", "topics": only_b}))
+        assert len([await recv_json(first) for _ in both]) == 2
+        assert (await recv_json(second))["type"] == "snapshot"
+        url = f"http://127.0.0.1:{gateway.port}/sse"
+        params = {"topics": ",".join(both), "token": token}
+        async with http.stream("GET", url, params=params) as response:
+            lines = response.aiter_lines()
+            events: list[tuple[str, dict[str, Any]]] = []
+
+            async def next_event() -> tuple[str, dict[str, Any]]:
+                event_id = ""
+                async for line in lines:
+                    if line.startswith("id: "):
+                        event_id = line[4:]
+                    elif line.startswith("data: "):
+                        return event_id, json.loads(line[6:])
+                raise AssertionError("the event stream ended")
+
+            while len(events) < 2:
+                event = await next_event()
+                assert event[1]["type"] == "snapshot"
+                events.append(event)
+            channels = [both[n % 3 == 0] for n in range(30)]
+            payloads = [json.dumps({"n": n}).encode() for n in range(30)]
+            # 20 updates of A to two clients, 10 of B to three.
+            assert gateway.hub.dispatch_many(channels, payloads) == 20 * 2 + 10 * 3
+            expected = [(c, {"n": n}) for n, c in enumerate(channels)]
+            got_first = [await recv_json(first) for _ in expected]
+            assert [(f["topic"], f["data"]) for f in got_first] == expected
+            wanted_b = [(c, d) for c, d in expected if c == both[1]]
+            got_second = [await recv_json(second) for _ in wanted_b]
+            assert [(f["topic"], f["data"]) for f in got_second] == wanted_b
+            streamed = [await next_event() for _ in expected]
+            assert [(e["topic"], e["data"]) for _, e in streamed] == expected
+            seqs = [int(event_id.split("-")[1]) for event_id, _ in streamed]
+            assert seqs == sorted(seqs) and len(set(seqs)) == 30

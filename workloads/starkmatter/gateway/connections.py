@@ -153,11 +153,6 @@ class Client(abc.ABC):
             self.transport.write(frame)
             self.sent += 1
 
-    def write_frames(self, frames: list[bytes]) -> None:
-        """Write frames admitted by :meth:`admit`, in one call to the transport."""
-        self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
-        self.sent += len(frames)
-
     def send_now(self, frame: bytes) -> None:
         """Write a control frame (snapshot, error, heartbeat) ahead of any queue."""
         if self.state in (ConnectionState.OPEN, ConnectionState.UNAUTHENTICATED):

@@ -279,9 +279,9 @@ class Hub:
 
     def dispatch(self, topic: str, payload: bytes) -> int:
         """Deliver one published message to every local subscriber; returns how many."""
-        return self.dispatch_many([(topic, payload)])
+        return self._dispatch_one(topic, payload)
 
-    def dispatch_many(self, messages: list[tuple[str, bytes]]) -> int:
+    def dispatch_many(self, channels: list[str], payloads: list[bytes]) -> int:
         """Deliver messages (in order) to their local subscribers; returns frames admitted.
 
         Frames for one client are gathered and written in a single call: when Redis hands
@@ -291,35 +291,42 @@ class Hub:
 
         This is the per-frame path: a client that is flowing (open, not congested) and
         not waiting for the topic's snapshot is written to with no call into it; only the
-        others go through :meth:`connections.Client.admit` to be queued or conflated.
+        others go through :meth:`connections.Client.admit` to be queued or conflated. A
+        burst makes no object per message or per client that the garbage collector tracks
+        (a client's frames are joined into one bytes as they come), so that catching up
+        does not itself set off collections.
         """
-        if len(messages) == 1:
-            return self._dispatch_one(*messages[0])
-        out: dict[connections.Client, list[bytes]] = {}
+        if len(channels) == 1:
+            return self._dispatch_one(channels[0], payloads[0])
+        out: dict[connections.Client, bytes] = {}
         delivered = 0
-        for topic, payload in messages:
+        for topic, payload in zip(channels, payloads, strict=True):
             holders = self.subscribers.get(topic)
             if not holders:
                 continue
             body, event_id = self._record(topic, payload)
             conflatable = topics.conflatable(topic)
+            # One frame per transport kind (dropped at the next message: never piles up).
             frames: dict[type, bytes] = {}
+            last_kind: type | None = None
+            frame = b""
             for client in holders:
                 kind = type(client)
-                frame = frames.get(kind)
-                if frame is None:
-                    frame = frames[kind] = client.encode(body, event_id)
+                if kind is not last_kind:
+                    last_kind = kind
+                    cached = frames.get(kind)
+                    frame = frames[kind] = (
+                        client.encode(body, event_id) if cached is None else cached
+                    )
                 if (client.flowing and topic not in client.warming) or client.admit(
                     topic, frame, conflatable
                 ):
                     pending = out.get(client)
-                    if pending is None:
-                        out[client] = [frame]
-                    else:
-                        pending.append(frame)
+                    out[client] = frame if pending is None else pending + frame
+                    client.sent += 1
             delivered += len(holders)
-        for client, pending in out.items():
-            client.write_frames(pending)
+        for client, data in out.items():
+            client.transport.write(data)
         if delivered:
             metrics.FRAMES_SENT.inc(delivered)
         return delivered

@@ -3,7 +3,8 @@
 redis-py's ``PubSub.get_message`` costs tens of microseconds of Python per message, which
 caps a gateway's message rate and adds queueing latency long before the sockets are busy.
 This reader parses the push stream itself (arrays of bulk strings) and hands the
-``message`` pushes of each read, in order, to one callback call, synchronously. On a lost
+``message`` pushes of each read, in order, to one callback call, synchronously, as two
+parallel lists (channels, payloads). On a lost
 connection it reconnects with backoff (exponential, with jitter), re-subscribes to every
 channel it held, and once Redis has confirmed them all calls ``on_resubscribed`` (whatever
 was published in between is lost).
@@ -37,56 +38,107 @@ def parse_pushes(buffer: bytes | bytearray, start: int = 0) -> tuple[list[list[A
     """Complete RESP arrays (of bulk strings and integers) in ``buffer``; and where to resume."""
     out: list[list[Any]] = []
     position = start
+    while True:
+        items, position = _parse_one(buffer, position)
+        if items is None:
+            return out, position
+        out.append(items)
+
+
+_MESSAGE = b"*3\r\n$7\r\nmessage\r\n$"
+
+
+def parse_messages(
+    buffer: bytes | bytearray, start: int = 0
+) -> tuple[list[str], list[bytes], list[list[Any]], int]:
+    """Like :func:`parse_pushes`, with ``message`` pushes split out as two parallel lists,
+    (channels, payloads), and the other pushes in the third; and where to resume.
+
+    This is the fan-out's input: the parallel lists make no object per message that the
+    garbage collector tracks (a burst of thousands of lists and tuples, all alive until
+    the burst is dispatched, used to set off full collections of the whole heap).
+    """
+    channels: list[str] = []
+    payloads: list[bytes] = []
+    others: list[list[Any]] = []
+    position = start
     size = len(buffer)
     while position < size:
-        if buffer[position] != 42:  # "*"
-            end = buffer.find(b"\r\n", position)
-            if end < 0:
-                break
-            line = bytes(buffer[position:end])
-            if line.startswith(b"-"):
-                log.warning("gateway.redis_error", error=line.decode("utf-8", "replace"))
-                position = end + 2
-                continue
-            raise ProtocolError(f"unexpected reply {line[:40]!r}")
-        end = buffer.find(b"\r\n", position)
-        if end < 0:
-            break
-        count = int(buffer[position + 1 : end])
-        cursor = end + 2
-        items: list[Any] = []
-        complete = True
-        for _ in range(count):
+        if buffer.startswith(_MESSAGE, position):
+            cursor = position + len(_MESSAGE)
             end = buffer.find(b"\r\n", cursor)
             if end < 0:
-                complete = False
                 break
-            kind = buffer[cursor]
-            if kind == 36:  # "$"
-                length = int(buffer[cursor + 1 : end])
-                data_start = end + 2
-                if data_start + length + 2 > size:
-                    complete = False
-                    break
-                items.append(bytes(buffer[data_start : data_start + length]))
-                cursor = data_start + length + 2
-            elif kind == 58:  # ":"
-                items.append(int(buffer[cursor + 1 : end]))
-                cursor = end + 2
-            else:
+            channel_start = end + 2
+            channel_end = channel_start + int(buffer[cursor:end])
+            end = buffer.find(b"\r\n", channel_end + 2)
+            if end < 0:
+                break
+            if buffer[channel_end + 2] != 36:  # "$"
                 raise ProtocolError("unexpected item in a push message")
-        if not complete:
+            data_start = end + 2
+            data_end = data_start + int(buffer[channel_end + 3 : end])
+            if data_end + 2 > size:
+                break
+            channels.append(buffer[channel_start:channel_end].decode())
+            payloads.append(bytes(buffer[data_start:data_end]))
+            position = data_end + 2
+            continue
+        items, position = _parse_one(buffer, position)
+        if items is None:
             break
-        out.append(items)
-        position = cursor
-    return out, position
+        if len(items) == 3 and items[0] == b"message":  # after an error line, say
+            channels.append(items[1].decode())
+            payloads.append(items[2])
+        else:
+            others.append(items)
+    return channels, payloads, others, position
+
+
+def _parse_one(buffer: bytes | bytearray, position: int) -> tuple[list[Any] | None, int]:
+    """The complete push at ``position`` (Redis error lines skipped) and where it ends; or
+    None and ``position`` when the buffer does not hold a complete one yet."""
+    size = len(buffer)
+    while position < size and buffer[position] != 42:  # "*"
+        end = buffer.find(b"\r\n", position)
+        if end < 0:
+            return None, position
+        line = bytes(buffer[position:end])
+        if not line.startswith(b"-"):
+            raise ProtocolError(f"unexpected reply {line[:40]!r}")
+        log.warning("gateway.redis_error", error=line.decode("utf-8", "replace"))
+        position = end + 2
+    end = buffer.find(b"\r\n", position)
+    if end < 0:
+        return None, position
+    count = int(buffer[position + 1 : end])
+    cursor = end + 2
+    items: list[Any] = []
+    for _ in range(count):
+        end = buffer.find(b"\r\n", cursor)
+        if end < 0:
+            return None, position
+        kind = buffer[cursor]
+        if kind == 36:  # "$"
+            length = int(buffer[cursor + 1 : end])
+            data_start = end + 2
+            if data_start + length + 2 > size:
+                return None, position
+            items.append(bytes(buffer[data_start : data_start + length]))
+            cursor = data_start + length + 2
+        elif kind == 58:  # ":"
+            items.append(int(buffer[cursor + 1 : end]))
+            cursor = end + 2
+        else:
+            raise ProtocolError("unexpected item in a push message")
+    return items, cursor
 
 
 class Subscriber:
     def __init__(
         self,
         redis: aioredis.Redis,
-        on_messages: Callable[[list[tuple[str, bytes]]], Any],
+        on_messages: Callable[[list[str], list[bytes]], Any],
         on_resubscribed: Callable[[], Any] | None = None,
     ) -> None:
         self._kwargs: dict[str, Any] = dict(redis.connection_pool.connection_kwargs)
@@ -229,13 +281,10 @@ class Subscriber:
             if not data:
                 raise ConnectionError("redis closed the connection")
             buffer += data
-            pushes, used = parse_pushes(buffer)
+            channels, payloads, others, used = parse_messages(buffer)
             del buffer[:used]
-            messages = []
-            for push in pushes:
-                if len(push) == 3 and push[0] == b"message":
-                    messages.append((push[1].decode(), push[2]))
-                elif push[0] == b"subscribe":
+            for push in others:
+                if push[0] == b"subscribe":
                     self._confirm(push[1])
                     if self._unconfirmed:
                         self._unconfirmed.discard(push[1])
@@ -243,8 +292,8 @@ class Subscriber:
                             self._confirmed()
                 elif push[0] == b"unsubscribe":
                     self.live.discard(push[1])
-            if messages:
-                on_messages(messages)
+            if channels:
+                on_messages(channels, payloads)
 
     def _confirmed(self) -> None:
         if self.on_resubscribed is not None:
