@@ -131,6 +131,21 @@ async def test_database_refuses_a_status_change_outside_the_graph(
                 " SELECT gen_random_uuid(), user_id, 'forged', symbol, side, type,"
                 " time_in_force, quantity, 'Filled', now(), now() FROM trading_orders"
             )
+        forged = (
+            "INSERT INTO trading_orders (id, user_id, client_order_id, symbol, side, type,"
+            " time_in_force, quantity, status, status_path, created_at, updated_at)"
+            " SELECT gen_random_uuid(), user_id, 'forged', symbol, side, type, time_in_force,"
+            " quantity, 'Filled', $1, now(), now() FROM trading_orders"
+        )
+        # A write may take several steps at once, but each is checked against the graph.
+        with pytest.raises(asyncpg.CheckViolationError, match="cannot go from Validated to Pe"):
+            await conn.execute(forged, ["Validated", "Pending", "Filled"])
+        with pytest.raises(asyncpg.CheckViolationError, match="steps end in Pending, not in"):
+            await conn.execute(forged, ["Validated", "RiskChecked", "Submitted", "Pending"])
+        assert (
+            await conn.fetchval("SELECT count(*) FROM trading_orders WHERE status_path IS NOT NULL")
+            == 0
+        )
     finally:
         await conn.close()
 

@@ -314,12 +314,17 @@ class Worker:
                     last = i == len(targets) - 1
                     steps.append((w.record.id, cur, target, reason, details if last else None))
                     cur = target
-        await storage.advance_many(conn, steps, now)
-        # One statement each for the whole batch (arrays, not executemany): PostgreSQL
-        # plans and runs it once instead of once per order.
+        # One statement for the whole batch (arrays, not executemany): PostgreSQL plans and
+        # runs it once instead of once per order. Each row moves to its final status in one
+        # version, its steps named in status_path for the guard to check (migration 0215);
+        # it matches only in the status it was locked in, and the worker holds those locks,
+        # so a row that does not match is a bug, not a race.
         rows = [
             (
                 w.record.id,
+                w.record.status.value,
+                w.status.value,
+                ",".join(t.value for _, targets, _, _ in w.steps for t in targets) or None,
                 w.filled,
                 w.avg_price,
                 w.reserved_cash,
@@ -331,19 +336,25 @@ class Worker:
             for w in changed
         ]
         if rows:
-            await conn.execute(
-                """UPDATE trading_orders o SET filled_quantity = x.filled,
-                       avg_fill_price = x.avg_price, reserved_cash = x.reserved_cash,
-                       reserved_quantity = x.reserved_quantity, triggered = x.triggered,
-                       broker_order_id = x.broker_order_id, reject_code = x.reject_code,
-                       reject_message = x.reject_message
-                   FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[],
-                               $5::numeric[], $6::boolean[], $7::text[], $8::text[], $9::text[])
-                        AS x (id, filled, avg_price, reserved_cash, reserved_quantity,
-                              triggered, broker_order_id, reject_code, reject_message)
-                   WHERE o.id = x.id""",
+            written = await conn.execute(
+                """UPDATE trading_orders o SET status = x.status,
+                       status_path = string_to_array(x.path, ','), updated_at = clock_timestamp(),
+                       filled_quantity = x.filled, avg_fill_price = x.avg_price,
+                       reserved_cash = x.reserved_cash, reserved_quantity = x.reserved_quantity,
+                       triggered = x.triggered, broker_order_id = x.broker_order_id,
+                       reject_code = x.reject_code, reject_message = x.reject_message
+                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::numeric[],
+                               $6::numeric[], $7::numeric[], $8::numeric[], $9::boolean[],
+                               $10::text[], $11::text[], $12::text[])
+                        AS x (id, source, status, path, filled, avg_price, reserved_cash,
+                              reserved_quantity, triggered, broker_order_id, reject_code,
+                              reject_message)
+                   WHERE o.id = x.id AND o.status = x.source""",
                 *(list(column) for column in zip(*rows, strict=True)),
             )
+            if written != f"UPDATE {len(rows)}":
+                raise RuntimeError(f"order rows moved under the worker's locks: {written}")
+        await storage.record_steps(conn, steps, now)
         if executions:
             observing.EXECUTIONS.inc(len(executions))
             await conn.execute(

@@ -165,13 +165,20 @@ Step: TypeAlias = tuple[uuid.UUID, OrderStatus, OrderStatus, str, "dict[str, Any
 """One edge of the graph for one order: (order id, source, target, reason, details)"""
 
 
-async def advance_many(conn: Conn, steps: Sequence[Step], ts_event: dt.datetime) -> None:
-    """Move many orders along the graph in one call; the caller holds their row locks, so
-    an order not in its step's source state is an error, not a lost race."""
+async def record_steps(conn: Conn, steps: Sequence[Step], ts_event: dt.datetime) -> None:
+    """One order event per step, in the order given (the steps of one order consecutive).
+
+    The order rows themselves are written by the caller with their ``status_path``, which
+    the database checks against the graph (migration 0215)."""
     if not steps:
         return
     await conn.execute(
-        "SELECT trading_order_advance_many($1, $2, $3, $4, $5::text[]::jsonb[], $6)",
+        """INSERT INTO trading_order_events (order_id, source, target, reason, details,
+               ts_event, ts_init)
+           SELECT o, s, t, r, d::jsonb, $6, clock_timestamp()
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+                WITH ORDINALITY AS x (o, s, t, r, d, k)
+           ORDER BY k""",
         [s[0] for s in steps],
         [s[1].value for s in steps],
         [s[2].value for s in steps],

@@ -44,7 +44,8 @@ class Dataset:
 _ORDER_DONE = """t.status IN ('Filled', 'Cancelled', 'Rejected')
     AND NOT EXISTS (SELECT 1 FROM trading_executions x WHERE x.order_id = t.id)"""
 # Its events (the state machine's history) cascade with it, so they are archived inside it.
-_ORDER_WITH_EVENTS = """(to_jsonb(t) || jsonb_build_object('events', (
+# status_path is only ever set within a write (migration 0215), never stored: left out.
+_ORDER_WITH_EVENTS = """(to_jsonb(t) - 'status_path' || jsonb_build_object('events', (
     SELECT coalesce(jsonb_agg(to_jsonb(e) ORDER BY e.id), '[]'::jsonb)
     FROM trading_order_events e WHERE e.order_id = t.id)))::text"""
 
