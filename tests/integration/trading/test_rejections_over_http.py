@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -42,6 +43,24 @@ async def list_without_quote(live: LiveServer, user: SignedIn, db_url: str, redi
     await conn.close()
 
 
+async def _instrument(db_url: str, tradable: bool, tick_size: str | None) -> None:
+    conn = await asyncpg.connect(db_url)
+    await conn.execute(
+        "INSERT INTO trading_instruments (symbol, tradable, tick_size) VALUES ('AAPL', $1, $2)",
+        tradable,
+        None if tick_size is None else Decimal(tick_size),
+    )
+    await conn.close()
+
+
+async def halt_the_instrument(live: LiveServer, user: SignedIn, db_url: str, redis: Any) -> None:
+    await _instrument(db_url, tradable=False, tick_size=None)
+
+
+async def coarse_ticks(live: LiveServer, user: SignedIn, db_url: str, redis: Any) -> None:
+    await _instrument(db_url, tradable=True, tick_size="0.05")
+
+
 async def stale_quote(live: LiveServer, user: SignedIn, db_url: str, redis: Any) -> None:
     old = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
     await publish_market(redis, "AAPL", bid="99.99", ask="100.01", ts=old)
@@ -60,6 +79,8 @@ async def two_resting_orders(live: LiveServer, user: SignedIn, db_url: str, redi
 CASES: list[tuple[str, dict[str, Any], Setup, dict[str, str]]] = [
     ("kill_switch", order(), halt_trading, {}),
     ("symbol_not_tradable", order(symbol="ZZZZ"), nothing, {}),
+    # quoted, but halted by its instrument row
+    ("symbol_not_tradable", order(), halt_the_instrument, {}),
     ("no_market_data", order(symbol="MSFT"), list_without_quote, {}),
     ("no_market_data", order(), stale_quote, {}),
     ("invalid_quantity", order(quantity="0"), nothing, {}),
@@ -67,6 +88,8 @@ CASES: list[tuple[str, dict[str, Any], Setup, dict[str, str]]] = [
     ("notional_limit", order(quantity="9999"), nothing, {}),
     ("invalid_price", order(type="limit"), nothing, {}),
     ("tick_size", order(type="limit", limit_price="100.005"), nothing, {}),
+    # on the default grid (0.01), off the instrument's
+    ("tick_size", order(type="limit", limit_price="100.01"), coarse_ticks, {}),
     ("price_collar", order(type="limit", limit_price="150.00"), nothing, {}),
     (
         "unsupported_time_in_force",
@@ -126,3 +149,18 @@ async def test_rejection_carries_its_reason_code_and_is_stored_as_rejected(
     assert stored["status"] == "Rejected" and stored["rejection"]["code"] == reason
     assert stored["events"][-1]["reason"] == reason
     assert stored["filled_quantity"] == "0"
+
+
+async def test_a_price_on_the_instruments_finer_grid_is_accepted(
+    api: LiveServer, database_url: str, redis: Any
+) -> None:
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    await _instrument(database_url, tradable=True, tick_size="0.005")
+
+    r = await api.client.post(
+        "/orders", headers=user.headers, json=order(type="limit", limit_price="100.005")
+    )
+
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "RiskChecked"

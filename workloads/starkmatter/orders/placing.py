@@ -55,13 +55,16 @@ async def read_quote(redis: aioredis.Redis, symbol: str) -> fills.Quote | None:
     return fills.Quote.from_json(raw) if raw else None
 
 
-def _market(row: asyncpg.Record, quote: fills.Quote | None, limits: risk.RiskLimits) -> risk.Market:
+def _market(
+    row: asyncpg.Record | None, quote: fills.Quote | None, limits: risk.RiskLimits
+) -> risk.Market:
     # A symbol is tradable when the market-data plane quotes it, unless an instrument
     # row halts it; an instrument row alone (no quote) is tradable but has no reference.
-    listed = row["tradable"]
+    # Without the row (the optimistic attempt), the write checks the instrument.
+    listed = row["tradable"] if row is not None else None
     return risk.Market(
         tradable=bool(listed) if listed is not None else quote is not None,
-        tick_size=row["tick_size"] or limits.default_tick_size,
+        tick_size=(row["tick_size"] if row is not None else None) or limits.default_tick_size,
         bid=quote.bid if quote else None,
         ask=quote.ask if quote else None,
         last=quote.last if quote else None,
@@ -92,22 +95,9 @@ async def submit(
 
 
 OPTIMISTIC = True
-"""decide on an unlocked read first (two statements, no transaction); False: always decide
-under the account lock (BEGIN, lock and read, place, COMMIT)"""
-
-# Rejections that depend on the account's state: decided under the account lock, so the
-# reason a client gets is the one that held when the order was recorded.
-_ACCOUNT_BOUND = frozenset(
-    r.value
-    for r in (
-        risk.Reason.RATE_LIMIT,
-        risk.Reason.OPEN_ORDERS_LIMIT,
-        risk.Reason.INSUFFICIENT_POSITION,
-        risk.Reason.BUYING_POWER,
-        risk.Reason.POSITION_LIMIT,
-        risk.Reason.GROSS_EXPOSURE,
-    )
-)
+"""accept on the order and the quote alone, the account checked by the write (one
+statement, no transaction); False: always decide under the account lock (BEGIN, lock and
+read, place, COMMIT)"""
 
 
 async def _submit(
@@ -117,22 +107,19 @@ async def _submit(
     actor: audit.Actor,
     command: commands.SubmitOrder,
 ) -> Placed:
-    """Decide on an unlocked read, then write with ``trading_order_place_checked``, which
-    re-checks the account-bound limits under the account lock (migration 0212). Only if one
-    no longer holds is the order decided again under the lock, in a transaction."""
+    """Accept optimistically, with ``trading_order_place_checked``: it checks, under the
+    account lock, every limit that depends on the account or on reference data (migrations
+    0212, 0216) and places the order if they hold. Anything else — an order that fails
+    validation, a limit that no longer holds, an account not opened yet — is decided under
+    the lock, in a transaction, which also gives the precise rejection reason."""
     request = command.request
     quote = await read_quote(redis, request.symbol)
     order_id = uuid.uuid4()
     row: asyncpg.Record | None = None
     async with pool.acquire() as conn:
         if OPTIMISTIC:
-            ctx = await conn.fetchrow(
-                "SELECT * FROM trading_order_context_peek($1, $2)", command.user_id, request.symbol
-            )
-            if ctx is None:
-                raise _NoAccountYet
-            decision = decide(ctx, quote, config, actor, command, order_id)
-            if decision[14] not in _ACCOUNT_BOUND:
+            decision = decide(None, quote, config, actor, command, order_id)
+            if decision[14] is None:
                 limits = config.limits()
                 row = await conn.fetchrow(
                     PLACE_CHECKED,
@@ -142,8 +129,8 @@ async def _submit(
                     limits.max_gross_exposure,
                     *decision,
                 )
-            if row is None:
-                observing.PLACEMENT_RETRIES.inc()
+                if row is None:
+                    observing.PLACEMENT_RETRIES.inc()
         if row is None:
             async with conn.transaction():
                 ctx = await conn.fetchrow(
@@ -171,7 +158,7 @@ PLACE_CHECKED = (
 
 
 def decide(
-    ctx: asyncpg.Record,
+    ctx: asyncpg.Record | None,
     quote: fills.Quote | None,
     config: OrdersConfig,
     actor: audit.Actor,
@@ -179,28 +166,39 @@ def decide(
     order_id: uuid.UUID,
 ) -> tuple[Any, ...]:
     """Validation and risk checks on ``ctx``; the arguments of ``trading_order_place``
-    (index 14 is the rejection code, None when accepted)."""
+    (index 14 is the rejection code, None when accepted).
+
+    Without ``ctx`` (the optimistic attempt) the order is judged on itself and the quote,
+    with the default tick size, and the account-bound checks are left to the write."""
     request = command.request
     limits = config.limits()
     now = events.utcnow()
     market = _market(ctx, quote, limits)
-    window_start, count = risk.rate_window(ctx["rate_window_start"], ctx["rate_window_count"], now)
-    exposure = risk.Exposure(
-        buying_power=ctx["cash"] - ctx["reserved_cash"],
-        position_quantity=ctx["position_quantity"],
-        reserved_sell_quantity=ctx["reserved_sell_quantity"],
-        open_buy_notional=ctx["open_buy_notional"],
-        gross_exposure=ctx["positions_gross"] + ctx["reserved_cash"],
-        open_orders=ctx["open_orders"],
-        orders_this_second=count,
+    failed = risk.validate(
+        request, market, limits, now=now, kill_switch=bool(ctx and ctx["kill_switch"])
     )
-    failed = risk.validate(request, market, limits, now=now, kill_switch=ctx["kill_switch"])
     outcome: risk.Rejection | risk.Reservation
+    # The write recounts the window on current rows when it re-checks (place_checked).
+    window_start, count = risk.rate_window(
+        ctx["rate_window_start"] if ctx else None, ctx["rate_window_count"] if ctx else 0, now
+    )
     if failed is not None:
         outcome = failed
         path, reasons = [S.REJECTED], [failed.reason.value]
     else:
-        outcome = risk.check(request, market, exposure, limits)
+        if ctx is None:
+            outcome = risk.reservation(request, market, limits)
+        else:
+            exposure = risk.Exposure(
+                buying_power=ctx["cash"] - ctx["reserved_cash"],
+                position_quantity=ctx["position_quantity"],
+                reserved_sell_quantity=ctx["reserved_sell_quantity"],
+                open_buy_notional=ctx["open_buy_notional"],
+                gross_exposure=ctx["positions_gross"] + ctx["reserved_cash"],
+                open_orders=ctx["open_orders"],
+                orders_this_second=count,
+            )
+            outcome = risk.check(request, market, exposure, limits)
         if isinstance(outcome, risk.Rejection):
             path = [S.VALIDATED, S.REJECTED]
             reasons = ["validation passed", outcome.reason.value]

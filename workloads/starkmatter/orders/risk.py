@@ -240,9 +240,7 @@ def check(
         )
     if exposure.open_orders >= limits.max_open_orders:
         return Rejection(Reason.OPEN_ORDERS_LIMIT, f"already {exposure.open_orders} working orders")
-    reference = reference_price(order.side, market)
-    assert reference is not None, "validate() refuses orders without a reference price"
-    price = worst_price(order, reference, limits.market_protection)
+    price = _worst_price(order, market, limits)
     notional = order.quantity * price
     if order.side is OrderSide.SELL:
         sellable = exposure.position_quantity - exposure.reserved_sell_quantity
@@ -252,7 +250,7 @@ def check(
                 f"selling {order.quantity} {order.symbol} but only {max(sellable, ZERO)}"
                 " can be sold (short selling is not allowed)",
             )
-        return Reservation(cash=ZERO, quantity=order.quantity)
+        return reservation(order, market, limits)
     if notional > exposure.buying_power:
         return Rejection(
             Reason.BUYING_POWER,
@@ -271,7 +269,21 @@ def check(
             f"gross exposure would reach {exposure.gross_exposure + notional:.2f},"
             f" above the limit of {limits.max_gross_exposure}",
         )
-    return Reservation(cash=notional, quantity=ZERO)
+    return reservation(order, market, limits)
+
+
+def _worst_price(order: OrderRequest, market: Market, limits: RiskLimits) -> Decimal:
+    reference = reference_price(order.side, market)
+    assert reference is not None, "validate() refuses orders without a reference price"
+    return worst_price(order, reference, limits.market_protection)
+
+
+def reservation(order: OrderRequest, market: Market, limits: RiskLimits) -> Reservation:
+    """What the order holds if accepted: the cash of its worst price for a buy, the shares
+    for a sell. Call only after :func:`validate` passed."""
+    if order.side is OrderSide.SELL:
+        return Reservation(cash=ZERO, quantity=order.quantity)
+    return Reservation(cash=order.quantity * _worst_price(order, market, limits), quantity=ZERO)
 
 
 def rate_window(
