@@ -166,8 +166,7 @@ def _user(principal: Any) -> UserId:
 async def place_order(
     body: OrderCreate,
     principal: deps.TraderUser,
-    pool: deps.DbDep,
-    redis: deps.RedisDep,
+    res: deps.ResourcesDep,  # pool and Redis as one dependency: the busiest route
     request: fastapi.Request,
 ) -> fastapi.Response:
     command = commands.SubmitOrder(
@@ -183,7 +182,9 @@ async def place_order(
             body.stop_price,
         ),
     )
-    placed = await placing.submit(pool, redis, get_config(), _actor(principal, request), command)
+    placed = await placing.submit(
+        res.pool, res.redis, get_config(), _actor(principal, request), command
+    )
     order = placed.order
     if order.status is OrderStatus.REJECTED and order.reject_code:
         raise OrderRejected(
