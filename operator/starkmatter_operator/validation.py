@@ -96,11 +96,15 @@ def marketfeed_problems(spec: Mapping[str, Any]) -> list[str]:
     url = spec.get("url")
     if provider in ("websocket", "rest") and not url:
         problems.append("spec.url is required for a websocket or rest provider")
-    if provider == "csv" and not spec.get("path"):
-        problems.append("spec.path is required for a csv provider (the file to replay)")
-    for field, reader in (("path", "csv"), ("speed", "csv"), ("fieldMapping", "rest")):
+    if provider == "csv" and not spec.get("path") and not spec.get("source"):
+        problems.append("a csv provider needs spec.path or spec.source (the file to replay)")
+    for field, reader in (
+        ("path", "csv"), ("source", "csv"), ("speed", "csv"), ("fieldMapping", "rest")
+    ):  # fmt: skip
         if field in spec and provider != reader:
             problems.append(f"spec.{field} is only read by a {reader} provider")
+    if "source" in spec:
+        problems += _replay_source_problems(spec)
     mapping = spec.get("fieldMapping") or {}
     unknown = sorted(set(mapping) - FIELD_MAPPING_KEYS)
     if unknown:
@@ -121,6 +125,48 @@ def marketfeed_problems(spec: Mapping[str, Any]) -> list[str]:
     autoscaling = (spec.get("gateway") or {}).get("autoscaling") or {}
     if autoscaling.get("minReplicas", 2) > autoscaling.get("maxReplicas", 10):
         problems.append("gateway.autoscaling.minReplicas must not exceed maxReplicas")
+    return problems
+
+
+_CONFIG_MAP_KEY = re.compile(r"^[-_a-zA-Z0-9][-._a-zA-Z0-9]*$")
+
+
+def _replay_source_problems(spec: Mapping[str, Any]) -> list[str]:
+    """A csv feed's spec.source: one kind of source, and a file that stays inside the
+    mount (the path the worker reads is built from these names)."""
+    problems = []
+    if "path" in spec:
+        problems.append(
+            "spec.path and spec.source are exclusive: with a source the operator mounts the "
+            "file and sets the path"
+        )
+    source = spec.get("source") or {}
+    config_map = source.get("configMapRef")
+    claim = source.get("persistentVolumeClaim")
+    if (config_map is None) == (claim is None):
+        return [
+            *problems,
+            "spec.source needs exactly one of configMapRef or persistentVolumeClaim",
+        ]
+    if config_map is not None:
+        if not config_map.get("name"):
+            problems.append("spec.source.configMapRef.name is required")
+        if not _CONFIG_MAP_KEY.match(str(config_map.get("key") or "")):
+            problems.append(
+                "spec.source.configMapRef.key must be a file name (letters, digits, -, _, .; "
+                "not starting with .)"
+            )
+    elif claim is not None:
+        if not claim.get("claimName"):
+            problems.append("spec.source.persistentVolumeClaim.claimName is required")
+        sub_path = str(claim.get("subPath") or "")
+        segments = sub_path.split("/")
+        if not sub_path or sub_path.startswith("/") or sub_path.endswith("/"):
+            problems.append(
+                "spec.source.persistentVolumeClaim.subPath must be a relative file path"
+            )
+        elif any(s in (".", "..") for s in segments):
+            problems.append("persistentVolumeClaim.subPath must not have . or .. segments")
     return problems
 
 

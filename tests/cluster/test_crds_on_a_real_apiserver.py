@@ -61,6 +61,13 @@ def test_provider_fields_the_ingest_worker_reads_are_kept_by_the_apiserver(
                    "referencePrices": {"AAPL": "189.84"}},
         "polled": {"provider": "rest", "url": "https://v.example/q", "symbols": ["AAPL"],
                    "fieldMapping": {"items": "data", "symbol": "s", "bid": "q.b"}},
+        "replay-from-config-map": {
+            "provider": "csv", "symbols": ["AAPL"], "speed": 5,
+            "source": {"configMapRef": {"name": "aapl-2024-01", "key": "aapl.csv"}}},
+        "replay-from-claim": {
+            "provider": "csv", "symbols": ["AAPL"],
+            "source": {"persistentVolumeClaim": {"claimName": "backfills",
+                                                 "subPath": "2024-01/aapl.csv"}}},
     }  # fmt: skip
     for name, spec in specs.items():
         body = {"apiVersion": "starkmatter.io/v1alpha1", "kind": "MarketFeed",
@@ -86,7 +93,59 @@ INVALID = {
         "a rest provider needs an http:// or https:// url",
     ),
     "csv-without-path": (
-        "MarketFeed", {"provider": "csv", "symbols": ["A"]}, "spec.path is required for a csv"
+        "MarketFeed", {"provider": "csv", "symbols": ["A"]},
+        "a csv provider needs spec.path or spec.source",
+    ),
+    "source-without-csv": (
+        "MarketFeed",
+        {"symbols": ["A"], "source": {"configMapRef": {"name": "t", "key": "t.csv"}}},
+        "spec.source is only read by a csv provider",
+    ),
+    "source-on-rest": (
+        "MarketFeed",
+        {"provider": "rest", "url": "https://x", "symbols": ["A"],
+         "source": {"persistentVolumeClaim": {"claimName": "c", "subPath": "t.csv"}}},
+        "spec.source is only read by a csv provider",
+    ),
+    "source-and-path": (
+        "MarketFeed",
+        {"provider": "csv", "symbols": ["A"], "path": "/data/t.csv",
+         "source": {"configMapRef": {"name": "t", "key": "t.csv"}}},
+        "spec.path and spec.source are exclusive",
+    ),
+    "source-of-two-kinds": (
+        "MarketFeed",
+        {"provider": "csv", "symbols": ["A"],
+         "source": {"configMapRef": {"name": "t", "key": "t.csv"},
+                    "persistentVolumeClaim": {"claimName": "c", "subPath": "t.csv"}}},
+        "exactly one of configMapRef or persistentVolumeClaim",
+    ),
+    "source-of-no-kind": (
+        "MarketFeed", {"provider": "csv", "symbols": ["A"], "source": {}},
+        "exactly one of configMapRef or persistentVolumeClaim",
+    ),
+    "source-key-without-name": (
+        "MarketFeed",
+        {"provider": "csv", "symbols": ["A"], "source": {"configMapRef": {"key": "t.csv"}}},
+        "spec.source.configMapRef.name: Required value",
+    ),
+    "source-key-not-a-file-name": (
+        "MarketFeed",
+        {"provider": "csv", "symbols": ["A"],
+         "source": {"configMapRef": {"name": "t", "key": "../t.csv"}}},
+        "spec.source.configMapRef.key in body should match",
+    ),
+    "source-sub-path-escapes-the-claim": (
+        "MarketFeed",
+        {"provider": "csv", "symbols": ["A"],
+         "source": {"persistentVolumeClaim": {"claimName": "c", "subPath": "a/../../t.csv"}}},
+        "subPath must not have . or .. segments",
+    ),
+    "source-sub-path-absolute": (
+        "MarketFeed",
+        {"provider": "csv", "symbols": ["A"],
+         "source": {"persistentVolumeClaim": {"claimName": "c", "subPath": "/t.csv"}}},
+        "spec.source.persistentVolumeClaim.subPath in body should match",
     ),
     "path-without-csv": (
         "MarketFeed", {"symbols": ["A"], "path": "/data/a.csv"}, "only read by a csv provider"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -139,7 +140,41 @@ def test_provider_credentials_are_passed_by_secret_reference_and_checked(cfg):
             {"symbols": ["A"], "gateway": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
             "minReplicas must not exceed maxReplicas",
         ),
-        ({"provider": "csv", "symbols": ["A"]}, "spec.path is required for a csv provider"),
+        ({"provider": "csv", "symbols": ["A"]}, "a csv provider needs spec.path or spec.source"),
+        (
+            {"symbols": ["A"], "source": {"configMapRef": {"name": "t", "key": "t.csv"}}},
+            "spec.source is only read by a csv provider",
+        ),
+        (
+            {"provider": "csv", "symbols": ["A"], "path": "/data/a.csv",
+             "source": {"configMapRef": {"name": "t", "key": "t.csv"}}},
+            "spec.path and spec.source are exclusive",
+        ),
+        (
+            {"provider": "csv", "symbols": ["A"],
+             "source": {"configMapRef": {"name": "t", "key": "t.csv"},
+                        "persistentVolumeClaim": {"claimName": "c", "subPath": "t.csv"}}},
+            "exactly one of configMapRef or persistentVolumeClaim",
+        ),
+        (
+            {"provider": "csv", "symbols": ["A"], "source": {}},
+            "exactly one of configMapRef or persistentVolumeClaim",
+        ),
+        (
+            {"provider": "csv", "symbols": ["A"],
+             "source": {"persistentVolumeClaim": {"claimName": "c", "subPath": "a/../../etc"}}},
+            "must not have . or .. segments",
+        ),
+        (
+            {"provider": "csv", "symbols": ["A"],
+             "source": {"persistentVolumeClaim": {"claimName": "c", "subPath": "/etc/passwd"}}},
+            "subPath must be a relative file path",
+        ),
+        (
+            {"provider": "csv", "symbols": ["A"],
+             "source": {"configMapRef": {"name": "t", "key": "../t.csv"}}},
+            "configMapRef.key must be a file name",
+        ),
         ({"symbols": ["A"], "path": "/data/a.csv"}, "spec.path is only read by a csv provider"),
         ({"symbols": ["A"], "speed": 2}, "spec.speed is only read by a csv provider"),
         (
@@ -155,7 +190,7 @@ def test_provider_credentials_are_passed_by_secret_reference_and_checked(cfg):
             "every spec.referencePrices key must be one of spec.symbols (not listed: B)",
         ),
     ],
-)
+)  # fmt: skip
 def test_marketfeed_the_operator_cannot_act_on_is_refused_with_a_reason(cfg, spec, message):
     with pytest.raises(common.InvalidSpec) as raised:
         marketfeed.build(make_cr("MarketFeed", spec), cfg)
@@ -184,3 +219,90 @@ def test_provider_fields_reach_the_feed_config_the_worker_reads(cfg, extra):
     (config_map,) = by_kind(marketfeed.build(make_cr("MarketFeed", spec), cfg), "ConfigMap")
     written = json.loads(config_map["data"]["feed.json"])
     assert {k: written[k] for k in spec} == spec
+
+
+def _ingest_pod(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    (ingest,) = [m for m in manifests if m["metadata"]["name"].endswith("-ingest")]
+    pod: dict[str, Any] = ingest["spec"]["template"]["spec"]
+    return pod
+
+
+def _feed_json(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    (config_map,) = by_kind(manifests, "ConfigMap")
+    written: dict[str, Any] = json.loads(config_map["data"]["feed.json"])
+    return written
+
+
+CSV_SOURCES = {
+    "config-map": (
+        {"configMapRef": {"name": "aapl-2024-01", "key": "aapl.csv"}},
+        {"configMap": {"name": "aapl-2024-01", "items": [{"key": "aapl.csv", "path": "aapl.csv"}],
+                       "defaultMode": 0o444}},
+        "/var/lib/starkmatter/replay/aapl.csv",
+    ),
+    "claim": (
+        {"persistentVolumeClaim": {"claimName": "backfills", "subPath": "2024-01/aapl.csv"}},
+        {"persistentVolumeClaim": {"claimName": "backfills", "readOnly": True}},
+        "/var/lib/starkmatter/replay/2024-01/aapl.csv",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(CSV_SOURCES))
+def test_csv_source_is_mounted_read_only_in_the_ingest_pod_and_becomes_the_path(cfg, kind):
+    source, volume_source, path = CSV_SOURCES[kind]
+    spec = {"provider": "csv", "symbols": ["AAPL"], "speed": 5, "source": source}
+    manifests = marketfeed.build(make_cr("MarketFeed", spec), cfg)
+    pod = _ingest_pod(manifests)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["replay"] == {"name": "replay", **volume_source}
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["replay"] == {
+        "name": "replay",
+        "mountPath": "/var/lib/starkmatter/replay",
+        "readOnly": True,
+    }
+    # The worker reads spec.path from feed.json: the operator points it into the mount.
+    assert path.startswith(mounts["replay"]["mountPath"] + "/")
+    assert _feed_json(manifests)["path"] == path
+    assert _feed_json(manifests)["source"] == source
+    # The mount adds no write access: the pod keeps the restricted profile.
+    assert container["securityContext"] == common.container_security_context()
+    assert pod["securityContext"] == common.pod_security_context()
+    assert pod["automountServiceAccountToken"] is False
+    # Only the ingest worker replays: the gateway gets no replay volume.
+    gateway = next(
+        d for d in by_kind(manifests, "Deployment") if d["metadata"]["name"].endswith("-gateway")
+    )
+    assert "replay" not in {v["name"] for v in gateway["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_a_changed_csv_source_rolls_the_ingest_pod(cfg):
+    key = "starkmatter.io/config-hash"
+
+    def template_hash(source: dict[str, Any]) -> str:
+        spec = {"provider": "csv", "symbols": ["AAPL"], "source": source}
+        manifests = marketfeed.build(make_cr("MarketFeed", spec), cfg)
+        (ingest,) = [m for m in manifests if m["metadata"]["name"] == "demo-ingest"]
+        return str(ingest["spec"]["template"]["metadata"]["annotations"][key])
+
+    first = template_hash({"configMapRef": {"name": "jan", "key": "aapl.csv"}})
+    assert first != template_hash({"configMapRef": {"name": "feb", "key": "aapl.csv"}})
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"symbols": ["AAPL"]},
+        {"provider": "csv", "symbols": ["AAPL"], "path": "/data/ticks.csv"},
+        {"provider": "websocket", "url": "wss://x.example", "symbols": ["AAPL"]},
+        {"provider": "rest", "url": "https://x.example", "symbols": ["AAPL"]},
+    ],
+)
+def test_without_a_source_the_ingest_pod_has_only_its_scratch_and_config_volumes(cfg, spec):
+    manifests = marketfeed.build(make_cr("MarketFeed", spec), cfg)
+    pod = _ingest_pod(manifests)
+    assert [v["name"] for v in pod["volumes"]] == ["tmp", "config"]
+    assert [m["name"] for m in pod["containers"][0]["volumeMounts"]] == ["tmp", "config"]
+    assert _feed_json(manifests) == {"name": "demo", **spec}

@@ -2,12 +2,54 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from starkmatter_operator import config, validation
 from starkmatter_operator.builders import common
 
 GATEWAY_PORT = 8001
+# Where a csv feed's spec.source is mounted (read-only) in the ingestion container.
+REPLAY_DIR = "/var/lib/starkmatter/replay"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplaySource:
+    """The pod-side of a csv feed's ``spec.source``: a volume, its read-only mount and the
+    path of the file the worker replays."""
+
+    volume: dict[str, Any]
+    mount: dict[str, Any]
+    path: str
+
+
+def replay_source(spec: Mapping[str, Any]) -> ReplaySource | None:
+    """The file a csv feed names in ``spec.source``, as the kubelet will mount it. The
+    operator only writes references: the kubelet reads the ConfigMap or the claim, so the
+    operator needs no read access to either."""
+    source = spec.get("source")
+    if not source or spec.get("provider") != "csv":
+        return None
+    mount = {"name": "replay", "mountPath": REPLAY_DIR, "readOnly": True}
+    if "configMapRef" in source:
+        ref = source["configMapRef"]
+        key = str(ref["key"])
+        volume = {
+            "name": "replay",
+            "configMap": {
+                "name": str(ref["name"]),
+                "items": [{"key": key, "path": key}],
+                "defaultMode": 0o444,
+            },
+        }
+        return ReplaySource(volume, mount, f"{REPLAY_DIR}/{key}")
+    claim = source["persistentVolumeClaim"]
+    volume = {
+        "name": "replay",
+        "persistentVolumeClaim": {"claimName": str(claim["claimName"]), "readOnly": True},
+    }
+    return ReplaySource(volume, mount, f"{REPLAY_DIR}/{claim['subPath']}")
 
 
 def names(feed: str) -> dict[str, str]:
@@ -35,7 +77,9 @@ def build(body: common.Body, cfg: config.OperatorConfig) -> list[common.Manifest
     if problems:
         raise common.InvalidSpec(problems)
     n = names(feed)
-    feed_json = common.canonical_json({"name": feed, **spec})
+    replay = replay_source(spec)
+    worker_spec = {**spec, "path": replay.path} if replay else spec
+    feed_json = common.canonical_json({"name": feed, **worker_spec})
     template_annotations = {"starkmatter.io/config-hash": common.content_hash(feed_json)}
 
     # Outside dev mode every entry point (the gateway too) refuses to start without both
@@ -74,10 +118,10 @@ def build(body: common.Body, cfg: config.OperatorConfig) -> list[common.Manifest
                 resources_spec=ingest.get("resources"),
                 ports=[{"name": "metrics", "containerPort": common.METRICS_PORT}],
                 probes=common.http_probes("metrics"),
-                mounts=[common.config_mount()],
+                mounts=[common.config_mount(), *([replay.mount] if replay else [])],
             )
         ],
-        [common.config_volume(n["config"])],
+        [common.config_volume(n["config"]), *([replay.volume] if replay else [])],
     )
 
     gateway = spec.get("gateway") or {}
