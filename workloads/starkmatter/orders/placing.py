@@ -175,12 +175,14 @@ def decide(
     now = events.utcnow()
     market = _market(ctx, quote, limits)
     failed = risk.validate(
-        request, market, limits, now=now, kill_switch=bool(ctx and ctx["kill_switch"])
+        request, market, limits, now=now, kill_switch=ctx is not None and ctx["kill_switch"]
     )
     outcome: risk.Rejection | risk.Reservation
     # The write recounts the window on current rows when it re-checks (place_checked).
-    window_start, count = risk.rate_window(
-        ctx["rate_window_start"] if ctx else None, ctx["rate_window_count"] if ctx else 0, now
+    window_start, count = (
+        risk.rate_window(ctx["rate_window_start"], ctx["rate_window_count"], now)
+        if ctx is not None
+        else risk.rate_window(None, 0, now)
     )
     if failed is not None:
         outcome = failed
