@@ -1,0 +1,199 @@
+"""A csv MarketFeed whose file comes from spec.source, from `kubectl apply` to stored ticks.
+
+kwok pods run no code and mount nothing, so the kubelet's part is done here, from what the
+apiserver holds: the ingest Deployment's pod template, the ConfigMaps and the Secrets of
+the feed's namespace. Its volumes are projected into a folder, the replay volume is
+bind-mounted read-only at the template's own mountPath (in a private user and mount
+namespace, so the host is untouched), and the ingest entry point runs with the template's
+args and env against the test PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import yaml
+
+from starkmatter_operator import testing
+from starkmatter_operator.builders import common
+from tests.cluster.conftest import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "manifests" / "samples" / "marketfeed-csv-backfill.yaml"
+FEED = "aapl-backfill"
+
+
+def _get(cluster: testing.ControlPlane, kind: str, namespace: str, name: str) -> Any:
+    result = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def _ready(cluster: testing.ControlPlane, namespace: str) -> Any:
+    feed = _get(cluster, "mf", namespace, FEED)
+    conditions = (feed or {}).get("status", {}).get("conditions") or []
+    return feed if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) else None
+
+
+def _apply_sample(cluster: testing.ControlPlane, namespace: str) -> dict[str, Any]:
+    cluster.kubectl("apply", "-n", namespace, "-f", str(SAMPLE))
+    feed = wait_for(lambda: _ready(cluster, namespace), 60, "backfill feed Ready")
+    return dict(feed)
+
+
+def test_csv_feed_with_a_config_map_source_gets_the_file_mounted_read_only(
+    cluster: testing.ControlPlane, operator: Any, namespace: str
+):
+    feed = _apply_sample(cluster, namespace)
+    # Ready means the ingest pod exists and runs: the restricted namespace admitted it.
+    assert feed["status"]["readyReplicas"] == 2
+    ingest = _get(cluster, "deployment", namespace, f"{FEED}-ingest")
+    pod = ingest["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["replay"]["configMap"]["name"] == "aapl-2024-01-02"
+    assert volumes["replay"]["configMap"]["items"] == [{"key": "aapl.csv", "path": "aapl.csv"}]
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["replay"]["readOnly"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    config = _get(cluster, "configmap", namespace, f"{FEED}-feed")
+    path = json.loads(config["data"]["feed.json"])["path"]
+    assert path == f"{mounts['replay']['mountPath']}/aapl.csv"
+    gateway = _get(cluster, "deployment", namespace, f"{FEED}-gateway")
+    assert "replay" not in {v["name"] for v in gateway["spec"]["template"]["spec"]["volumes"]}
+
+
+def _project_volumes(
+    pod: dict[str, Any], config_maps: dict[str, Any], root: Path
+) -> dict[str, Path]:
+    """What the kubelet writes for each volume of the pod (configMap and emptyDir)."""
+    out = {}
+    for volume in pod["volumes"]:
+        folder = root / volume["name"]
+        folder.mkdir(parents=True)
+        source = volume.get("configMap")
+        if source is not None:
+            cm = config_maps[source["name"]]
+            texts = {k: v.encode() for k, v in (cm.get("data") or {}).items()}
+            texts |= {k: base64.b64decode(v) for k, v in (cm.get("binaryData") or {}).items()}
+            items = source.get("items") or [{"key": k, "path": k} for k in texts]
+            for item in items:
+                target = folder / item["path"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(texts[item["key"]])
+                target.chmod(item.get("mode", source.get("defaultMode", 0o644)))
+        else:
+            assert "emptyDir" in volume, f"no projection for volume {volume}"
+        out[volume["name"]] = folder
+    return out
+
+
+def _env(container: dict[str, Any], secrets: dict[str, Any]) -> dict[str, str]:
+    """The container's env as the kubelet resolves it (values and Secret keys)."""
+    env = {}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            data = secrets[ref["name"]]["data"][ref["key"]]
+            env[item["name"]] = base64.b64decode(data).decode()
+    return env
+
+
+def _mount_script(mounts: list[tuple[Path, str, bool]]) -> str:
+    """Shell lines that bind each (host folder, mountPath, readOnly) in a private mount
+    namespace: a tmpfs over the deepest existing parent makes room for the mount point."""
+    lines = ["set -e"]
+    for host, mount_path, read_only in mounts:
+        anchor = Path(mount_path).parent
+        while not anchor.exists():
+            anchor = anchor.parent
+        assert anchor != Path("/"), mount_path
+        lines += [
+            f"mount -t tmpfs -o mode=755 tmpfs {shlex.quote(str(anchor))}",
+            f"mkdir -p {shlex.quote(mount_path)}",
+            f"mount --bind {shlex.quote(str(host))} {shlex.quote(mount_path)}",
+        ]
+        if read_only:
+            lines.append(f"mount -o remount,ro,bind {shlex.quote(mount_path)}")
+    lines.append('exec "$@"')
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(240)
+async def test_ingest_entry_point_replays_the_file_mounted_from_the_feeds_source(
+    cluster: testing.ControlPlane,
+    operator: Any,
+    namespace: str,
+    database_url: str,
+    redis_server: Any,
+    db: asyncpg.Connection[Any],
+    tmp_path: Path,
+):
+    # The platform Secrets of the namespace point at the test's own servers.
+    urls = {"starkmatter-database": database_url, "starkmatter-redis": str(redis_server.url)}
+    cluster.kubectl(
+        "apply", "-f", "-",
+        input=yaml.safe_dump_all([
+            {"apiVersion": "v1", "kind": "Secret",
+             "metadata": {"name": name, "namespace": namespace},
+             "stringData": {"url": url}}
+            for name, url in urls.items()
+        ]),
+    )  # fmt: skip
+    _apply_sample(cluster, namespace)
+    ingest = _get(cluster, "deployment", namespace, f"{FEED}-ingest")
+    pod = ingest["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    config_maps = {
+        cm["metadata"]["name"]: cm for cm in cluster.get_json("configmap", "-n", namespace)["items"]
+    }
+    secrets = {
+        s["metadata"]["name"]: s for s in cluster.get_json("secret", "-n", namespace)["items"]
+    }
+    folders = _project_volumes(pod, config_maps, tmp_path / "volumes")
+
+    env = _env(container, secrets)
+    # /etc is not ours to mount over: the feed config is read from its projected folder.
+    assert env["STARKMATTER_FEED_CONFIG"] == f"{common.CONFIG_DIR}/feed.json"
+    env["STARKMATTER_FEED_CONFIG"] = str(folders["config"] / "feed.json")
+    env["STARKMATTER_METRICS_PORT"] = str(testing.free_port())
+    # Everything but the scratch /tmp and the config is mounted where the pod has it.
+    mounts = [
+        (folders[m["name"]], m["mountPath"], bool(m.get("readOnly")))
+        for m in container["volumeMounts"]
+        if m["name"] not in ("tmp", "config")
+    ]
+    assert [(m[1], m[2]) for m in mounts] == [("/var/lib/starkmatter/replay", True)]
+    entry_point = str(Path(sys.executable).parent / "starkmatter")
+    process = await asyncio.create_subprocess_exec(
+        "unshare", "--user", "--map-root-user", "--mount", "sh", "-c", _mount_script(mounts),
+        "sh", entry_point, *container["args"],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        # A finite replay ends by itself; a worker that cannot read its file retries.
+        output, _ = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, output.decode(errors="replace")[-3000:]
+    rows = await db.fetch(
+        "SELECT price::text, size::text FROM market_ticks WHERE symbol = 'AAPL' ORDER BY ts"
+    )
+    assert [(r["price"], r["size"]) for r in rows] == [
+        ("187.15000000", "100.00000000"), ("187.18000000", "250.00000000"),
+        ("187.10000000", "50.00000000"), ("187.32000000", "300.00000000"),
+    ]  # fmt: skip
+    assert await db.fetchval("SELECT count(*) FROM market_rejections") == 0
