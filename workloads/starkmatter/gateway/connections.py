@@ -85,8 +85,12 @@ class Client(abc.ABC):
         self.serial = next(_serials)
         """Spreads per-client periodic work (heartbeats) over time."""
         self.flowing = False
-        """OPEN and not congested: fan-out may write straight to the socket. Kept in step
-        with ``state`` and ``congested_since`` so that the hot path reads one attribute."""
+        """OPEN, not congested, not holding: fan-out may write straight to the socket. Kept
+        in step with ``state``, ``congested_since`` and ``holding`` so that the hot path
+        reads one attribute."""
+        self.holding = False
+        """Updates wait (as for a congested socket) until :meth:`release`: an SSE stream
+        sends no update before every one of its topics has its snapshot or replay."""
         self._state = ConnectionState.HANDSHAKE
         self.principal: tokens.Principal | None = None
         self.topics: set[str] = set()
@@ -107,7 +111,14 @@ class Client(abc.ABC):
     @state.setter
     def state(self, value: ConnectionState) -> None:
         self._state = value
-        self.flowing = value is ConnectionState.OPEN and self.congested_since is None
+        self._reflow()
+
+    def _reflow(self) -> None:
+        self.flowing = (
+            self._state is ConnectionState.OPEN
+            and self.congested_since is None
+            and not self.holding
+        )
 
     def transition(self, target: ConnectionState) -> None:
         if target not in _ALLOWED[self.state]:
@@ -163,7 +174,7 @@ class Client(abc.ABC):
     def warmed(self, topic: str) -> None:
         """The snapshot of ``topic`` is sent: release the updates that waited for it."""
         self.warming.discard(topic)
-        if self.congested_since is None and self._backlog:
+        if self.congested_since is None and not self.holding and self._backlog:
             # Frames of a topic that is not conflated waited here for its snapshot.
             kept: collections.deque[tuple[str, bytes]] = collections.deque()
             for held, frame in self._backlog:
@@ -190,11 +201,28 @@ class Client(abc.ABC):
     def pause_writing(self) -> None:
         if self.congested_since is None:
             self.congested_since = time.monotonic()
-        self.flowing = False
+        self._reflow()
+
+    def hold(self) -> None:
+        """Queue updates (snapshots and replays still go out) until :meth:`release`."""
+        self.holding = True
+        self._reflow()
+
+    def release(self) -> None:
+        self.holding = False
+        self._reflow()
+        if self.congested_since is None:
+            self._flush()
 
     def resume_writing(self) -> None:
         self.congested_since = None
-        self.flowing = self._state is ConnectionState.OPEN
+        self._reflow()
+        if not self.holding:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write what waited (queue first, then the latest market frames), except for
+        topics still waiting for their snapshot."""
         if self.state is not ConnectionState.OPEN:
             return
         backlog: collections.deque[tuple[str, bytes]] = collections.deque()

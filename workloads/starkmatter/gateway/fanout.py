@@ -128,13 +128,20 @@ class Hub:
     # ------------------------------------------------------------------ subscriptions
 
     async def subscribe(
-        self, client: connections.Client, topic: str, *, replay_after: int | None = None
+        self,
+        client: connections.Client,
+        topic: str,
+        *,
+        replay_after: int | None = None,
+        position: tuple[int, int] | None = None,
     ) -> bool:
         """Register ``client`` on ``topic``, subscribe in Redis if first, send the snapshot.
 
         With ``replay_after`` (a replay clock from any gateway's event id), send instead the
         updates numbered after it, from Redis (:mod:`.replaying`), if they can all be
-        given; True if it did.
+        given; True if it did. ``position`` (seq, clock) is the id every frame sent here
+        carries, for a client whose other topics are not all set up yet (see
+        :meth:`server.Gateway.subscribe`).
         """
         client.topics.add(topic)
         client.warming.add(topic)
@@ -143,7 +150,7 @@ class Hub:
         self._sync(topic)
         # Ids of what is sent here name the position before any update held meanwhile:
         # a client cut off before those reach it gets them again on resume, not never.
-        seq, clock = self.seq, self.clock
+        seq, clock = (self.seq, self.clock) if position is None else position
         # SUBSCRIBE is written before the snapshot is read on another connection; Redis
         # handles a client's commands in order, so no update can fall between the two
         # except one that the snapshot already contains (harmless: updates are states).
@@ -171,14 +178,22 @@ class Hub:
         last = replay_after or 0
         for number, payload in missed:
             body = update_body(topic, payload)
-            client.send_now(client.encode(body, self.event_id(seq, number)))
+            tag = self.event_id(seq, number) if position is None else self.event_id(seq, clock)
+            client.send_now(client.encode(body, tag))
             last = number
         # Updates that arrived live meanwhile and were in the replay go no further.
         client.discard_held(topic, lambda frame: (frame_clock(frame) or 0) <= last)
         client.warmed(topic)
         return True
 
-    def resume(self, client: connections.Client, topic: str, after: int) -> bool:
+    def resume(
+        self,
+        client: connections.Client,
+        topic: str,
+        after: int,
+        *,
+        position: tuple[int, int] | None = None,
+    ) -> bool:
         """Register ``client`` on ``topic`` replaying the updates after seq ``after``.
 
         Only possible while this process has held the topic since before ``after`` and
@@ -193,7 +208,8 @@ class Hub:
         conflatable = topics.conflatable(topic)
         for seq, body in self._history.get(topic, ()):
             if seq > after:
-                client.deliver(topic, client.encode(body, self.event_id(seq)), conflatable)
+                tag = self.event_id(seq) if position is None else self.event_id(*position)
+                client.deliver(topic, client.encode(body, tag), conflatable)
         return True
 
     async def resnapshot(self) -> None:

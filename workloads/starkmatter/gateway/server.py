@@ -330,13 +330,32 @@ class _Connection(asyncio.Protocol):
         client.transition(connections.ConnectionState.OPEN)
         gateway.clients.add(client)
         metrics.CONNECTIONS.labels(transport="sse").inc()
+        # No update goes out before every topic has its snapshot or replay, and what does
+        # go out meanwhile names the position the client came with (or now, when new): a
+        # client cut off halfway resumes from there, so that the topics it has not got
+        # yet do not start from a later update of another topic.
+        client.hold()
+        if last_id:
+            position = (max(resume_after or 0, 0), replay_after or 0)
+        else:
+            position = (gateway.hub.seq, gateway.hub.clock)
         try:
             await gateway.subscribe(
-                client, wanted, resume_after=resume_after, replay_after=replay_after
+                client,
+                wanted,
+                resume_after=resume_after,
+                replay_after=replay_after,
+                position=position,
             )
         except (OSError, ConnectionError, redis_exceptions.RedisError) as exc:
             log.warning("gateway.backend_error", error=str(exc))
             client.close(1011, "unavailable")
+        finally:
+            client.release()
+        if client.flowing:
+            # Everything dispatched so far has reached the socket: an event with only an id
+            # moves the client's Last-Event-ID there (EventSource fires no event for it).
+            client.send_now(b"id: " + gateway.hub.event_id().encode() + b"\n\n")
 
 
 class Gateway:
@@ -509,6 +528,7 @@ class Gateway:
         *,
         resume_after: int | None = None,
         replay_after: int | None = None,
+        position: tuple[int, int] | None = None,
     ) -> None:
         """Subscribe to each allowed topic: its snapshot, then updates; refusals as errors.
 
@@ -516,7 +536,8 @@ class Gateway:
         -1), a topic whose missed updates this process still keeps replays them; failing
         that, with ``replay_after`` (the id's replay clock, from any process), a topic
         published for replay (:mod:`.replaying`) replays them from Redis. Otherwise, a
-        snapshot.
+        snapshot. ``position`` (seq, clock): the id of every frame sent here (see
+        :meth:`fanout.Hub.subscribe`).
         """
         principal = client.principal
         assert principal is not None
@@ -537,10 +558,12 @@ class Gateway:
                 self.refuse(client, refused.code, refused.message, topic)
                 continue
             if resume_after is None:
-                await self.hub.subscribe(client, topic)
+                await self.hub.subscribe(client, topic, position=position)
                 continue
-            resumed = self.hub.resume(client, topic, resume_after) or await self.hub.subscribe(
-                client, topic, replay_after=replay_after
+            resumed = self.hub.resume(
+                client, topic, resume_after, position=position
+            ) or await self.hub.subscribe(
+                client, topic, replay_after=replay_after, position=position
             )
             metrics.SSE_RESUMES.labels(outcome="replay" if resumed else "snapshot").inc()
 
