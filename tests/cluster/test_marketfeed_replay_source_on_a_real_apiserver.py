@@ -72,16 +72,16 @@ def test_csv_feed_with_a_config_map_source_gets_the_file_mounted_read_only(
 
 
 def _project_volumes(
-    pod: dict[str, Any], config_maps: dict[str, Any], root: Path
+    cluster: testing.ControlPlane, namespace: str, pod: dict[str, Any], root: Path
 ) -> dict[str, Path]:
-    """What the kubelet writes for each volume of the pod (configMap and emptyDir)."""
+    """The folder the kubelet would mount for each volume of the pod: configMap keys
+    written out, a claim's hostPath PersistentVolume as it is, an emptyDir empty."""
     out = {}
     for volume in pod["volumes"]:
         folder = root / volume["name"]
-        folder.mkdir(parents=True)
-        source = volume.get("configMap")
-        if source is not None:
-            cm = config_maps[source["name"]]
+        if "configMap" in volume:
+            source = volume["configMap"]
+            cm = _get(cluster, "configmap", namespace, source["name"])
             texts = {k: v.encode() for k, v in (cm.get("data") or {}).items()}
             texts |= {k: base64.b64decode(v) for k, v in (cm.get("binaryData") or {}).items()}
             items = source.get("items") or [{"key": k, "path": k} for k in texts]
@@ -90,8 +90,15 @@ def _project_volumes(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(texts[item["key"]])
                 target.chmod(item.get("mode", source.get("defaultMode", 0o644)))
+        elif "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            bound = _get(cluster, "pvc", namespace, claim)
+            assert bound["status"]["phase"] == "Bound", bound["status"]
+            pv = _get(cluster, "pv", "default", bound["spec"]["volumeName"])
+            folder = Path(pv["spec"]["hostPath"]["path"])
         else:
             assert "emptyDir" in volume, f"no projection for volume {volume}"
+            folder.mkdir(parents=True)
         out[volume["name"]] = folder
     return out
 
@@ -129,7 +136,32 @@ def _mount_script(mounts: list[tuple[Path, str, bool]]) -> str:
     return "\n".join(lines)
 
 
+def _claim_with_the_sample_file(namespace: str, folder: Path) -> list[dict[str, Any]]:
+    """A hostPath PersistentVolume holding the sample's CSV under 2024-01/, and a claim bound
+    to it (the restricted profile forbids hostPath in a pod, not behind a claim)."""
+    (cm, _) = [o for o in yaml.safe_load_all(SAMPLE.read_text()) if o]
+    (folder / "2024-01").mkdir(parents=True)
+    (folder / "2024-01" / "aapl.csv").write_text(cm["data"]["aapl.csv"])
+    return [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-files"},
+         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"],
+                  "storageClassName": "", "hostPath": {"path": str(folder)}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+         "metadata": {"name": "backfills", "namespace": namespace},
+         "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                  "volumeName": f"{namespace}-files",
+                  "resources": {"requests": {"storage": "1Gi"}}}},
+        {"apiVersion": "starkmatter.io/v1alpha1", "kind": "MarketFeed",
+         "metadata": {"name": FEED, "namespace": namespace},
+         "spec": {"provider": "csv", "symbols": ["AAPL"], "referencePrices": {"AAPL": "185.64"},
+                  "gateway": {"replicas": 1},
+                  "source": {"persistentVolumeClaim": {"claimName": "backfills",
+                                                       "subPath": "2024-01/aapl.csv"}}}},
+    ]  # fmt: skip
+
+
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("source", ["configMapRef", "persistentVolumeClaim"])
 async def test_ingest_entry_point_replays_the_file_mounted_from_the_feeds_source(
     cluster: testing.ControlPlane,
     operator: Any,
@@ -138,6 +170,8 @@ async def test_ingest_entry_point_replays_the_file_mounted_from_the_feeds_source
     redis_server: Any,
     db: asyncpg.Connection[Any],
     tmp_path: Path,
+    request: pytest.FixtureRequest,
+    source: str,
 ):
     # The platform Secrets of the namespace point at the test's own servers.
     urls = {"starkmatter-database": database_url, "starkmatter-redis": str(redis_server.url)}
@@ -150,17 +184,24 @@ async def test_ingest_entry_point_replays_the_file_mounted_from_the_feeds_source
             for name, url in urls.items()
         ]),
     )  # fmt: skip
-    _apply_sample(cluster, namespace)
+    if source == "configMapRef":
+        _apply_sample(cluster, namespace)
+    else:
+        objects = _claim_with_the_sample_file(namespace, tmp_path / "claim")
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+        request.addfinalizer(
+            lambda: cluster.kubectl("delete", "pv", f"{namespace}-files", "--wait=false")
+        )
+        # Ready means the scheduler placed the pod with its claim bound.
+        wait_for(lambda: _ready(cluster, namespace), 60, "feed on a claim Ready")
     ingest = _get(cluster, "deployment", namespace, f"{FEED}-ingest")
+    assert ingest["spec"]["template"]["spec"]["volumes"][-1][source.removesuffix("Ref")]
     pod = ingest["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    config_maps = {
-        cm["metadata"]["name"]: cm for cm in cluster.get_json("configmap", "-n", namespace)["items"]
-    }
     secrets = {
         s["metadata"]["name"]: s for s in cluster.get_json("secret", "-n", namespace)["items"]
     }
-    folders = _project_volumes(pod, config_maps, tmp_path / "volumes")
+    folders = _project_volumes(cluster, namespace, pod, tmp_path / "volumes")
 
     env = _env(container, secrets)
     # /etc is not ours to mount over: the feed config is read from its projected folder.
