@@ -24,6 +24,10 @@ A topic is replayable only while *every* publisher of it uses :func:`publish`: a
 sent with a plain ``PUBLISH`` is delivered live but is not in the stream, so a replay
 would skip it. Market data is not published this way (it is state, a snapshot loses
 nothing, and the fan-out hot path stays one ``PUBLISH`` per tick).
+
+Needs Redis 6.2 (``XADD ... MINID``, exclusive ``XRANGE``). The clock is one key for the
+whole server: on Redis Cluster the scripts would need the clock and the streams in one
+slot (hash tags), which only one shard could then carry.
 """
 
 from __future__ import annotations
