@@ -27,8 +27,7 @@ from starkmatter_operator import testing
 from starkmatter_operator.builders import common
 from tests.cluster.conftest import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "manifests" / "samples" / "marketfeed-csv-backfill.yaml"
+SAMPLE = Path(__file__).with_name("marketfeed-csv-backfill.yaml")
 FEED = "aapl-backfill"
 
 
