@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import prometheus_client
 import pytest
 
 from starkmatter.core import audit, db
@@ -29,16 +30,33 @@ from tests.support import LiveServer, sign_up
 
 pytestmark = pytest.mark.timeout(90)
 
+PLACE_CHECKED = (
+    "SELECT * FROM trading_order_place_checked(" + ", ".join(f"${i}" for i in range(1, 29)) + ")"
+)
 
-@pytest.mark.parametrize("optimistic", [True, False])
-async def test_racing_orders_never_spend_the_same_buying_power_on_either_placement_path(
+
+def _groups_so_far() -> tuple[float, float]:
+    """(groups, orders in them) placed by this process so far"""
+    sample = prometheus_client.REGISTRY.get_sample_value
+    return (
+        sample("starkmatter_orders_placement_group_orders_count") or 0.0,
+        sample("starkmatter_orders_placement_group_orders_sum") or 0.0,
+    )
+
+
+@pytest.mark.parametrize("path", ["optimistic", "grouped", "locked"])
+async def test_racing_orders_never_spend_the_same_buying_power_on_any_placement_path(
     api: LiveServer,
     redis: Any,
     database_url: str,
     monkeypatch: pytest.MonkeyPatch,
-    optimistic: bool,
+    path: str,
 ) -> None:
-    monkeypatch.setattr(placing, "OPTIMISTIC", optimistic)
+    monkeypatch.setattr(placing, "OPTIMISTIC", path != "locked")
+    if path == "grouped":  # one statement in flight: orders arriving meanwhile share the next
+        monkeypatch.setenv("STARKMATTER_ORDERS_PLACEMENT_IN_FLIGHT", "1")
+    orders_config.get_config.cache_clear()
+    groups_before, grouped_before = _groups_so_far()
     user = await sign_up(api.client)
     await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
     # each order reserves 98 * 100.01 * 1.02 = 9,996.99: ten fit in 100,000, not eleven
@@ -61,6 +79,14 @@ async def test_racing_orders_never_spend_the_same_buying_power_on_either_placeme
         await conn.close()
     assert row["reserved_cash"] == reserved <= row["cash"]
     assert row["open_orders"] == 10
+    groups, grouped = (
+        a - b for a, b in zip(_groups_so_far(), (groups_before, grouped_before), strict=True)
+    )
+    if path == "grouped":
+        assert groups < grouped, "some orders shared a statement"
+    if path == "locked":
+        assert groups == 0
+    orders_config.get_config.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -160,7 +186,7 @@ async def test_an_acceptance_decided_on_data_that_changed_since_is_not_placed(
         # the account changes between the read and the write (a fill, another order, ...)
         await conn.execute("UPDATE trading_accounts SET cash = cash - 99000")
         config = OrdersConfig()
-        checked = await conn.fetchrow(placing.PLACE_CHECKED, *_limits(config), *decision)
+        checked = await conn.fetchrow(PLACE_CHECKED, *_limits(config), *decision)
         assert checked is None
         assert await conn.fetchval("SELECT count(*) FROM trading_orders") == 0
         assert await conn.fetchval("SELECT reserved_cash FROM trading_accounts") == 0
@@ -200,7 +226,7 @@ async def test_a_repeated_client_order_id_returns_the_original_on_the_checked_pa
         decision = placing.decide(
             ctx, quote, OrdersConfig(), actor, _command(user.user_id, "same"), uuid.uuid4()
         )
-        row = await conn.fetchrow(placing.PLACE_CHECKED, *_limits(OrdersConfig()), *decision)
+        row = await conn.fetchrow(PLACE_CHECKED, *_limits(OrdersConfig()), *decision)
         assert row is not None and str(row["id"]) == first.json()["id"]
         assert await conn.fetchval("SELECT count(*) FROM trading_orders") == 1
     finally:

@@ -11,7 +11,7 @@ from typing import Literal
 import pydantic
 import pydantic_settings
 
-from starkmatter.orders import fills, risk
+from starkmatter.orders import fills, grouping, risk
 
 
 class OrdersConfig(pydantic_settings.BaseSettings):
@@ -40,6 +40,12 @@ class OrdersConfig(pydantic_settings.BaseSettings):
     """local wall-clock time of the trading session's close, when day orders expire"""
     session_timezone: str = "America/New_York"
     """IANA time zone of ``session_close``; daylight saving follows the zone's rules"""
+    # placement (API)
+    placement_in_flight: int = pydantic.Field(default=4, ge=1)
+    """placement statements one API process runs at once; orders arriving meanwhile are
+    grouped into the next one (one transaction and one commit for the group)"""
+    placement_group_max: int = pydantic.Field(default=64, ge=1)
+    """orders in one placement group"""
     # worker
     batch_size: int = pydantic.Field(default=200, ge=1)
     """outbox events handled per transaction"""
@@ -89,6 +95,9 @@ class OrdersConfig(pydantic_settings.BaseSettings):
             default_tick_size=self.default_tick_size,
             max_quote_age=dt.timedelta(seconds=self.max_quote_age_s),
         )
+
+    def grouping(self) -> grouping.GroupConfig:
+        return grouping.GroupConfig(self.placement_in_flight, self.placement_group_max)
 
     def fill_model(self) -> fills.FillModel:
         return fills.FillModel(slippage_bps=self.slippage_bps)

@@ -28,7 +28,11 @@ OUTBOX_LAG_SECONDS = prometheus_client.Gauge(
 )
 PLACEMENT_RETRIES = prometheus_client.Counter(
     "starkmatter_orders_placement_retries_total",
-    "Placements decided again under the account lock: a limit that depends on the account"
-    " no longer held when the unlocked decision was written, or the decision was a rejection"
-    " for such a limit.",
+    "Optimistic acceptances the write refused (an account limit, the kill switch or the"
+    " instrument no longer allowed them), decided again under the account lock.",
+)
+PLACEMENT_GROUP_ORDERS = prometheus_client.Histogram(
+    "starkmatter_orders_placement_group_orders",
+    "Orders placed together in one statement and one transaction (group placement).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )

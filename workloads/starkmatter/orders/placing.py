@@ -19,7 +19,16 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from starkmatter.core import audit, logs
-from starkmatter.orders import commands, events, fills, lifecycle, observing, risk, storage
+from starkmatter.orders import (
+    commands,
+    events,
+    fills,
+    grouping,
+    lifecycle,
+    observing,
+    risk,
+    storage,
+)
 from starkmatter.orders.config import OrdersConfig, day_expiry
 from starkmatter.orders.model import OrderId, OrderStatus, TimeInForce
 from starkmatter.portfolio import ledger as ledgers
@@ -107,7 +116,8 @@ async def _submit(
     actor: audit.Actor,
     command: commands.SubmitOrder,
 ) -> Placed:
-    """Accept optimistically, with ``trading_order_place_checked``: it checks, under the
+    """Accept optimistically, with ``trading_order_place_checked`` (in a group with the
+    process's other placements, :mod:`starkmatter.orders.grouping`): it checks, under the
     account lock, every limit that depends on the account or on reference data (migrations
     0212, 0216) and places the order if they hold. Anything else — an order that fails
     validation, a limit that no longer holds, an account not opened yet — is decided under
@@ -116,30 +126,22 @@ async def _submit(
     quote = await read_quote(redis, request.symbol)
     order_id = uuid.uuid4()
     row: asyncpg.Record | None = None
-    async with pool.acquire() as conn:
-        if OPTIMISTIC:
-            decision = decide(None, quote, config, actor, command, order_id)
-            if decision[14] is None:
-                limits = config.limits()
-                row = await conn.fetchrow(
-                    PLACE_CHECKED,
-                    limits.max_orders_per_second,
-                    limits.max_open_orders,
-                    limits.max_position_notional,
-                    limits.max_gross_exposure,
-                    *decision,
-                )
-                if row is None:
-                    observing.PLACEMENT_RETRIES.inc()
-        if row is None:
-            async with conn.transaction():
-                ctx = await conn.fetchrow(
-                    "SELECT * FROM trading_order_context($1, $2)", command.user_id, request.symbol
-                )
-                if ctx is None:
-                    raise _NoAccountYet
-                decision = decide(ctx, quote, config, actor, command, order_id)
-                row = await conn.fetchrow(PLACE, *decision)
+    if OPTIMISTIC:
+        decision = decide(None, quote, config, actor, command, order_id)
+        if decision[14] is None:
+            groups = grouping.of(pool, config.grouping())
+            row = await groups.place(config.limits(), decision)
+            if row is None:
+                observing.PLACEMENT_RETRIES.inc()
+    if row is None:
+        async with pool.acquire() as conn, conn.transaction():
+            ctx = await conn.fetchrow(
+                "SELECT * FROM trading_order_context($1, $2)", command.user_id, request.symbol
+            )
+            if ctx is None:
+                raise _NoAccountYet
+            decision = decide(ctx, quote, config, actor, command, order_id)
+            row = await conn.fetchrow(PLACE, *decision)
     assert row is not None
     final = storage.OrderRecord.from_row(row)
     if final.id != order_id:
@@ -152,9 +154,6 @@ async def _submit(
 
 
 PLACE = "SELECT * FROM trading_order_place(" + ", ".join(f"${i}" for i in range(1, 25)) + ")"
-PLACE_CHECKED = (
-    "SELECT * FROM trading_order_place_checked(" + ", ".join(f"${i}" for i in range(1, 29)) + ")"
-)
 
 
 def decide(
