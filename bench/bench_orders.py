@@ -112,6 +112,11 @@ def _env(pg_url: str, redis_url: str, key_file: Path) -> dict[str, str]:
         STARKMATTER_ORDERS_POLL_INTERVAL_MS="100",
         STARKMATTER_PORTFOLIO_STARTING_CASH="1000000000",
     )
+    # BENCH_ORDERS_ENV="NAME=value,..." adds settings, to compare configurations in one place
+    extra = os.environ.get("BENCH_ORDERS_ENV", "")
+    for item in filter(None, extra.split(",")):
+        name, _, value = item.partition("=")
+        env[name] = value
     return env
 
 
