@@ -13,10 +13,19 @@ import pytest
 import redis.asyncio as aioredis
 
 from starkmatter.alerts import evaluating
-from starkmatter.core import embedded
+from starkmatter.core import embedded, replaying
 from tests.support import LiveServer, sign_up
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def _numbered(data: bytes) -> Any:
+    """The payload of a message published for replay (numbered by Redis)."""
+    number, payload = replaying.split(data)
+    assert number is not None, "published through replaying, so SSE clients can resume"
+    return json.loads(payload)
+
+
 T0 = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
 
 
@@ -58,7 +67,7 @@ async def test_ingestion_stopped_fires_once_and_resolves_when_ticks_return(
     received = []
     while (message := await pubsub.get_message(timeout=1)) is not None:
         if message["type"] == "message":
-            received.append(json.loads(message["data"]))
+            received.append(_numbered(message["data"]))
     await pubsub.aclose()
     assert [(m["rule"], m["state"], m["severity"]) for m in received] == [
         ("sim-stalled", "firing", "critical"),
@@ -126,7 +135,7 @@ async def test_price_alert_created_over_http_fires_once_on_crossing(
         message = await pubsub.get_message(timeout=5)
         assert message is not None
     await pubsub.aclose()
-    assert json.loads(message["data"])["details"]["rule_id"] == alert["id"]
+    assert _numbered(message["data"])["details"]["rule_id"] == alert["id"]
     listed = (await api.client.get("/alerts", headers=user.headers)).json()
     assert listed[0]["active"] is False and listed[0]["triggered_at"] is not None
     events = (await api.client.get("/alerts/events", headers=user.headers)).json()

@@ -15,8 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio import client as ws_client
 
-from starkmatter.core import settings
-from starkmatter.gateway import fanout, replaying, server
+from starkmatter.core import replaying, settings
+from starkmatter.gateway import fanout, server
 from tests.integration.market.gateway_support import (
     SseEvent,
     SseStream,

@@ -10,12 +10,19 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from starkmatter.core import events
+from starkmatter.core import events, replaying
 from starkmatter.news import config, pipeline, sampleserver
 from starkmatter.tasks import relaying
 from tests.support import LiveServer, sign_up
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def _numbered(data: bytes) -> Any:
+    """The payload of a message published for replay (numbered by Redis)."""
+    number, payload = replaying.split(data)
+    assert number is not None, "published through replaying, so SSE clients can resume"
+    return json.loads(payload)
 
 
 def _source(feeds: str, name: str) -> config.NewsSource:
@@ -119,7 +126,7 @@ async def test_new_articles_are_broadcast_on_news_all_and_their_category(
         message = await pubsub.get_message(timeout=5)
         assert message is not None
         if message["type"] == "pmessage":
-            seen.append((message["channel"].decode(), json.loads(message["data"])["title"]))
+            seen.append((message["channel"].decode(), _numbered(message["data"])["title"]))
     await pubsub.aclose()
     channels = [c for c, _ in seen]
     assert channels.count("news:all") == 3 and channels.count("news:general") == 3
@@ -153,7 +160,7 @@ async def test_users_watching_a_mentioned_symbol_get_one_stored_alert_through_th
         message = await pubsub.get_message(timeout=5)
         assert message is not None
         if message["type"] == "message":
-            messages.append(json.loads(message["data"]))
+            messages.append(_numbered(message["data"]))
     await pubsub.aclose()
     assert {m["kind"] for m in messages} == {"news"}
     assert all(m["details"]["symbols"] == ["AAPL"] for m in messages)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import asyncpg
 import redis.asyncio as aioredis
 
+from starkmatter.core import replaying
+
 Severity = Literal["info", "warning", "critical"]
 OPS_CHANNEL = "alerts:ops"
 """Operational alerts have no user: they go to this channel (and to the log)."""
@@ -93,7 +95,8 @@ async def publish(redis: aioredis.Redis, rows: Sequence[dict[str, Any]]) -> list
                 "details": details,
                 "ts": row["created_at"].isoformat(),
             }
-            pipe.publish(channel(user_id), json.dumps(message, default=str))
+            # numbered and kept: an SSE client resumes on any gateway replica
+            await replaying.queue_publish(pipe, channel(user_id), json.dumps(message, default=str))
             published.append(message)
         await pipe.execute()
     return published

@@ -7,7 +7,7 @@ per transport kind, whatever the number of clients that receive it.
 
 Every message gets a sequence number, and the event id ``{epoch}-{seq}`` (``epoch`` is
 random per gateway process), followed by ``-{clock}`` once the process has received a
-message numbered for replay (:mod:`.replaying`). An SSE client that reconnects with
+message numbered for replay (``core.replaying``). An SSE client that reconnects with
 ``Last-Event-ID`` gets, per topic, the updates it missed: from this process's memory (the
 last ``replay_depth`` updates of each held topic) when this same process held the topic
 the whole time and still has them; else from Redis, on any replica, when the topic is
@@ -26,8 +26,8 @@ import os
 import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
 
-from starkmatter.core import logs
-from starkmatter.gateway import connections, metrics, replaying, subscribing, topics
+from starkmatter.core import logs, replaying
+from starkmatter.gateway import connections, metrics, subscribing, topics
 
 log = logs.get_logger(__name__)
 
@@ -84,7 +84,7 @@ class Hub:
         self.seq = 0
         """Sequence number of the last message dispatched (any topic)."""
         self.clock = 0
-        """Highest replay number (:mod:`.replaying`) received: every numbered update of a
+        """Highest replay number (``core.replaying``) received: every numbered update of a
         held topic up to it has been dispatched. Part of each event id once non-zero."""
         self.replay_depth = replay_depth
         self._history: dict[str, collections.deque[tuple[int, bytes]]] = {}
@@ -138,7 +138,7 @@ class Hub:
         """Register ``client`` on ``topic``, subscribe in Redis if first, send the snapshot.
 
         With ``replay_after`` (a replay clock from any gateway's event id), send instead the
-        updates numbered after it, from Redis (:mod:`.replaying`), if they can all be
+        updates numbered after it, from Redis (``core.replaying``), if they can all be
         given; True if it did. ``position`` (seq, clock) is the id every frame sent here
         carries, for a client whose other topics are not all set up yet (see
         :meth:`server.Gateway.subscribe`).

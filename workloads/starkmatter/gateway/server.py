@@ -535,7 +535,7 @@ class Gateway:
         With ``resume_after`` (the seq of an SSE ``Last-Event-ID`` of this process, else
         -1), a topic whose missed updates this process still keeps replays them; failing
         that, with ``replay_after`` (the id's replay clock, from any process), a topic
-        published for replay (:mod:`.replaying`) replays them from Redis. Otherwise, a
+        published for replay (``core.replaying``) replays them from Redis. Otherwise, a
         snapshot. ``position`` (seq, clock): the id of every frame sent here (see
         :meth:`fanout.Hub.subscribe`).
         """

@@ -14,7 +14,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from starkmatter.alerts import delivering
-from starkmatter.core import events
+from starkmatter.core import events, replaying
 from starkmatter.news import processing
 
 
@@ -102,9 +102,10 @@ async def broadcast(
     async with redis.pipeline(transaction=False) as pipe:
         for row in stored:
             message = json.dumps(public(row))
-            pipe.publish("news:all", message)
+            # numbered and kept: an SSE client resumes on any gateway replica
+            await replaying.queue_publish(pipe, "news:all", message)
             for category in dict.fromkeys([row["category"], *categories]):
-                pipe.publish(f"news:{category}", message)
+                await replaying.queue_publish(pipe, f"news:{category}", message)
         await pipe.execute()
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from starkmatter.gateway import fanout, replaying, server
+from starkmatter.core import replaying
+from starkmatter.gateway import fanout, server
 
 numbers = st.integers(0, 10**17)
 

@@ -86,6 +86,12 @@ async def publish(redis: aioredis.Redis, topic: str, payload: bytes | str) -> in
     return int(count)
 
 
+async def queue_publish(pipe: aioredis.client.Pipeline, topic: str, payload: bytes | str) -> None:
+    """:func:`publish` as one more command of ``pipe`` (sent when the pipeline executes)."""
+    script = pipe.register_script(PUBLISH_LUA)
+    await script(keys=[CLOCK_KEY, stream_key(topic)], args=[topic, payload, WINDOW_US], client=pipe)
+
+
 def split(payload: bytes) -> tuple[int | None, bytes]:
     """(number, payload) of a message published by :func:`publish`; (None, it) otherwise."""
     if payload[:1] != MARK:
