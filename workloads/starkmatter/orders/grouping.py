@@ -78,11 +78,15 @@ class Groups:
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            # _place hands every error to its orders; anything else is a bug, and the
-            # orders still waiting must not wait for ever.
+        if task.cancelled() or task.exception() is not None:
+            # Cancelled (the process is stopping), or a bug (_place hands every error to
+            # its orders): the orders still waiting must not wait for ever.
             for w in self._waiting:
-                if not w.placed.done():
+                if w.placed.done():
+                    continue
+                if task.cancelled():
+                    w.placed.cancel()
+                else:
                     w.placed.set_exception(task.exception())  # type: ignore[arg-type]
             self._waiting.clear()
         if not self._running and not self._waiting:
@@ -101,6 +105,10 @@ class Groups:
                     limits.max_gross_exposure,
                     *_columns([w.decision for w in group]),
                 )
+        except asyncio.CancelledError:
+            for w in group:
+                w.placed.cancel()
+            raise
         except Exception as exc:  # noqa: BLE001 - every order of the group gets the error
             for w in group:
                 if not w.placed.done():
