@@ -5,7 +5,7 @@ An order that arrives while they are all busy waits for the next free one and go
 every other order that waited (up to ``max_orders``): one transaction, one lock of each
 account, one commit. Nothing waits for a timer, so a lone order goes at once, alone; the
 busier the process, the larger the groups (group commit). The database places each order
-exactly as it would alone (``trading_order_place_checked_many``, migration 0218).
+exactly as it would alone (``trading_order_place_checked_many``, migration 0217).
 """
 
 from __future__ import annotations

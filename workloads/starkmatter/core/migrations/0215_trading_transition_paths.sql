@@ -49,8 +49,11 @@ END
 $$;
 
 -- Placement writes the order in the state its decision reached (RiskChecked or Rejected)
--- with one event per step, OrderCreated first, in one INSERT each.
-CREATE OR REPLACE FUNCTION trading_order_place(
+-- with one event per step, OrderCreated first, in one INSERT each, and returns the row it
+-- inserted. trading_order_record is that write; trading_order_place (the locked path) and
+-- trading_order_place_checked (the optimistic path, 0216) call it after their own look-up
+-- of the client order id.
+CREATE FUNCTION trading_order_record(
     p_id uuid, p_user uuid, p_client_order_id text, p_symbol text, p_side text, p_type text,
     p_time_in_force text, p_quantity numeric, p_limit_price numeric, p_stop_price numeric,
     p_broker text, p_now timestamptz, p_targets text[], p_reasons text[],
@@ -63,12 +66,11 @@ DECLARE
     accepted boolean := p_reject_code IS NULL;
     steps integer := coalesce(array_length(p_targets, 1), 0);
     now_ts timestamptz := clock_timestamp();
+    placed trading_orders;
 BEGIN
-    RETURN QUERY SELECT * FROM trading_orders
-        WHERE user_id = p_user AND client_order_id = p_client_order_id;
-    IF FOUND THEN
-        RETURN;
-    END IF;
+    -- The caller holds the account lock and found no order with this client order id, so
+    -- no other placement can be inserting it: the insert meets no existing version and
+    -- never waits on an order row (migration 0214).
     INSERT INTO trading_orders (id, user_id, client_order_id, symbol, side, type,
         time_in_force, quantity, limit_price, stop_price, status, status_path, broker,
         created_at, updated_at, reject_code, reject_message, price_cap, reserved_cash,
@@ -78,12 +80,7 @@ BEGIN
         CASE WHEN steps = 0 THEN 'OrderCreated' ELSE p_targets[steps] END, p_targets,
         p_broker, p_now, now_ts, p_reject_code, p_reject_message, p_price_cap,
         p_reserved_cash, p_reserved_quantity, p_expires_at)
-    ON CONFLICT (user_id, client_order_id) DO NOTHING;
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT * FROM trading_orders
-            WHERE user_id = p_user AND client_order_id = p_client_order_id;
-        RETURN;
-    END IF;
+    RETURNING * INTO placed;
     INSERT INTO trading_order_events (order_id, source, target, reason, details, ts_event,
                                       ts_init)
         SELECT p_id, s, t, r,
@@ -106,7 +103,30 @@ BEGIN
             WHERE user_id = p_user AND symbol = p_symbol;
     END IF;
     INSERT INTO trading_outbox (topic, payload) VALUES (p_topic, p_payload);
-    RETURN QUERY SELECT * FROM trading_orders WHERE id = p_id;
+    RETURN NEXT placed;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION trading_order_place(
+    p_id uuid, p_user uuid, p_client_order_id text, p_symbol text, p_side text, p_type text,
+    p_time_in_force text, p_quantity numeric, p_limit_price numeric, p_stop_price numeric,
+    p_broker text, p_now timestamptz, p_targets text[], p_reasons text[],
+    p_reject_code text, p_reject_message text, p_reserved_cash numeric,
+    p_reserved_quantity numeric, p_price_cap numeric, p_expires_at timestamptz,
+    p_rate_window_start timestamptz, p_rate_window_count integer,
+    p_topic text, p_payload jsonb
+) RETURNS SETOF trading_orders LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM trading_orders
+        WHERE user_id = p_user AND client_order_id = p_client_order_id;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM trading_order_record(p_id, p_user, p_client_order_id,
+        p_symbol, p_side, p_type, p_time_in_force, p_quantity, p_limit_price, p_stop_price,
+        p_broker, p_now, p_targets, p_reasons, p_reject_code, p_reject_message,
+        p_reserved_cash, p_reserved_quantity, p_price_cap, p_expires_at, p_rate_window_start,
+        p_rate_window_count, p_topic, p_payload);
 END
 $$;
 

@@ -4,6 +4,12 @@
 -- the attempt could not see: an instrument row that halts the symbol, and an instrument
 -- tick size the prices are not on. It refuses (no row) exactly as for an account limit, and
 -- the API then decides under the lock, which gives the precise reason.
+--
+-- An optimistic order may be written after a later-decided order of the same account has
+-- opened a newer rate window (it waited longer between decision and write, e.g. in a
+-- placement group, 0217). The older second's count is gone, so such an order is refused
+-- too and decided again, now, instead of restarting the window at the older second and
+-- letting that second pass the limit.
 CREATE OR REPLACE FUNCTION trading_order_place_checked(
     p_max_orders_per_second integer, p_max_open_orders integer,
     p_max_position_notional numeric, p_max_gross_exposure numeric,
@@ -33,7 +39,10 @@ BEGIN
     counted := CASE WHEN c.rate_window_start = p_rate_window_start
                     THEN c.rate_window_count ELSE 0 END;
     IF p_reject_code IS NULL THEN
-        IF c.kill_switch OR counted >= p_max_orders_per_second
+        -- Decided in a second before the account's current window (it waited behind later
+        -- orders): that second's count is gone, so it is decided again, now.
+        IF p_rate_window_start < c.rate_window_start
+           OR c.kill_switch OR counted >= p_max_orders_per_second
            OR c.open_orders >= p_max_open_orders OR c.tradable IS FALSE
            OR (c.tick_size IS NOT NULL AND (p_limit_price % c.tick_size <> 0
                                             OR p_stop_price % c.tick_size <> 0)) THEN
@@ -50,10 +59,10 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    RETURN QUERY SELECT * FROM trading_order_place(p_id, p_user, p_client_order_id, p_symbol,
-        p_side, p_type, p_time_in_force, p_quantity, p_limit_price, p_stop_price, p_broker,
-        p_now, p_targets, p_reasons, p_reject_code, p_reject_message, p_reserved_cash,
-        p_reserved_quantity, p_price_cap, p_expires_at, p_rate_window_start, counted + 1,
-        p_topic, p_payload);
+    RETURN QUERY SELECT * FROM trading_order_record(p_id, p_user, p_client_order_id,
+        p_symbol, p_side, p_type, p_time_in_force, p_quantity, p_limit_price, p_stop_price,
+        p_broker, p_now, p_targets, p_reasons, p_reject_code, p_reject_message,
+        p_reserved_cash, p_reserved_quantity, p_price_cap, p_expires_at, p_rate_window_start,
+        counted + 1, p_topic, p_payload);
 END
 $$;
