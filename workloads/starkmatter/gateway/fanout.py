@@ -314,7 +314,11 @@ class Hub:
         """
         if len(channels) == 1:
             return self._dispatch_one(channels[0], payloads[0])
-        out: dict[connections.Client, bytes] = {}
+        # A client's first frame is kept as is (shared bytes, no copy); from its second on,
+        # its frames go into a bytearray of its own, appended to in place: joining bytes
+        # (``pending + frame``) would copy the client's whole batch again for every frame,
+        # quadratic in a burst. A bytearray holds no references: the collector ignores it.
+        out: dict[connections.Client, bytes | bytearray] = {}
         delivered = 0
         for topic, payload in zip(channels, payloads, strict=True):
             holders = self.subscribers.get(topic)
@@ -338,7 +342,12 @@ class Hub:
                     topic, frame, conflatable
                 ):
                     pending = out.get(client)
-                    out[client] = frame if pending is None else pending + frame
+                    if pending is None:
+                        out[client] = frame
+                    elif type(pending) is bytearray:
+                        pending += frame
+                    else:
+                        out[client] = bytearray(pending) + frame
                     client.sent += 1
             delivered += len(holders)
         for client, data in out.items():
