@@ -11,12 +11,15 @@ symbol) and the same frames:
   the whole path takes them -- publisher -> Redis pub/sub -> the gateway's subscriber ->
   fan-out -> clients -- keeping a bounded window of frames in flight (so that nothing
   queues without bound, and nothing is conflated or dropped), for a second of warm-up and
-  then ``BENCH_FANOUT_MAX_S`` seconds; delivered frames/s are counted at the clients;
+  then ``BENCH_FANOUT_MAX_S`` seconds; delivered frames/s are counted at the clients. It is
+  measured twice and the higher kept (other load can only lower a maximum);
 * tick-to-client latency p50/p99 through that same path, with the publisher pacing
-  PUBLISHes at 0.5, 0.25 and 0.1 of the maximum through Redis just measured, each stamped
-  with the wall clock just before it is sent; the client stamps a frame when its bytes
-  arrive. Also at half the injected maximum, what "half the maximum" meant before.
-  The gateway is measured twice, and both runs' figures are printed.
+  PUBLISHes at 0.5, 0.25 and 0.1 of the maximum through Redis just measured, sending what
+  is due at most once per millisecond in one write (as the ingest worker publishes one
+  pipeline per drained queue; ``BENCH_FANOUT_TICK_MS=0`` sends each message alone), each
+  stamped with the wall clock just before its write is sent; the client stamps a frame
+  when its bytes arrive. Also at half the injected maximum, what "half the maximum" meant
+  before. The gateway is measured twice, and both runs' figures are printed.
 
 Which maximum the latency target is taken against: the maximum through Redis, because it
 is the maximum of the path whose latency is measured. The injected maximum skips the
@@ -71,8 +74,12 @@ LATENCY_SECONDS = float(os.environ.get("BENCH_FANOUT_LATENCY_S", "5"))
 FRACTIONS = (0.5, 0.25, 0.1)
 """Latency is measured at these shares of the maximum rate through Redis: the target is at
 half."""
-MAX_SECONDS = float(os.environ.get("BENCH_FANOUT_MAX_S", "4"))
-"""How long the maximum through Redis is measured (after a second of warm-up)."""
+TICK_S = float(os.environ.get("BENCH_FANOUT_TICK_MS", "1")) / 1e3
+"""The paced publisher sends what is due at most once per tick, in one write, as the
+ingest worker does (one Redis pipeline per drained queue); 0 sends each message alone
+when it is due. Every message is stamped when its write is sent."""
+MAX_SECONDS = float(os.environ.get("BENCH_FANOUT_MAX_S", "3"))
+"""How long the maximum through Redis is measured (after a second of warm-up), twice."""
 WINDOW_FRAMES = 20_000
 """Frames in flight while the maximum through Redis is measured: 20 per client (~2 KB per
 socket, far below the gateway's congestion mark, so nothing is conflated) and ~0.1 s of
@@ -369,6 +376,7 @@ def publisher_process(
     drained = 0.0
     waited = 0.0
     mark: tuple[float, int] | None = None
+    last = -TICK_S
     while (elapsed := time.perf_counter() - started) < seconds:
         if mark is None and elapsed >= 1.0:
             mark = (elapsed, delivered.value if delivered is not None else 0)
@@ -380,11 +388,13 @@ def publisher_process(
                     pass
         if rate:
             due = int(elapsed * rate) - sent
-            if due <= 0:
-                # Sleep until the next message is due, not in fixed short naps: the
-                # publisher shares the 2 vCPUs with the gateway, and each wake-up costs.
-                time.sleep(max(0.0, (sent + 1) / rate - elapsed))
+            if due <= 0 or elapsed - last < TICK_S:
+                # Sleep until the next message is due and a tick has passed since the
+                # last send, not in fixed short naps: the publisher shares the 2 vCPUs
+                # with the gateway, and each wake-up costs some of them.
+                time.sleep(max(0.0, (sent + 1) / rate - elapsed, last + TICK_S - elapsed))
                 continue
+            last = elapsed
         else:
             due = min(500, (WINDOW_FRAMES - (sent * fanout - (delivered.value - first))) // fanout)
             if due <= 0:
@@ -580,6 +590,8 @@ class Phase:
         """Update frames/s the clients counted (after the publisher's first second)."""
         self.publisher_waiting = 0.0
         """Share of the phase the flat-out publisher spent waiting for its window."""
+        self.tries: list[float] = []
+        """Flat out: the delivered rate of each try (the phase kept is the best one)."""
 
 
 class Run:
@@ -710,7 +722,11 @@ async def run_gateway(redis_url: str, redis_pid: int) -> Run:
         parent.send("latency")
         parent.recv()
         hub.timing = True
-        redis_max = await through_redis(0.0, 1.0 + MAX_SECONDS)
+        # Measured twice, and the higher one kept: other load on the machine can only
+        # lower a maximum, and a maximum lowered so would make its fractions easy.
+        tries = [await through_redis(0.0, 1.0 + MAX_SECONDS) for _ in range(2)]
+        redis_max = max(tries, key=lambda phase: phase.delivered_rate)
+        redis_max.tries = [phase.delivered_rate for phase in tries]
         # Latency at half that maximum (the target), a quarter, and a tenth of it (the
         # floor when nothing queues).
         phases: dict[float, Phase] = {}
@@ -778,7 +794,7 @@ async def main() -> None:
     common.ratio("gateway / broadcast()", gateway_rate, baseline, target=">= 0.7")
     print(
         f"  maximum through Redis (publisher -> Redis -> gateway -> clients, flat out for "
-        f"{MAX_SECONDS:.0f} s): {redis_rate:.0f} frames/s, median of 2 "
+        f"{MAX_SECONDS:.0f} s, best of 2): {redis_rate:.0f} frames/s, median of 2 "
         f"({redis_rate / gateway_rate:.2f} x the injected maximum)"
         "\n  the latency target's 'maximum rate' is each run's maximum through Redis: the "
         "path whose latency is measured"
@@ -806,7 +822,8 @@ def print_phase(fraction: float | None, phase: Phase, of: str = "max through Red
     rate = phase.message_rate
     if fraction is None:
         print(
-            f"  flat out through Redis: {phase.delivered_rate:.0f} frames/s delivered "
+            f"  flat out through Redis: {phase.delivered_rate:.0f} frames/s delivered, the "
+            f"higher of {' and '.join(f'{rate:.0f}' for rate in phase.tries)} "
             f"(publisher waited for its {WINDOW_FRAMES}-frame window "
             f"{phase.publisher_waiting:.0%} of the time); latency there (queued by the "
             f"window, not a target): p50 {common.percentile(samples, 50):.2f} ms, "
