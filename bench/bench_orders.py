@@ -69,6 +69,30 @@ def _cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     return out
 
 
+async def _postgres_cpu(url: str, postmaster: int) -> dict[str, float]:
+    """CPU seconds used so far by each kind of PostgreSQL process: client backends by their
+    application_name, the rest by their title (BENCH_ORDERS_DIAG=1)."""
+    import psutil
+
+    conn = await asyncpg.connect(url)
+    names = {
+        r["pid"]: r["application_name"] or r["backend_type"]
+        for r in await conn.fetch(
+            "SELECT pid, application_name, backend_type FROM pg_stat_activity"
+        )
+    }
+    await conn.close()
+    out: collections.Counter[str] = collections.Counter()
+    for child in psutil.Process(postmaster).children():
+        try:
+            t = child.cpu_times()
+            title = " ".join(child.cmdline()).removeprefix("postgres: ")
+        except psutil.NoSuchProcess:
+            continue
+        out[names.get(child.pid) or title.split(" ")[0]] += t.user + t.system
+    return dict(out)
+
+
 def _spy(groups: dict[str, list[int]]) -> list[subprocess.Popen[bytes]]:
     """Sample the first API process and the worker with py-spy during the burst
     (BENCH_ORDERS_PYSPY=DIR; investigation only, it slows what it samples)."""
@@ -312,10 +336,15 @@ async def _sample_waits(url: str, stop: asyncio.Event) -> collections.Counter[st
     conn = await asyncpg.connect(url)
     while not stop.is_set():
         for r in await conn.fetch(
-            "SELECT application_name, wait_event_type, wait_event, left(query, 60) AS q"
-            " FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()"
+            "SELECT a.application_name, wait_event_type, wait_event, left(a.query, 60) AS q,"
+            " (SELECT string_agg(DISTINCT b.application_name, ',') FROM pg_stat_activity b"
+            "   WHERE b.pid = ANY(pg_blocking_pids(a.pid))) AS blocker"
+            " FROM pg_stat_activity a WHERE state = 'active' AND pid <> pg_backend_pid()"
         ):
-            seen[f"{r['application_name']} {r['wait_event_type']}:{r['wait_event']} {r['q']}"] += 1
+            by = f" (behind {r['blocker']})" if r["blocker"] else ""
+            seen[
+                f"{r['application_name']} {r['wait_event_type']}:{r['wait_event']}{by} {r['q']}"
+            ] += 1
         await asyncio.sleep(0.01)
     await conn.close()
     return seen
@@ -440,9 +469,12 @@ async def main() -> None:
                 if os.environ.get("BENCH_ORDERS_PGSS"):
                     await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
                     await conn.execute("SELECT pg_stat_statements_reset()")
+                diag = bool(os.environ.get("BENCH_ORDERS_DIAG"))
+                pg_before = await _postgres_cpu(url, groups["postgres"][0]) if diag else {}
                 cpu_before = _cpu_seconds(groups)
                 throughput, burst_lat = await _burst(clients, users, conn, BURST_ORDERS)
                 cpu_after = _cpu_seconds(groups)
+                pg_after = await _postgres_cpu(url, groups["postgres"][0]) if diag else {}
                 for spy in spies:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(30)
@@ -451,7 +483,19 @@ async def main() -> None:
                 waits = await sampler
                 if os.environ.get("BENCH_ORDERS_PGSS"):
                     await _statement_stats(url, BURST_ORDERS)
-                if os.environ.get("BENCH_ORDERS_DIAG"):
+                if diag:
+                    print("  PostgreSQL CPU per order by process kind:")
+                    for kind, after in sorted(pg_after.items(), key=lambda kv: -kv[1]):
+                        used = (after - pg_before.get(kind, 0.0)) * 1000 / BURST_ORDERS
+                        print(f"  {used:7.3f} ms  {kind}")
+                    user = await conn.fetchval("SELECT user_id FROM trading_orders LIMIT 1")
+                    for _ in range(2):
+                        plan = await conn.fetch(
+                            "EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM trading_orders"
+                            " WHERE user_id = $1 AND client_order_id = 'nope'",
+                            user,
+                        )
+                    print("\n".join("  " + r[0] for r in plan))
                     for what, n in waits.most_common(25):
                         print(f"  {n:6d}  {what}")
                 retries = 0.0

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from starkmatter import cli
-from starkmatter.core import settings
 from starkmatter_operator import config as operator_config
 from starkmatter_operator.builders import marketfeed, newssource, retentionpolicy
 
@@ -145,5 +144,16 @@ def _each_starts(manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatc
             if value is None:
                 value = _SECRET_STAND_INS.get(env["name"], "stand-in")
             monkeypatch.setenv(env["name"], value)
-        loaded = settings.load()
+        loaded = cli.load_settings(container["args"][0])
         assert loaded.env == "prod", container["name"]
+
+
+def test_each_command_names_its_database_and_redis_clients_unless_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STARKMATTER_ENV", "dev")
+    monkeypatch.delenv("STARKMATTER_SERVICE_NAME", raising=False)
+    assert cli.load_settings("orders").service_name == "orders"
+    assert cli.load_settings("gateway").service_name == "gateway"
+    monkeypatch.setenv("STARKMATTER_SERVICE_NAME", "orders-blue")
+    assert cli.load_settings("orders").service_name == "orders-blue"

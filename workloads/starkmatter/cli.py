@@ -241,6 +241,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     return parser, handlers
 
 
+def load_settings(command: str) -> settings.Settings:
+    overrides: dict[str, object] = {"env": "dev"} if command == "dev" else {}
+    if settings.ENV_PREFIX + "SERVICE_NAME" not in os.environ:
+        # Who is connecting, as PostgreSQL and Redis list their clients: the command.
+        overrides["service_name"] = command
+    return settings.load(**overrides)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -250,9 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(raw)
     if getattr(args, "role", None) is None and args.command == "users-add":
         args.role = ["trader"]
-    overrides: dict[str, object] = {"env": "dev"} if args.command == "dev" else {}
     try:
-        config = settings.load(**overrides)
+        config = load_settings(args.command)
     except settings.SettingsError as exc:
         print(f"starkmatter: {exc}", file=sys.stderr)
         return 2

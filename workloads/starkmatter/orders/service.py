@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import sys
 
 import redis.asyncio as aioredis
@@ -75,6 +76,8 @@ async def run(
 def main() -> None:
     """``python -m starkmatter.orders.service``: the worker alone (used by crash tests)."""
     config = settings.get_settings()
+    if settings.ENV_PREFIX + "SERVICE_NAME" not in os.environ:
+        config = config.model_copy(update={"service_name": "orders"})
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(config, probes_port=None))
     sys.exit(0)

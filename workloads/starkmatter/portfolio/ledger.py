@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import uuid
 from collections import defaultdict
@@ -36,11 +37,17 @@ class PortfolioConfig(pydantic_settings.BaseSettings):
     """how long GET /portfolio may be served from Redis; changes invalidate it at once"""
 
 
+@functools.cache
+def get_config() -> PortfolioConfig:
+    """Read from the environment once: building settings costs more than a request."""
+    return PortfolioConfig()
+
+
 async def ensure_account(
     conn: Any, user_id: uuid.UUID, starting_cash: Decimal | None = None
 ) -> None:
     """Open a paper account, funded with the configured starting cash, if there is none."""
-    cash = starting_cash if starting_cash is not None else PortfolioConfig().starting_cash
+    cash = starting_cash if starting_cash is not None else get_config().starting_cash
     await conn.execute(
         "INSERT INTO trading_accounts (user_id, cash, starting_cash) VALUES ($1, $2, $2)"
         " ON CONFLICT (user_id) DO NOTHING",

@@ -153,7 +153,7 @@ async def get_portfolio(
         sharpe=m.sharpe,
         as_of=dt.datetime.now(dt.UTC),
     )
-    await redis.set(key, body.model_dump_json(), ex=ledgers.PortfolioConfig().cache_ttl_s)
+    await redis.set(key, body.model_dump_json(), ex=ledgers.get_config().cache_ttl_s)
     return body
 
 
