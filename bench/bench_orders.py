@@ -517,7 +517,15 @@ async def main() -> None:
                     f" {common.percentile(burst_lat, 50) * 1000:.1f} ms",
                     flush=True,
                 )
+                stop = asyncio.Event()
+                sampler = asyncio.create_task(_sample_waits(url, stop))
                 paced, paced_errors = await _paced(clients, users)
+                stop.set()
+                waits = await sampler
+                if diag:
+                    print(f"  PostgreSQL waits at {PACED_RATE}/s (samples every 10 ms):")
+                    for what, n in waits.most_common(12):
+                        print(f"  {n:6d}  {what}")
             finally:
                 for c in clients:
                     await c.aclose()

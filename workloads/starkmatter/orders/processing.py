@@ -127,6 +127,9 @@ class LedgerOps:
     def users(self) -> set[uuid.UUID]:
         return {args[0] for _, args in self.ops}
 
+    def symbols(self) -> set[str]:
+        return {args[1] for _, args in self.ops}
+
     def apply_to(self, book: ledgers.Ledger) -> None:
         for name, args in self.ops:
             getattr(book, name)(*args)
@@ -223,18 +226,19 @@ class Worker:
         updates: dict[OrderId, base.Update] | None = None,
         placed: dict[uuid.UUID, dict[str, Any]] | None = None,
         audits: list[storage.AuditRow] | None = None,
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """Advance these orders as far as they can go now; returns notifications to send.
+    ) -> None:
+        """Advance these orders as far as they can go now, in the caller's transaction,
+        and queue the notifications that tell of it.
 
         With ``updates`` (from a poll done before locking), only orders unchanged since
-        ``seen`` take them; others wait for the next pass. Audit rows go to ``audits`` when
-        given (the caller appends them, last), else are appended here before returning.
+        ``seen`` take them; others wait for the next pass. ``audits`` (rows the caller
+        brings) are appended with this batch's own.
         """
-        own_audits = audits is None
         audits = [] if audits is None else audits
         records = await storage.lock_orders(conn, order_ids)
         if not records:
-            return []
+            await storage.audit_many(conn, audits)
+            return
         book = LedgerOps()
         work = [Working.of(r) for r in records]
         announce: list[triggers.Event] = []
@@ -284,10 +288,7 @@ class Worker:
             if seen is not None and seen.get(w.record.id) != w.record.updated_at:
                 continue
             self._apply_update(book, w, update, now, executions)
-        messages = await self._write(conn, book, work, executions, now, audits, announce)
-        if own_audits:
-            await storage.audit_many(conn, audits)
-        return messages
+        await self._write(conn, book, work, executions, now, audits, announce)
 
     async def _write(
         self,
@@ -298,9 +299,12 @@ class Worker:
         now: dt.datetime,
         audits: list[storage.AuditRow],
         announce: list[triggers.Event],
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """Write the batch's changes; ``announce`` (seed events) gains a PortfolioChange per
-        changed portfolio and is appended to the event outbox in this same transaction."""
+    ) -> None:
+        """Write the batch's changes, with their audit rows, seed events (``announce``, and
+        a PortfolioChange per changed portfolio) and notifications.
+
+        Everything about the orders is written first; the accounts are locked last, for
+        the ledger alone: placements of these users queue on those locks until commit."""
         changed = [w for w in work if w.changed]
         # Order rows (locked by the caller) are written first and accounts locked last,
         # for the short ledger write before commit: placements queue on the account lock,
@@ -382,40 +386,54 @@ class Worker:
             messages.append(
                 (f"orders:{after.user_id}", storage.order_message(after, after.status.value))
             )
-        # The order rows' audit rows now, outside the account locks; the chain head is
-        # held from here to commit, but placements never take it.
+        # The order rows' audit rows, events and notifications now, outside the account
+        # locks; the chain head is held from here to commit, but placements never take it.
         await storage.audit_many(conn, audits)
         audits.clear()
-        book = await ledgers.load(conn, ops.users()) if ops.ops else None
-        if book is not None:
-            ops.apply_to(book)
-            quotes = await self._quotes(sorted({s for (_, s) in book.holdings}))
-            snapshots = await ledgers.save(conn, book, ledgers.marks_from_quotes(quotes), now)
-            # PortfolioChange follows fills (not freed reservations), keyed by the user's
-            # first execution in this batch: unique per change. A batch redone after a
-            # crash was never committed, so neither were its events.
-            filled: dict[uuid.UUID, uuid.UUID] = {}
-            for ex in executions:
-                filled.setdefault(ex[2], ex[0])
-            for user, snap in snapshots.items():
-                view = {k: (str(v) if v is not None else None) for k, v in snap.items()}
-                audits.append(
-                    storage.AuditRow(
-                        ACTOR, "portfolio.changed", "executions", "portfolio", str(user), after=view
+        await triggers.append_many(conn, announce)
+        announce = []
+        await self._queue_notifications(conn, messages)
+        messages = []
+        if not ops.ops:
+            failpoint(self.config, "before_commit")
+            return
+        # Marks for every holding of these users, read before their accounts are locked; a
+        # position opened meanwhile by another batch keeps its stored mark this once.
+        users = sorted(ops.users())
+        held = await conn.fetch(
+            "SELECT DISTINCT symbol FROM trading_positions WHERE user_id = ANY($1::uuid[])", users
+        )
+        symbols = {r["symbol"] for r in held} | ops.symbols()
+        marks = ledgers.marks_from_quotes(await self._quotes(sorted(symbols)))
+        book = await ledgers.load(conn, users)
+        ops.apply_to(book)
+        snapshots = await ledgers.save(conn, book, marks, now)
+        # PortfolioChange follows fills (not freed reservations), keyed by the user's
+        # first execution in this batch: unique per change. A batch redone after a
+        # crash was never committed, so neither were its events.
+        filled: dict[uuid.UUID, uuid.UUID] = {}
+        for ex in executions:
+            filled.setdefault(ex[2], ex[0])
+        for user, snap in snapshots.items():
+            view = {k: (str(v) if v is not None else None) for k, v in snap.items()}
+            audits.append(
+                storage.AuditRow(
+                    ACTOR, "portfolio.changed", "executions", "portfolio", str(user), after=view
+                )
+            )
+            messages.append((f"portfolio:{user}", {"event": "portfolio", "snapshot": view}))
+            if user in filled:
+                announce.append(
+                    triggers.Event(
+                        "PortfolioChange",
+                        str(filled[user]),
+                        {"user_id": str(user), "reason": "executions", "snapshot": view},
                     )
                 )
-                messages.append((f"portfolio:{user}", {"event": "portfolio", "snapshot": view}))
-                if user in filled:
-                    announce.append(
-                        triggers.Event(
-                            "PortfolioChange",
-                            str(filled[user]),
-                            {"user_id": str(user), "reason": "executions", "snapshot": view},
-                        )
-                    )
+        await storage.audit_many(conn, audits)
         await triggers.append_many(conn, announce)
+        await self._queue_notifications(conn, messages)
         failpoint(self.config, "before_commit")
-        return messages
 
     async def _quotes(self, symbols: Sequence[str]) -> dict[str, bytes | str | None]:
         if not symbols:
@@ -478,7 +496,6 @@ class Worker:
                             topic=row["topic"],
                             error=repr(one),
                         )
-            await conn.execute("DELETE FROM trading_outbox WHERE id = ANY($1::bigint[])", done)
         failpoint(self.config, "after_commit")
         for row in rows:
             result = "ok" if row["id"] in done else "failed"
@@ -515,12 +532,18 @@ class Worker:
                 invalidate.extend(payload["invalidate"])
             else:
                 raise ValueError(f"unknown outbox topic {row['topic']!r}")
-        if order_ids:
-            messages = await self.process(conn, order_ids, now, placed=placed, audits=audits)
-            await self._queue_notifications(conn, messages)
-        await storage.audit_many(conn, audits)
+        # Handled rows go in this same (sub)transaction: first, as nothing waits on them.
+        await conn.execute(
+            "DELETE FROM trading_outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+        )
+        # Earlier batches' notifications go out before this batch locks any account: if it
+        # fails, they go out again with the retry (at least once, never not at all).
         if publish or invalidate:
             await self._publish(publish, invalidate)
+        if order_ids:
+            await self.process(conn, order_ids, now, placed=placed, audits=audits)
+        else:
+            await storage.audit_many(conn, audits)
 
     async def _queue_notifications(
         self, conn: Any, messages: list[tuple[str, dict[str, Any]]]
@@ -565,8 +588,7 @@ class Worker:
                 return 0
             seen = {r.id: r.updated_at for r in records}
             async with conn.transaction():
-                messages = await self.process(conn, ids, now, seen=seen, updates=updates)
-                await self._queue_notifications(conn, messages)
+                await self.process(conn, ids, now, seen=seen, updates=updates)
         return len(ids)
 
     async def run(self, stop: asyncio.Event) -> None:

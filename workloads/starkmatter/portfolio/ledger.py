@@ -150,6 +150,11 @@ async def load(conn: Any, user_ids: Iterable[uuid.UUID]) -> Ledger:
     return Ledger(accounts, holdings)
 
 
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as columns, one array parameter each (``unnest`` turns them back into rows)."""
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
 def marks_from_quotes(quotes: Mapping[str, str | bytes | None]) -> dict[str, Decimal]:
     """Marks from raw ``quote:{SYMBOL}`` JSON: the mid when both sides are quoted, else the
     last trade; symbols without a quote get no mark."""
@@ -173,14 +178,19 @@ async def save(
     users = ledger.changed_users()
     if not users:
         return {}
-    await conn.executemany(
-        "UPDATE trading_accounts SET cash = $2, reserved_cash = $3, open_orders = $4,"
-        " updated_at = $5 WHERE user_id = $1",
-        [
-            (u, a.cash, a.reserved_cash, a.open_orders, now)
-            for u in users
-            for a in [ledger.accounts[u]]
-        ],
+    # Each write is one statement over arrays, not one per row: these rows' accounts are
+    # locked until commit, and placements for them wait that long.
+    await conn.execute(
+        """UPDATE trading_accounts a SET cash = x.cash, reserved_cash = x.reserved_cash,
+               open_orders = x.open_orders, updated_at = $5
+           FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::integer[])
+                AS x (user_id, cash, reserved_cash, open_orders)
+           WHERE a.user_id = x.user_id""",
+        users,
+        [ledger.accounts[u].cash for u in users],
+        [ledger.accounts[u].reserved_cash for u in users],
+        [ledger.accounts[u].open_orders for u in users],
+        now,
     )
     by_user: dict[uuid.UUID, dict[str, Position]] = defaultdict(dict)
     user_marks: dict[uuid.UUID, dict[str, Decimal]] = defaultdict(dict)
@@ -204,15 +214,16 @@ async def save(
                     now,
                 )
             )
-    await conn.executemany(
+    await conn.execute(
         """INSERT INTO trading_positions (user_id, symbol, quantity, reserved_quantity, avg_cost,
                realized_pnl, mark_price, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::numeric[], $4::numeric[],
+                                $5::numeric[], $6::numeric[], $7::numeric[], $8::timestamptz[])
            ON CONFLICT (user_id, symbol) DO UPDATE SET quantity = EXCLUDED.quantity,
                reserved_quantity = EXCLUDED.reserved_quantity, avg_cost = EXCLUDED.avg_cost,
                realized_pnl = EXCLUDED.realized_pnl, mark_price = EXCLUDED.mark_price,
                updated_at = EXCLUDED.updated_at""",
-        writes,
+        *_columns(writes, 8),
     )
     today = now.date()
     history: dict[uuid.UUID, list[Decimal]] = defaultdict(list)
@@ -244,16 +255,23 @@ async def save(
             "max_drawdown": m.max_drawdown,
             "sharpe": m.sharpe,
         }
-    await conn.executemany(
-        """INSERT INTO portfolio_snapshots (user_id, ts, cash, positions_value, equity,
+    await conn.execute(
+        """WITH x AS (
+               SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::numeric[],
+                   $4::numeric[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[],
+                   $9::numeric[], $10::numeric[], $11::numeric[], $12::numeric[])
+                   AS x (user_id, ts, cash, positions_value, equity, realized_pnl,
+                         unrealized_pnl, daily_return, cumulative_return, volatility,
+                         max_drawdown, sharpe)),
+           daily AS (
+               INSERT INTO portfolio_daily (user_id, day, close_equity)
+               SELECT user_id, $13::date, equity FROM x
+               ON CONFLICT (user_id, day) DO UPDATE SET close_equity = EXCLUDED.close_equity)
+           INSERT INTO portfolio_snapshots (user_id, ts, cash, positions_value, equity,
                realized_pnl, unrealized_pnl, daily_return, cumulative_return, volatility,
                max_drawdown, sharpe)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-        [(u, *s.values()) for u, s in snapshots.items()],
-    )
-    await conn.executemany(
-        "INSERT INTO portfolio_daily (user_id, day, close_equity) VALUES ($1, $2, $3)"
-        " ON CONFLICT (user_id, day) DO UPDATE SET close_equity = EXCLUDED.close_equity",
-        [(u, today, s["equity"]) for u, s in snapshots.items()],
+           SELECT * FROM x""",
+        *_columns([(u, *s.values()) for u, s in snapshots.items()], 12),
+        today,
     )
     return snapshots
