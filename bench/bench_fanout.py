@@ -277,6 +277,11 @@ class _Client(asyncio.Protocol):
                             stats.samples.append((now - sent) / 1e6)
                 elif buffer.startswith(b'{"type":"snapshot"', start) and not self.ready.done():
                     self.ready.set_result(None)
+            elif buffer[position] & 0x0F == 9:
+                # Answer the gateway's pings as any client does (an empty, masked pong):
+                # it closes connections that have not answered for three heartbeats.
+                assert self.transport is not None
+                self.transport.write(b"\x8a\x80" + os.urandom(4))
             position = end
         if updates:
             self.frames += updates
