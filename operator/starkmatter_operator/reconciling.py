@@ -18,13 +18,13 @@ from typing import Any
 import aiohttp
 import kopf
 
-from starkmatter_operator import conditions, config, kube, metrics, reporting, state
+from starkmatter_operator import conditions, config, kube, metrics, reporting, sources, state
 from starkmatter_operator.builders import alertrule, common
 
 log = logging.getLogger(__name__)
 
 # Problems that go away without a spec change, so a spec-triggered reconcile retries.
-RETRYABLE = frozenset({"SecretMissing", "Forbidden"})
+RETRYABLE = frozenset({"SecretMissing", "Forbidden"}) | sources.BLOCKING
 RETRY_DELAY_S = 10
 
 
@@ -59,6 +59,18 @@ async def _missing_secrets(
                 f"Secret {namespace}/{ref.name} ({ref.field}) has no key {ref.key!r}: add it"
             )
     return problems
+
+
+async def _source_verdict(rt: state.Runtime, body: Mapping[str, Any]) -> sources.Verdict | None:
+    """Whether a csv feed's spec.source exists (the kubelet would only tell the pod)."""
+    if body["kind"] != "MarketFeed":
+        return None
+    ref = sources.reference(common.spec_of(body))
+    if ref is None:
+        return None
+    namespace = common.namespace_of(body)
+    obj = await rt.kube.get("v1", ref.kind, namespace, ref.name)
+    return sources.judge(namespace, ref, sources.found(ref.kind, obj))
 
 
 def _build(rt: state.Runtime, body: Mapping[str, Any], prometheus: bool) -> list[common.Manifest]:
@@ -142,6 +154,7 @@ async def reconcile(
             if latest is not None and state.newer_or_same(latest, body):
                 body = latest
             problem: conditions.Problem | None = None
+            source: sources.Verdict | None = None
             manifests: list[common.Manifest] = []
             changes: list[str] = []
             try:
@@ -150,8 +163,11 @@ async def reconcile(
                 )
                 manifests = _build(rt, body, prometheus)
                 missing = await _missing_secrets(rt, body, info)
+                source = await _source_verdict(rt, body)
                 if missing:
                     problem = conditions.Problem("SecretMissing", "; ".join(missing))
+                elif source is not None and source.blocking:
+                    problem = conditions.Problem(source.reason, source.message)
                 elif apply:
                     changes = await _apply_all(rt, body, manifests, trigger)
                     if prune:
@@ -180,7 +196,7 @@ async def reconcile(
                 seen = max(int(old.get("observedGeneration") or 0), rt.applied.get(owner, 0))
                 seen = min(seen, generation)
                 body = {**body, "metadata": {**body["metadata"], "generation": seen}}
-            status = await reporting.status_for(rt, body, manifests, problem)
+            status = await reporting.status_for(rt, body, manifests, problem, source)
             if not conditions.same_status(old, status):
                 try:
                     answer = await rt.kube.patch_status(
@@ -207,8 +223,8 @@ async def reconcile(
                 and problem.reason in RETRYABLE
                 and trigger not in ("child", "timer")
             ):
-                # Fixable outside the CR (create the Secret, grant the role): look again
-                # later without a spec change. Kopf backs off; the operator never crashes.
+                # Fixable outside the CR (create the Secret or the ConfigMap, grant the
+                # role): look again later without a spec change. The operator never crashes.
                 raise kopf.TemporaryError(problem.message, delay=RETRY_DELAY_S)
             return status
     except (kube.ApiError, aiohttp.ClientError, TimeoutError) as e:

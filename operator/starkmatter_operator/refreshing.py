@@ -9,15 +9,17 @@ from typing import Any
 import aiohttp
 import kopf
 
-from starkmatter_operator import peering, reconciling
+from starkmatter_operator import peering, reconciling, sources
 from starkmatter_operator.state import Runtime, key_of
 
 log = logging.getLogger(__name__)
 
 
 async def refresh_periodically(rt: Runtime) -> None:
-    """Refresh what no watch event announces: feed heartbeats, alert states, and the
-    shared alert-rules ConfigMap (not watched, so re-applied to correct drift).
+    """Refresh what no watch event announces: feed heartbeats, alert states, the
+    shared alert-rules ConfigMap (not watched, so re-applied to correct drift), and whether
+    a csv feed's ConfigMap or claim exists (not watched either: the operator would have to
+    watch every ConfigMap in the cluster).
 
     One loop for all objects rather than a Kopf timer per object: timers would also make
     Kopf put a finalizer on every resource.
@@ -50,6 +52,10 @@ async def refresh_periodically(rt: Runtime) -> None:
             # An object being deleted is left alone: re-applying a deleted AlertRule would
             # put its key back into the evaluator's ConfigMap.
             if not b["metadata"].get("deletionTimestamp")
-            and (b["kind"] == "AlertRule" or (b["kind"] == "MarketFeed" and rt.heartbeats))
+            and (b["kind"] == "AlertRule" or (b["kind"] == "MarketFeed" and _refreshed(rt, b)))
         ]
         await asyncio.gather(*(one(b) for b in bodies))
+
+
+def _refreshed(rt: Runtime, feed: dict[str, Any]) -> bool:
+    return rt.heartbeats is not None or sources.reference(feed.get("spec") or {}) is not None

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from starkmatter_operator import conditions, reports
+from starkmatter_operator import conditions, reports, sources
 from starkmatter_operator.builders import alertrule, common
 from starkmatter_operator.state import Runtime, key_of
 
@@ -29,6 +29,7 @@ async def status_for(
     body: Mapping[str, Any],
     manifests: list[common.Manifest],
     problem: conditions.Problem | None,
+    source: sources.Verdict | None = None,
 ) -> dict[str, Any]:
     kind = body["kind"]
     spec = common.spec_of(body)
@@ -91,6 +92,8 @@ async def status_for(
                 extra["lastFiredTime"] = conditions.now_iso()
             extra["firing"] = firing
     new_conditions = conditions.compute(generation, health, problem, ready_message=ready_message)
+    if source is not None:
+        new_conditions.append(sources.condition(source, generation))
     return {
         "observedGeneration": generation,
         "conditions": conditions.merge(old.get("conditions"), new_conditions, conditions.now_iso()),
@@ -165,3 +168,18 @@ def announce(
         and (not was_ready or was_ready.get("status") != "True")
     ):
         rt.post_event(body, "Normal", "Ready", str(is_ready["message"]))
+    source = conditions.find(new.get("conditions"), sources.SOURCE_READY)
+    was_source = conditions.find(old.get("conditions"), sources.SOURCE_READY)
+    if source is None or (
+        was_source is not None
+        and (was_source.get("status"), was_source.get("message"))
+        == (source["status"], source["message"])
+    ):
+        return
+    if source["status"] == "False" and not (
+        degraded and degraded["status"] == "True" and degraded["reason"] == source["reason"]
+    ):
+        # Not already said by the Degraded event above (a claim still Pending, say).
+        rt.post_event(body, "Warning", str(source["reason"]), str(source["message"]))
+    elif source["status"] == "True" and was_source is not None:
+        rt.post_event(body, "Normal", str(source["reason"]), str(source["message"]))

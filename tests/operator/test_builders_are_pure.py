@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "starkmatter_operator"
 PURE = [*sorted((PACKAGE / "builders").glob("*.py")), PACKAGE / "validation.py",
-        PACKAGE / "conditions.py"]  # fmt: skip
+        PACKAGE / "conditions.py", PACKAGE / "sources.py"]  # fmt: skip
 ALLOWED = {
     "__future__", "collections", "dataclasses", "datetime", "decimal", "hashlib", "json",
     "re", "typing", "starkmatter_operator.config", "starkmatter_operator.validation",
