@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -221,9 +222,21 @@ async def test_ingest_entry_point_replays_the_file_mounted_from_the_feeds_source
         env={**{k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}, **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+    assert process.stdout is not None
+    seen: list[bytes] = []
     try:
-        # A finite replay ends by itself; a worker that cannot read its file retries.
-        output, _ = await asyncio.wait_for(process.communicate(), 120)
+        # A finished replay is reported and the worker stays up (a pod restarted after an
+        # exit would replay the file again); a worker that cannot read its file retries.
+        async with asyncio.timeout(120):
+            while b'"ingest.replay_finished"' not in (seen[-1] if seen else b""):
+                line = await process.stdout.readline()
+                assert line, b"".join(seen).decode(errors="replace")[-3000:]
+                seen.append(line)
+        alive = process.returncode is None
+        assert alive, "the worker exited after its replay"
+        process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(process.communicate(), 60)
+        output = b"".join(seen) + rest
     finally:
         if process.returncode is None:
             process.kill()

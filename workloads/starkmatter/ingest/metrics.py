@@ -74,3 +74,9 @@ LATE_BARS_REBUILT = prometheus_client.Counter(
     "Closed bars rebuilt from storage because a trade for them arrived late, by feed.",
     ["feed"],
 )
+REPLAY_FINISHED = prometheus_client.Gauge(
+    "starkmatter_ingest_replay_finished_timestamp_seconds",
+    "When a finite source (a csv replay) was fully stored, by feed; absent while it runs. The "
+    "worker then stays up idle instead of exiting (a restart would replay the file again).",
+    ["feed"],
+)

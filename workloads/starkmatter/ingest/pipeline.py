@@ -176,6 +176,8 @@ class Pipeline:
         self.accepted = 0
         self.rejected = 0
         self.last_tick_ns = 0
+        # When a finite source (a file) was fully stored; reported in every heartbeat since.
+        self.replay_finished_ns: int | None = None
         self._updated: set[str] = set()
         self._announced_window = 0
         self._seen: dict[str, _Seen] = {}
@@ -615,6 +617,8 @@ class Pipeline:
             }
             if self.last_tick_ns:
                 mapping["last_tick_ts"] = models.iso(self.last_tick_ns)
+            if self.replay_finished_ns is not None:
+                mapping["replay_finished_ts"] = models.iso(self.replay_finished_ns)
             last_accepted, last_rejected, last_time = self.accepted, self.rejected, now
             try:
                 await self.redis.hset(key, mapping=mapping)  # type: ignore[arg-type]

@@ -15,14 +15,15 @@ import contextlib
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 
-from starkmatter.core import db, logs, migrating, redis_client, settings
-from starkmatter.ingest import pipeline
+from starkmatter.core import db, logs, migrating, probes, redis_client, settings
+from starkmatter.ingest import metrics, pipeline
 from starkmatter.ingest.providers import base
 from starkmatter.market import models, validation
 
@@ -147,8 +148,11 @@ async def run_feed(
     *,
     provider: base.Provider | None = None,
     config: pipeline.PipelineConfig | None = None,
+    idle_when_finished: bool = False,
 ) -> None:
-    """Run one feed until cancelled (or, for a finite source, until it is stored)."""
+    """Run one feed until cancelled (or, for a finite source, until it is stored; with
+    ``idle_when_finished``, a stored replay is reported and the worker then waits, still
+    sending heartbeats, until cancelled)."""
     references = await load_references(pool, spec.symbols)
     references.update(spec.references())
     validator = validation.Validator(spec.rules(), references)
@@ -171,6 +175,16 @@ async def run_feed(
             raise RuntimeError("the ingest pipeline stopped")
         producer.result()
         await pipe.drain(close_bars=source.finite)
+        if source.finite:
+            await _replay_finished(pipe, redis, source.delivered)
+            if idle_when_finished:
+                # A Deployment restarts a process that exits, and the restart would replay
+                # the whole file again (stored nothing twice, but read and sent all of it).
+                # The pipeline keeps its heartbeat and the probes stay served; it ends only
+                # when it fails (raised below) or the worker is stopped.
+                await asyncio.wait({consumer})
+                consumer.result()
+                raise RuntimeError("the ingest pipeline stopped")
     except asyncio.CancelledError:
         # A stop (SIGTERM, Ctrl-C): stop reading, then store what was taken in, open bars
         # included as partial bars (the restarted worker's part of each merges with them).
@@ -193,16 +207,63 @@ async def run_feed(
                 await task
 
 
+async def _replay_finished(pipe: pipeline.Pipeline, redis: aioredis.Redis, delivered: int) -> None:
+    """Say that a finite source is stored: a log line, a metric, the feed's heartbeat."""
+    now = time.time_ns()
+    pipe.replay_finished_ns = now
+    metrics.REPLAY_FINISHED.labels(feed=pipe.feed).set(now / 1e9)
+    try:
+        await redis.hset(
+            f"feed:heartbeat:{pipe.feed}", mapping={"replay_finished_ts": models.iso(now)}
+        )
+    except OSError as exc:
+        log.warning("ingest.heartbeat_failed", feed=pipe.feed, error=str(exc))
+    log.info(
+        "ingest.replay_finished",
+        feed=pipe.feed,
+        delivered=delivered,
+        accepted=pipe.accepted,
+        rejected=pipe.rejected,
+    )
+
+
 async def run(config: settings.Settings, feed: str, *, spec_path: str | None = None) -> None:
-    """Entry point used by the CLI and dev mode: connect, migrate, ingest until cancelled."""
+    """Entry point used by the CLI and dev mode: connect, migrate, ingest until cancelled.
+
+    A finished replay does not end the process (see run_feed). The probes (/healthz,
+    /readyz, /metrics) are served on ``STARKMATTER_METRICS_PORT`` when it is set, as the
+    operator's ingest pod sets it.
+    """
     spec = load_spec(feed, spec_path)
     pool = await db.create_pool(config)
     redis = redis_client.create_redis(config)
+    probe_task: asyncio.Task[None] | None = None
+
+    async def ready() -> dict[str, str]:
+        checks = {"postgres": "ok", "redis": "ok"}
+        try:
+            await pool.fetchval("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            checks["postgres"] = type(exc).__name__
+        try:
+            await redis.ping()
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            checks["redis"] = type(exc).__name__
+        return checks
+
     try:
+        if settings.ENV_PREFIX + "METRICS_PORT" in os.environ:
+            probe_task = asyncio.create_task(
+                probes.serve(config.api_host, config.metrics_port, ready)
+            )
         async with pool.acquire() as conn:
             await migrating.apply(conn)
-        await run_feed(spec, pool, redis)
+        await run_feed(spec, pool, redis, idle_when_finished=True)
     finally:
+        if probe_task is not None:
+            probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe_task
         await redis.aclose()
         await pool.close()
 

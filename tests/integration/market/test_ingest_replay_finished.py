@@ -1,0 +1,105 @@
+"""`starkmatter ingest` on a csv feed: a finished replay is reported and the process stays
+up (probes served, heartbeat sent) instead of exiting, so a Deployment does not restart it
+and replay the file again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from starkmatter.core import embedded, settings
+
+pytestmark = pytest.mark.timeout(90)
+CSV = """type,symbol,ts,price,size,trade_id
+trade,AAPL,2024-01-02T14:30:00.120Z,187.15,100,r1
+trade,AAPL,2024-01-02T14:30:00.480Z,187.18,250,r2
+trade,AAPL,2024-01-02T14:30:01.050Z,187.10,50,r3
+trade,AAPL,2024-01-02T14:31:00.010Z,187.32,300,r4
+"""
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+        return int(answer.status), answer.read().decode()
+
+
+async def test_finished_replay_is_reported_and_the_worker_stays_up_serving_probes(
+    config: settings.Settings, db: asyncpg.Connection[Any], tmp_path: Path
+) -> None:
+    (tmp_path / "aapl.csv").write_text(CSV)
+    spec = tmp_path / "feed.json"
+    spec.write_text(json.dumps({"provider": "csv", "symbols": ["AAPL"], "speed": 0,
+                                "referencePrices": {"AAPL": "185.64"},
+                                "path": str(tmp_path / "aapl.csv")}))  # fmt: skip
+    port = embedded.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}
+    env.update(
+        STARKMATTER_ENV="dev",
+        STARKMATTER_DATABASE_URL=config.database_url or "",
+        STARKMATTER_REDIS_URL=config.redis_url or "",
+        STARKMATTER_DATA_DIR=str(tmp_path / "data"),
+        STARKMATTER_METRICS_PORT=str(port),
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starkmatter.cli", "ingest", "--feed", "replayed", "--config",
+        str(spec), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    redis = aioredis.Redis.from_url(config.redis_url or "", decode_responses=True)
+    assert proc.stderr is not None
+    try:
+        finished: dict[str, Any] = {}
+        async with asyncio.timeout(45):
+            while not finished:
+                line = await proc.stderr.readline()
+                assert line, f"ingest exited ({await proc.wait()}) before finishing the replay"
+                with_event = json.loads(line) if line.startswith(b"{") else {}
+                if with_event.get("event") == "ingest.replay_finished":
+                    finished = with_event
+        assert (finished["feed"], finished["accepted"], finished["rejected"]) == ("replayed", 4, 0)
+
+        key = "feed:heartbeat:replayed"
+        stamp = await redis.hget(key, "replay_finished_ts")
+        assert stamp
+        # Later heartbeats still come (a live worker) and still carry the finish time.
+        before = await redis.hget(key, "updated_ts")
+        async with asyncio.timeout(20):
+            while await redis.hget(key, "updated_ts") == before:  # noqa: ASYNC110 - written by another process
+                await asyncio.sleep(0.1)
+        assert await redis.hget(key, "replay_finished_ts") == stamp
+        assert proc.returncode is None
+
+        assert (await asyncio.to_thread(_get, port, "/healthz"))[0] == 200
+        assert (await asyncio.to_thread(_get, port, "/readyz"))[0] == 200
+        _, exposition = await asyncio.to_thread(_get, port, "/metrics")
+        assert 'starkmatter_ingest_replay_finished_timestamp_seconds{feed="replayed"}' in (
+            exposition
+        )
+        rows = await db.fetch("SELECT price::text FROM market_ticks ORDER BY ts")
+        assert [r["price"] for r in rows] == [
+            "187.15000000",
+            "187.18000000",
+            "187.10000000",
+            "187.32000000",
+        ]
+        # Nothing was written twice: no batch collided with stored rows (no second pass).
+        assert "starkmatter_ingest_deduplicated_batches_total{" not in exposition
+
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            _, stderr = await proc.communicate()
+        assert proc.returncode == 0, stderr.decode()[-2000:]
+    finally:
+        await redis.aclose()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
