@@ -376,6 +376,15 @@ def _with_statement_stats(pg: embedded.EmbeddedPostgres) -> embedded.EmbeddedPos
     return pg.start()
 
 
+def _with_settings(pg: embedded.EmbeddedPostgres, settings: str) -> embedded.EmbeddedPostgres:
+    """Restart with extra server settings (BENCH_ORDERS_PGCONF="name=value;..."; to find
+    what the time depends on, e.g. synchronous_commit=off: never for reported figures)."""
+    pg.stop()
+    with (pg.pgdata / "postgresql.auto.conf").open("a") as conf:
+        conf.write("".join(f"{item.strip()}\n" for item in settings.split(";") if item.strip()))
+    return pg.start()
+
+
 async def _statement_stats(url: str, orders: int) -> None:
     conn = await asyncpg.connect(url)
     rows = await conn.fetch(
@@ -426,6 +435,8 @@ async def main() -> None:
         pg = embedded.EmbeddedPostgres(root / "pg").start()
         if os.environ.get("BENCH_ORDERS_PGSS"):
             pg = _with_statement_stats(pg)
+        if os.environ.get("BENCH_ORDERS_PGCONF"):
+            pg = _with_settings(pg, os.environ["BENCH_ORDERS_PGCONF"])
         rd = embedded.EmbeddedRedis(root / "redis", durable=False).start()
         procs: list[subprocess.Popen[bytes]] = []
         try:
@@ -534,7 +545,11 @@ async def main() -> None:
                 stop = asyncio.Event()
                 sampler = asyncio.create_task(_sample_waits(url, stop))
                 served_before = await _served(ports)
+                pg_before = await _postgres_cpu(url, groups["postgres"][0]) if diag else {}
+                cpu_before = _cpu_seconds(groups)
                 paced, paced_errors = await _paced(clients, users)
+                cpu_after = _cpu_seconds(groups)
+                pg_after = await _postgres_cpu(url, groups["postgres"][0]) if diag else {}
                 served = {k: v - served_before[k] for k, v in (await _served(ports)).items()}
                 stop.set()
                 waits = await sampler
@@ -546,6 +561,15 @@ async def main() -> None:
                         f" {1 - served['0.025'] / served['+Inf']:.2%}; over 10 ms inside the"
                         f" API {1 - served['0.01'] / served['+Inf']:.2%}"
                     )
+                    busy = {k: cpu_after[k] - cpu_before[k] for k in groups}
+                    busy |= {
+                        f"postgres: {k}": v - pg_before.get(k, 0.0)
+                        for k, v in pg_after.items()
+                        if v - pg_before.get(k, 0.0) > 0.01
+                    }
+                    print(f"  CPU seconds used during the {PACED_SECONDS} s at {PACED_RATE}/s:")
+                    for name, used in busy.items():
+                        print(f"  {used:7.2f} s  {name}")
                     print(f"  PostgreSQL waits at {PACED_RATE}/s (samples every 10 ms):")
                     for what, n in waits.most_common(12):
                         print(f"  {n:6d}  {what}")
