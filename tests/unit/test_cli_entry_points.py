@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from starkmatter import cli
+from starkmatter.core import settings
 from starkmatter_operator import config as operator_config
 from starkmatter_operator.builders import marketfeed, newssource, retentionpolicy
 
@@ -144,7 +145,7 @@ def _each_starts(manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatc
             if value is None:
                 value = _SECRET_STAND_INS.get(env["name"], "stand-in")
             monkeypatch.setenv(env["name"], value)
-        loaded = cli.load_settings(container["args"][0])
+        loaded = settings.for_command(container["args"][0])
         assert loaded.env == "prod", container["name"]
 
 
@@ -153,7 +154,7 @@ def test_each_command_names_its_database_and_redis_clients_unless_configured(
 ) -> None:
     monkeypatch.setenv("STARKMATTER_ENV", "dev")
     monkeypatch.delenv("STARKMATTER_SERVICE_NAME", raising=False)
-    assert cli.load_settings("orders").service_name == "orders"
-    assert cli.load_settings("gateway").service_name == "gateway"
+    assert settings.for_command("orders").service_name == "orders"
+    assert settings.for_command("gateway").service_name == "gateway"
     monkeypatch.setenv("STARKMATTER_SERVICE_NAME", "orders-blue")
-    assert cli.load_settings("orders").service_name == "orders-blue"
+    assert settings.for_command("orders").service_name == "orders-blue"

@@ -241,14 +241,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     return parser, handlers
 
 
-def load_settings(command: str) -> settings.Settings:
-    overrides: dict[str, object] = {"env": "dev"} if command == "dev" else {}
-    if settings.ENV_PREFIX + "SERVICE_NAME" not in os.environ:
-        # Who is connecting, as PostgreSQL and Redis list their clients: the command.
-        overrides["service_name"] = command
-    return settings.load(**overrides)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -259,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "role", None) is None and args.command == "users-add":
         args.role = ["trader"]
     try:
-        config = load_settings(args.command)
+        config = settings.for_command(args.command)
     except settings.SettingsError as exc:
         print(f"starkmatter: {exc}", file=sys.stderr)
         return 2

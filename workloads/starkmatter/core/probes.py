@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette import applications, requests, responses, routing
 
@@ -15,6 +16,24 @@ from starkmatter.core import metrics, serving
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
 """Returns a map of check name to "ok" or a reason; ready when every value is "ok"."""
+
+
+def storage_check(pool: Any, redis: Any) -> ReadinessCheck:
+    """Ready while PostgreSQL and Redis both answer (the check most workers need)."""
+
+    async def ready() -> dict[str, str]:
+        checks = {"postgres": "ok", "redis": "ok"}
+        try:
+            await pool.fetchval("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            checks["postgres"] = type(exc).__name__
+        try:
+            await redis.ping()
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            checks["redis"] = type(exc).__name__
+        return checks
+
+    return ready
 
 
 def build_app(ready: ReadinessCheck) -> applications.Starlette:

@@ -7,6 +7,7 @@ tests can construct their own :class:`Settings` and pass it explicitly.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -129,6 +130,15 @@ def load(**overrides: object) -> Settings:
             name = ENV_PREFIX + field.upper() if field else "configuration"
             problems.append(f"{name}: {err['msg']}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def for_command(command: str) -> Settings:
+    """Settings for one entry point: ``dev`` runs in dev mode, and each command names its
+    PostgreSQL and Redis clients after itself unless STARKMATTER_SERVICE_NAME is set."""
+    overrides: dict[str, object] = {"env": "dev"} if command == "dev" else {}
+    if ENV_PREFIX + "SERVICE_NAME" not in os.environ:
+        overrides["service_name"] = command
+    return load(**overrides)
 
 
 @functools.cache

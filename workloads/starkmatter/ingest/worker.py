@@ -239,22 +239,12 @@ async def run(config: settings.Settings, feed: str, *, spec_path: str | None = N
     redis = redis_client.create_redis(config)
     probe_task: asyncio.Task[None] | None = None
 
-    async def ready() -> dict[str, str]:
-        checks = {"postgres": "ok", "redis": "ok"}
-        try:
-            await pool.fetchval("SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
-            checks["postgres"] = type(exc).__name__
-        try:
-            await redis.ping()
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
-            checks["redis"] = type(exc).__name__
-        return checks
-
     try:
         if settings.ENV_PREFIX + "METRICS_PORT" in os.environ:
             probe_task = asyncio.create_task(
-                probes.serve(config.api_host, config.metrics_port, ready)
+                probes.serve(
+                    config.api_host, config.metrics_port, probes.storage_check(pool, redis)
+                )
             )
         async with pool.acquire() as conn:
             await migrating.apply(conn)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import sys
 
 import redis.asyncio as aioredis
@@ -46,20 +45,10 @@ async def run(
         broker = make_broker(oc, redis)
         worker = processing.Worker(pool, redis, oc, broker)
 
-        async def ready() -> dict[str, str]:
-            checks = {"postgres": "ok", "redis": "ok"}
-            try:
-                await pool.fetchval("SELECT 1")
-            except Exception as exc:  # noqa: BLE001 - reported, not raised
-                checks["postgres"] = type(exc).__name__
-            try:
-                await redis.ping()
-            except Exception as exc:  # noqa: BLE001 - reported, not raised
-                checks["redis"] = type(exc).__name__
-            return checks
-
         if probes_port is not None:
-            probe_task = asyncio.create_task(probes.serve(config.api_host, probes_port, ready))
+            probe_task = asyncio.create_task(
+                probes.serve(config.api_host, probes_port, probes.storage_check(pool, redis))
+            )
         try:
             await worker.run(asyncio.Event())
         finally:
@@ -75,9 +64,7 @@ async def run(
 
 def main() -> None:
     """``python -m starkmatter.orders.service``: the worker alone (used by crash tests)."""
-    config = settings.get_settings()
-    if settings.ENV_PREFIX + "SERVICE_NAME" not in os.environ:
-        config = config.model_copy(update={"service_name": "orders"})
+    config = settings.for_command("orders")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(config, probes_port=None))
     sys.exit(0)
