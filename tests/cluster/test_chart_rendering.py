@@ -121,6 +121,20 @@ def test_secrets_are_referenced_never_inlined_in_pod_specs():
                         assert "secretKeyRef" in env.get("valueFrom", {}), env
 
 
+def test_every_platform_process_listens_on_the_pod_address():
+    # Probes and Services reach a pod on its own address: a server bound to loopback
+    # (the one-machine default) would fail every probe.
+    served = set()
+    for obj in render(VALUES["full"]):
+        for pod in pod_specs(obj):
+            for c in pod["containers"]:
+                if c.get("args", [""])[0] in {"api", "orders", "alerts", "worker", "beat"}:
+                    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+                    assert env.get("STARKMATTER_API_HOST") == "0.0.0.0", c["name"]
+                    served.add(c["args"][0])
+    assert served == {"api", "orders", "alerts", "worker", "beat"}
+
+
 def test_operator_rbac_is_least_privilege():
     (role,) = [o for o in render([]) if o["kind"] == "ClusterRole"]
     for rule in role["rules"]:

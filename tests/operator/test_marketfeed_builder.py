@@ -306,3 +306,13 @@ def test_without_a_source_the_ingest_pod_has_only_its_scratch_and_config_volumes
     assert [v["name"] for v in pod["volumes"]] == ["tmp", "config"]
     assert [m["name"] for m in pod["containers"][0]["volumeMounts"]] == ["tmp", "config"]
     assert _feed_json(manifests) == {"name": "demo", **spec}
+
+
+def test_ingest_and_gateway_listen_on_the_pod_address_so_kubelet_probes_reach_them(cfg):
+    for d in by_kind(marketfeed.build(sample("MarketFeed"), cfg), "Deployment"):
+        (container,) = d["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["STARKMATTER_API_HOST"] == "0.0.0.0", d["metadata"]["name"]
+        assert container["livenessProbe"]["httpGet"]["port"] in {
+            p["name"] for p in container["ports"]
+        }

@@ -74,6 +74,9 @@ readinessProbe:
 {{- define "starkmatter.env" -}}
 - name: STARKMATTER_ENV
   value: prod
+{{- /* servers and probes listen on the pod's address, not only on its loopback */}}
+- name: STARKMATTER_API_HOST
+  value: 0.0.0.0
 - name: STARKMATTER_DATABASE_URL
   valueFrom:
     secretKeyRef:

@@ -196,7 +196,12 @@ def container(
         "image": cfg.image,
         "imagePullPolicy": cfg.image_pull_policy,
         "args": args,
-        "env": [{"name": "STARKMATTER_ENV", "value": "prod"}, *env],
+        # Servers and probes must listen on the pod's address (the default is loopback).
+        "env": [
+            {"name": "STARKMATTER_ENV", "value": "prod"},
+            {"name": "STARKMATTER_API_HOST", "value": "0.0.0.0"},  # noqa: S104
+            *env,
+        ],
         "resources": resources(resources_spec or {}),
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *(mounts or [])],  # noqa: S108

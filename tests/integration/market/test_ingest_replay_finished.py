@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 import pytest
 import redis.asyncio as aioredis
 
@@ -49,6 +50,7 @@ async def test_finished_replay_is_reported_and_the_worker_stays_up_serving_probe
         STARKMATTER_REDIS_URL=config.redis_url or "",
         STARKMATTER_DATA_DIR=str(tmp_path / "data"),
         STARKMATTER_METRICS_PORT=str(port),
+        STARKMATTER_API_HOST="0.0.0.0",  # as the operator's pod sets it
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "starkmatter.cli", "ingest", "--feed", "replayed", "--config",
@@ -78,6 +80,13 @@ async def test_finished_replay_is_reported_and_the_worker_stays_up_serving_probe
         assert await redis.hget(key, "replay_finished_ts") == stamp
         assert proc.returncode is None
 
+        # The probes listen on every address (a kubelet probes the pod's, not loopback).
+        listening = {
+            c.laddr.ip
+            for c in psutil.Process(proc.pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        }
+        assert listening == {"0.0.0.0"}
         assert (await asyncio.to_thread(_get, port, "/healthz"))[0] == 200
         assert (await asyncio.to_thread(_get, port, "/readyz"))[0] == 200
         _, exposition = await asyncio.to_thread(_get, port, "/metrics")

@@ -42,6 +42,8 @@ class Settings(pydantic_settings.BaseSettings):
     """Dev-mode state (embedded database files, generated keys); kept across runs."""
 
     api_host: str = "127.0.0.1"
+    """address every server of the process binds (API, gateway, probes); loopback by default
+    for one machine, 0.0.0.0 in pods (the chart and the operator set it)"""
     api_port: int = pydantic.Field(default=8000, ge=0, le=65535)
     gateway_port: int = pydantic.Field(default=8001, ge=0, le=65535)
     metrics_port: int = pydantic.Field(default=9100, ge=0, le=65535)
