@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -18,6 +19,8 @@ class FeedHeartbeat:
     ticks_per_second: float | None
     rejected_per_second: float | None
     updated: datetime.datetime | None
+    # When a finite source (a csv file) was fully stored; the worker then stays up idle.
+    replay_finished_time: str | None = None
 
 
 def _text(value: Any) -> str | None:
@@ -51,6 +54,20 @@ def iso(ts: datetime.datetime | None) -> str | None:
     return ts.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def parse(raw: Mapping[Any, Any]) -> FeedHeartbeat | None:
+    """A heartbeat hash as Redis returns it (bytes or text); None when it is empty."""
+    if not raw:
+        return None
+    data = {(_text(k) or ""): v for k, v in raw.items()}
+    return FeedHeartbeat(
+        last_tick_time=iso(_time(data.get("last_tick_ts"))),
+        ticks_per_second=_float(data.get("ticks_per_s")),
+        rejected_per_second=_float(data.get("rejected_per_s")),
+        updated=_time(data.get("updated_ts")),
+        replay_finished_time=iso(_time(data.get("replay_finished_ts"))),
+    )
+
+
 class Reader:
     """Heartbeat reads are best effort: Redis down must never fail a reconcile."""
 
@@ -63,15 +80,7 @@ class Reader:
         except (aioredis.RedisError, OSError) as e:
             log.warning("event=heartbeat.unreadable feed=%s error=%s", feed, type(e).__name__)
             return None
-        if not raw:
-            return None
-        data = {(_text(k) or ""): v for k, v in raw.items()}
-        return FeedHeartbeat(
-            last_tick_time=iso(_time(data.get("last_tick_ts"))),
-            ticks_per_second=_float(data.get("ticks_per_s")),
-            rejected_per_second=_float(data.get("rejected_per_s")),
-            updated=_time(data.get("updated_ts")),
-        )
+        return parse(raw)
 
     async def close(self) -> None:
         await self._client.aclose()

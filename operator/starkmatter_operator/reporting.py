@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from starkmatter_operator import conditions, reports, sources
+from starkmatter_operator import conditions, replays, reports, sources
 from starkmatter_operator.builders import alertrule, common
 from starkmatter_operator.state import Runtime, key_of
 
@@ -37,25 +37,21 @@ async def status_for(
     deployments = children(rt, manifests, "Deployment")
     health = conditions.deployment_health(deployments)
     extra: dict[str, Any] = {}
+    replay: dict[str, Any] | None = None  # a csv feed's ReplayFinished condition
     ready_message = ""
     old = dict(body.get("status") or {})
     if kind == "MarketFeed":
         extra["symbolCount"] = len(spec.get("symbols") or [])
         extra["replicas"] = health.desired
         extra["readyReplicas"] = health.ready
-        for field in ("lastTickTime", "ticksPerSecond", "rejectedPerSecond"):
-            if field in old:
-                extra[field] = old[field]
+        beat = None
         if rt.heartbeats is not None:
             beat = await rt.heartbeats.feed(common.name_of(body))
-            if beat is not None:
-                for field, value in (
-                    ("lastTickTime", beat.last_tick_time),
-                    ("ticksPerSecond", beat.ticks_per_second),
-                    ("rejectedPerSecond", beat.rejected_per_second),
-                ):
-                    if value is not None:
-                        extra[field] = value
+            if spec.get("provider") == "csv":
+                replay = replays.condition(
+                    common.name_of(body), beat, old.get("conditions"), generation
+                )
+        extra |= replays.status_fields(beat, old)
     elif kind in ("NewsSource", "RetentionPolicy"):
         cronjobs = children(rt, manifests, "CronJob")
         for cj in cronjobs:
@@ -94,6 +90,8 @@ async def status_for(
     new_conditions = conditions.compute(generation, health, problem, ready_message=ready_message)
     if source is not None:
         new_conditions.append(sources.condition(source, generation))
+    if replay is not None:
+        new_conditions.append(replay)
     return {
         "observedGeneration": generation,
         "conditions": conditions.merge(old.get("conditions"), new_conditions, conditions.now_iso()),
@@ -168,6 +166,14 @@ def announce(
         and (not was_ready or was_ready.get("status") != "True")
     ):
         rt.post_event(body, "Normal", "Ready", str(is_ready["message"]))
+    replay = conditions.find(new.get("conditions"), replays.REPLAY_FINISHED)
+    was_replay = conditions.find(old.get("conditions"), replays.REPLAY_FINISHED)
+    if (
+        replay is not None
+        and replay["status"] == "True"
+        and (was_replay is None or was_replay.get("status") != "True")
+    ):
+        rt.post_event(body, "Normal", str(replay["reason"]), str(replay["message"]))
     source = conditions.find(new.get("conditions"), sources.SOURCE_READY)
     was_source = conditions.find(old.get("conditions"), sources.SOURCE_READY)
     if source is None or (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import os
 import shlex
@@ -22,6 +23,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import redis
 import yaml
 
 from starkmatter_operator import testing
@@ -173,6 +175,10 @@ async def test_ingest_entry_point_replays_the_file_mounted_from_the_feeds_source
     request: pytest.FixtureRequest,
     source: str,
 ):
+    heartbeats = redis.Redis.from_url(str(redis_server.url))
+    request.addfinalizer(heartbeats.close)
+    # A stamp left by the other parametrization would make the status check below vacuous.
+    heartbeats.delete(f"feed:heartbeat:{FEED}")
     # The platform Secrets of the namespace point at the test's own servers.
     urls = {"starkmatter-database": database_url, "starkmatter-redis": str(redis_server.url)}
     cluster.kubectl(
@@ -250,3 +256,21 @@ async def test_ingest_entry_point_replays_the_file_mounted_from_the_feeds_source
         ("187.10000000", "50.00000000"), ("187.32000000", "300.00000000"),
     ]  # fmt: skip
     assert await db.fetchval("SELECT count(*) FROM market_rejections") == 0
+    # The operator reads the worker's heartbeat: the MarketFeed says the replay finished.
+    stamp = heartbeats.hget(f"feed:heartbeat:{FEED}", "replay_finished_ts")
+    assert stamp is not None
+    text = stamp.decode() if isinstance(stamp, bytes) else str(stamp)
+    finished = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    want = finished.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def reported() -> Any:
+        feed = _get(cluster, "mf", namespace, FEED)
+        status = (feed or {}).get("status", {})
+        replay = [c for c in status.get("conditions") or [] if c["type"] == "ReplayFinished"]
+        return status if replay and replay[0]["status"] == "True" else None
+
+    status = wait_for(reported, 30, "ReplayFinished=True in the feed's status")
+    assert status["replayFinishedTime"] == want
+    (replay,) = [c for c in status["conditions"] if c["type"] == "ReplayFinished"]
+    assert replay["reason"] == "ReplayFinished"
+    assert f"stored at {want}" in replay["message"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.cluster.conftest import OPERATOR_NS, OperatorProcess, platform_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "manifests" / "samples"
+CSV_FEED = Path(__file__).with_name("marketfeed-csv-backfill.yaml")
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -93,6 +95,72 @@ def test_feed_heartbeat_in_redis_shows_in_status(cluster, operator, namespace, h
         assert feed["status"]["rejectedPerSecond"] == 0.25
     finally:
         client.delete("feed:heartbeat:us-equities")
+        client.close()
+
+
+def test_csv_feed_status_says_when_its_replay_finished(
+    cluster, operator, namespace, heartbeat_redis_url
+):
+    """Hand-written heartbeats (the worker's own are in the replay-source test): a replay
+    in progress, then finished, with no new ticks: finished, not a feed that stopped."""
+    key = "feed:heartbeat:aapl-backfill"
+    client = redis.Redis.from_url(heartbeat_redis_url)
+    client.delete(key)
+    try:
+        cluster.kubectl("apply", "-n", namespace, "-f", str(CSV_FEED))
+        client.hset(
+            key,
+            mapping={
+                "last_tick_ts": "2026-12-03T06:00:00.25Z",
+                "ticks_per_s": "812.0",
+                "rejected_per_s": "0.0",
+                "updated_ts": "2026-12-03T06:00:01Z",
+            },
+        )
+
+        def replay(status: str) -> Any:
+            feed = get(cluster, "mf", namespace, "aapl-backfill")
+            return feed if condition(feed or {}, "ReplayFinished").get("status") == status else None
+
+        feed = wait_for(lambda: replay("False"), 60, "ReplayFinished=False while replaying")
+        assert condition(feed, "ReplayFinished")["reason"] == "Replaying"
+        assert "replayFinishedTime" not in feed["status"]
+        client.hset(
+            key,
+            mapping={
+                "ticks_per_s": "0.0",
+                "updated_ts": "2026-12-03T06:05:00Z",
+                "replay_finished_ts": "2026-12-03T06:00:02.731904Z",
+            },
+        )
+        feed = wait_for(lambda: replay("True"), 30, "ReplayFinished=True")
+        assert feed["status"]["replayFinishedTime"] == "2026-12-03T06:00:02Z"
+        assert feed["status"]["ticksPerSecond"] == 0
+        finished = condition(feed, "ReplayFinished")
+        assert finished["reason"] == "ReplayFinished"
+        assert "stored at 2026-12-03T06:00:02Z" in finished["message"]
+        # Finished and idle is healthy: no stale-tick complaint.
+        assert condition(feed, "Degraded")["status"] == "False"
+        table = cluster.kubectl("get", "mf", "aapl-backfill", "-n", namespace).stdout
+        assert "REPLAY FINISHED" in table.splitlines()[0]
+        described = cluster.kubectl("describe", "mf", "aapl-backfill", "-n", namespace).stdout
+        assert re.search(r"Replay Finished Time:\s+2026-12-03T06:00:02Z", described)
+        events = wait_for(
+            lambda: (
+                [
+                    e
+                    for e in cluster.get_json("events", "-n", namespace)["items"]
+                    if e["reason"] == "ReplayFinished"
+                    and e["involvedObject"]["name"] == "aapl-backfill"
+                ]
+                or None
+            ),
+            30,
+            "a ReplayFinished event",
+        )
+        assert events[0]["type"] == "Normal"
+    finally:
+        client.delete(key)
         client.close()
 
 
