@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -43,7 +44,13 @@ def create_app(config: settings.Settings, *, migrate: bool = True) -> fastapi.Fa
                 async with pool.acquire() as conn:
                     await migrating.apply(conn)
             app.state.resources = resources.build(config, pool, redis, keypair)
-            yield
+            following = asyncio.create_task(app.state.resources.open_sessions.follow(redis))
+            try:
+                yield
+            finally:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
         finally:
             await ai_routes.shutdown(app)
             await redis.aclose()

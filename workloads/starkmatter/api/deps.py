@@ -59,7 +59,11 @@ async def current_principal(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise errors.Unauthenticated()
     return await sessions.authenticate(
-        res.redis, credentials.credentials, res.keys.public_pem, res.token_config
+        res.redis,
+        credentials.credentials,
+        res.keys.public_pem,
+        res.token_config,
+        res.open_sessions,
     )
 
 

@@ -8,7 +8,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from starkmatter.core import settings
-from starkmatter.core.auth import accounts, keys, tokens
+from starkmatter.core.auth import accounts, keys, sessions, tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +19,8 @@ class Resources:
     keys: keys.KeyPair
     token_config: tokens.TokenConfig
     auth: accounts.AuthService
+    open_sessions: sessions.OpenSessions
+    """sessions checked recently; trusted while the lifespan's follower task runs"""
 
 
 def token_config(config: settings.Settings) -> tokens.TokenConfig:
@@ -43,11 +45,13 @@ def build(
         lockout_s=config.login_lockout_s,
         rate_per_minute=config.login_rate_per_minute,
     )
+    remembered = sessions.OpenSessions(config.session_cache_s)
     return Resources(
         config,
         pool,
         redis,
         keypair,
         tc,
-        accounts.AuthService(pool, redis, keypair, tc, policy),
+        accounts.AuthService(pool, redis, keypair, tc, policy, remembered),
+        remembered,
     )

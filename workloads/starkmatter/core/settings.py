@@ -64,6 +64,10 @@ class Settings(pydantic_settings.BaseSettings):
     refresh_token_ttl_s: int = pydantic.Field(default=7 * 86_400, ge=300)
     jwt_leeway_s: int = pydantic.Field(default=5, ge=0, le=60)
     """Tolerated clock difference between services when checking exp/nbf/iat."""
+    session_cache_s: float = pydantic.Field(default=1.0, ge=0, le=10)
+    """How long an API process trusts a session it found open without asking Redis again;
+    a logout reaches every process at once over pub/sub, this bounds what a lost message
+    or an expired key can leave behind. 0 asks Redis on every request."""
 
     registration_enabled: bool = True
     login_max_failures: int = pydantic.Field(default=5, ge=1)

@@ -37,6 +37,8 @@ class AuthService:
     keys: keys.KeyPair
     token_config: tokens.TokenConfig
     policy: LoginPolicy
+    open_sessions: sessions.OpenSessions | None = None
+    """this process's remembered sessions, forgotten here at once when one is closed"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +266,7 @@ async def refresh(service: AuthService, *, refresh_token: str, endpoint: str) ->
                 family_id=row["family_id"],
             )
     if reuse is not None:
-        await sessions.close(service.redis, str(row["family_id"]))
+        await sessions.close(service.redis, str(row["family_id"]), remembered=service.open_sessions)
         raise reuse
     await sessions.extend(service.redis, str(row["family_id"]), service.policy.refresh_ttl_s)
     return pair
@@ -281,4 +283,4 @@ async def logout(service: AuthService, principal: tokens.Principal, *, endpoint:
             entity_type="session",
             entity_id=principal.session_id,
         )
-    await sessions.close(service.redis, principal.session_id)
+    await sessions.close(service.redis, principal.session_id, remembered=service.open_sessions)
