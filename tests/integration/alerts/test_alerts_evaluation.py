@@ -78,6 +78,32 @@ async def test_ingestion_stopped_fires_once_and_resolves_when_ticks_return(
     await evaluator.aclose()
 
 
+async def test_ingestion_stopped_is_quiet_on_a_finished_replay_while_its_worker_is_alive(
+    pool: asyncpg.Pool, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    for feed in ("live", "backfill", "dead-backfill"):
+        _rule(tmp_path, f"{feed}-stalled", condition="DataIngestionStopped", feed=feed,
+              **{"for": "2m"})  # fmt: skip
+    evaluator = evaluating.Evaluator(pool, redis, rules_dir=tmp_path)
+    finished = {"replay_finished_ts": T0.isoformat()}
+    # Every feed's last tick was at T0; only the dead worker stopped sending heartbeats.
+    await _heartbeat(redis, "dead-backfill", T0, **finished)
+    fired = []
+    for minute in range(1, 11):
+        now = T0 + dt.timedelta(minutes=minute)
+        for feed, extra in (("live", {}), ("backfill", finished)):
+            await _heartbeat(redis, feed, T0, **extra, updated_ts=now.isoformat())
+        fired += [(e["rule"], e["state"]) for e in await evaluator.evaluate_once(now)]
+    await evaluator.aclose()
+    # The live feed's ticks stopped; the dead worker's heartbeat went stale; the finished
+    # replay's worker is alive and expects no ticks.
+    assert sorted(fired) == [("dead-backfill-stalled", "firing"), ("live-stalled", "firing")]
+    assert (
+        await pool.fetchval("SELECT state FROM alert_rule_state WHERE rule = 'backfill-stalled'")
+        == "ok"
+    )
+
+
 async def test_firing_state_survives_an_evaluator_restart_without_a_repeat(
     pool: asyncpg.Pool, redis: aioredis.Redis, tmp_path: Path
 ) -> None:

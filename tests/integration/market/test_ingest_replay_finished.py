@@ -34,39 +34,58 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return int(answer.status), answer.read().decode()
 
 
-async def test_finished_replay_is_reported_and_the_worker_stays_up_serving_probes(
-    config: settings.Settings, db: asyncpg.Connection[Any], tmp_path: Path
-) -> None:
+async def _start_ingest(
+    config: settings.Settings, tmp_path: Path, feed: str, *, speed: float = 0, port: int = 0
+) -> asyncio.subprocess.Process:
+    """``starkmatter ingest`` as its own process, replaying CSV (JSON logs on stderr)."""
     (tmp_path / "aapl.csv").write_text(CSV)
     spec = tmp_path / "feed.json"
-    spec.write_text(json.dumps({"provider": "csv", "symbols": ["AAPL"], "speed": 0,
+    spec.write_text(json.dumps({"provider": "csv", "symbols": ["AAPL"], "speed": speed,
                                 "referencePrices": {"AAPL": "185.64"},
                                 "path": str(tmp_path / "aapl.csv")}))  # fmt: skip
-    port = embedded.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}
     env.update(
         STARKMATTER_ENV="dev",
         STARKMATTER_DATABASE_URL=config.database_url or "",
         STARKMATTER_REDIS_URL=config.redis_url or "",
         STARKMATTER_DATA_DIR=str(tmp_path / "data"),
-        STARKMATTER_METRICS_PORT=str(port),
         STARKMATTER_API_HOST="0.0.0.0",  # as the operator's pod sets it
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "starkmatter.cli", "ingest", "--feed", "replayed", "--config",
+    if port:
+        env["STARKMATTER_METRICS_PORT"] = str(port)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starkmatter.cli", "ingest", "--feed", feed, "--config",
         str(spec), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    redis = aioredis.Redis.from_url(config.redis_url or "", decode_responses=True)
+
+
+async def _until_replay_finished(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    """The worker's ``ingest.replay_finished`` log line."""
     assert proc.stderr is not None
+    async with asyncio.timeout(45):
+        while True:
+            line = await proc.stderr.readline()
+            assert line, f"ingest exited ({await proc.wait()}) before finishing the replay"
+            with_event = json.loads(line) if line.startswith(b"{") else {}
+            if with_event.get("event") == "ingest.replay_finished":
+                return with_event
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        _, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+
+
+async def test_finished_replay_is_reported_and_the_worker_stays_up_serving_probes(
+    config: settings.Settings, db: asyncpg.Connection[Any], tmp_path: Path
+) -> None:
+    port = embedded.free_port()
+    proc = await _start_ingest(config, tmp_path, "replayed", port=port)
+    redis = aioredis.Redis.from_url(config.redis_url or "", decode_responses=True)
     try:
-        finished: dict[str, Any] = {}
-        async with asyncio.timeout(45):
-            while not finished:
-                line = await proc.stderr.readline()
-                assert line, f"ingest exited ({await proc.wait()}) before finishing the replay"
-                with_event = json.loads(line) if line.startswith(b"{") else {}
-                if with_event.get("event") == "ingest.replay_finished":
-                    finished = with_event
+        finished = await _until_replay_finished(proc)
         assert (finished["feed"], finished["accepted"], finished["rejected"]) == ("replayed", 4, 0)
 
         key = "feed:heartbeat:replayed"
@@ -103,10 +122,41 @@ async def test_finished_replay_is_reported_and_the_worker_stays_up_serving_probe
         # Nothing was written twice: no batch collided with stored rows (no second pass).
         assert "starkmatter_ingest_deduplicated_batches_total{" not in exposition
 
-        proc.send_signal(signal.SIGTERM)
+        await _stop(proc)
+    finally:
+        await redis.aclose()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_a_new_replay_clears_the_previous_runs_finish_time_until_it_finishes(
+    config: settings.Settings, db: asyncpg.Connection[Any], tmp_path: Path
+) -> None:
+    key = "feed:heartbeat:again"
+    stale = {"replay_finished_ts": "2026-12-01T06:00:02.731904Z",
+             "updated_ts": "2026-12-01T06:00:03.000000Z"}  # fmt: skip
+    redis = aioredis.Redis.from_url(config.redis_url or "", decode_responses=True)
+    await redis.hset(key, mapping=stale)  # type: ignore[arg-type]
+    # Paced: the file's trades span a minute, replayed 10x faster (about 6 s), so the
+    # worker's heartbeats (every second) come while the replay still runs.
+    proc = await _start_ingest(config, tmp_path, "again", speed=10)
+    try:
         async with asyncio.timeout(30):
-            _, stderr = await proc.communicate()
-        assert proc.returncode == 0, stderr.decode()[-2000:]
+            while await redis.hget(key, "updated_ts") == stale["updated_ts"]:  # noqa: ASYNC110 - written by another process
+                await asyncio.sleep(0.05)
+        running = await redis.hgetall(key)
+        assert "last_tick_ts" in running  # this run's ticks
+        assert "replay_finished_ts" not in running
+
+        finished = await _until_replay_finished(proc)
+        assert finished["accepted"] == 4
+        stamp, seen_running = await redis.hget(key, "replay_finished_ts"), running["updated_ts"]
+        assert isinstance(stamp, str) and isinstance(seen_running, str)
+        assert stamp > stale["replay_finished_ts"]
+        # The heartbeat seen above was sent before this run finished: mid-replay.
+        assert stamp > seen_running
+        await _stop(proc)
     finally:
         await redis.aclose()
         if proc.returncode is None:

@@ -59,6 +59,18 @@ def _decimal(raw: Any) -> decimal.Decimal | None:
         return None
 
 
+def _last_sign_of_ingestion(beat: dict[bytes, bytes]) -> dt.datetime | None:
+    """When the feed last showed it ingests as it should: its last tick; once a replay has
+    finished (``replay_finished_ts``, the worker idles and no tick is expected) the worker's
+    last heartbeat instead, so a finished backfill is quiet and a dead worker still fires."""
+    finished = _parse_ts(beat.get(b"replay_finished_ts"))
+    if finished is None:
+        return _parse_ts(beat.get(b"last_tick_ts"))
+    updated = _parse_ts(beat.get(b"updated_ts"))
+    # The finish is itself written by the live worker, maybe before its next heartbeat.
+    return finished if updated is None else max(finished, updated)
+
+
 def histogram_buckets(text: str, metric: str = LATENCY_METRIC) -> dict[float, float]:
     """Cumulative bucket counts of one histogram, summed over all its label sets."""
     buckets: dict[float, float] = {}
@@ -141,7 +153,7 @@ class Evaluator:
         except (redis.exceptions.RedisError, OSError):
             return None  # CacheFailure reports this; other rules cannot tell
         if rule.condition == "DataIngestionStopped":
-            last = _parse_ts(beat.get(b"last_tick_ts")) if beat else None
+            last = _last_sign_of_ingestion(beat) if beat else None
             if last is None:
                 return None
             return _D(int((now - last).total_seconds()))

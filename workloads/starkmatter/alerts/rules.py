@@ -104,7 +104,8 @@ class Observation:
 
 def observe(rule: AlertRule, value: decimal.Decimal | None) -> Observation:
     """Breach and clear for the rule's condition. For DataIngestionStopped the value is the
-    heartbeat's age in seconds (None: no heartbeat at all); for CacheFailure 1 = unreachable."""
+    age in seconds of the feed's last tick, or of its worker's last heartbeat once a replay
+    has finished (None: no heartbeat at all); for CacheFailure 1 = unreachable."""
     hold_s = decimal.Decimal(int(rule.hold.total_seconds()))
     if rule.condition == "DataIngestionStopped":
         if value is None:

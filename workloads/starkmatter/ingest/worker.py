@@ -163,6 +163,13 @@ async def run_feed(
         # rebuild those bars from them before the live stream adds to them. A finite source
         # (a file) is replayed from its start instead, so its bars come back whole anyway.
         await pipe.reseed(spec.symbols)
+    else:
+        # A new replay (a restarted pod, a new spec) reads the file from its start: the
+        # previous run's finish time would tell the operator and the alerts that this one
+        # is done. Cleared before any tick; a failure here stops the worker (restarted).
+        await redis.hdel(f"feed:heartbeat:{spec.name}", "replay_finished_ts")
+        with contextlib.suppress(KeyError):
+            metrics.REPLAY_FINISHED.remove(spec.name)
     consumer = asyncio.create_task(pipe.run(), name=f"ingest-{spec.name}")
     producer = asyncio.create_task(source.run(pipe.submit), name=f"provider-{spec.name}")
     log.info("ingest.started", feed=spec.name, provider=spec.provider, symbols=len(spec.symbols))
