@@ -386,15 +386,15 @@ class Worker:
             messages.append(
                 (f"orders:{after.user_id}", storage.order_message(after, after.status.value))
             )
-        # The order rows' audit rows, events and notifications now, outside the account
-        # locks; the chain head is held from here to commit, but placements never take it.
+        # The order rows' audit rows and events now, outside the account locks; the chain
+        # head is held from here to commit, but placements never take it. Their
+        # notifications go out in one outbox row with the portfolios' (one insert).
         await storage.audit_many(conn, audits)
         audits.clear()
         await triggers.append_many(conn, announce)
         announce = []
-        await self._queue_notifications(conn, messages)
-        messages = []
         if not ops.ops:
+            await self._queue_notifications(conn, messages)
             failpoint(self.config, "before_commit")
             return
         # Marks for every holding of these users, read before their accounts are locked; a
