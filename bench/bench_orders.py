@@ -276,9 +276,24 @@ async def _submit(
         raise RuntimeError(f"order refused: {status} {body!r}")
 
 
-async def _filled(conn: asyncpg.Connection, want: int) -> None:
+async def _filled(conn: asyncpg.Connection, want: int, stall_s: float = 30.0) -> None:
+    """Wait until ``want`` orders are Filled; fail with the orders' states if none is filled
+    for ``stall_s`` (an order that cannot fill would otherwise hang the benchmark)."""
     sql = "SELECT count(*) FROM trading_orders WHERE status = 'Filled'"
-    while await conn.fetchval(sql) < want:  # noqa: ASYNC110 - polling the database is the point
+    seen, since = -1, time.monotonic()
+    while (done := await conn.fetchval(sql)) < want:
+        if done != seen:
+            seen, since = done, time.monotonic()
+        elif time.monotonic() - since > stall_s:
+            states = await conn.fetch(
+                "SELECT status, reject_code, count(*) AS n FROM trading_orders"
+                " WHERE status <> 'Filled' GROUP BY 1, 2 ORDER BY 3 DESC"
+            )
+            outbox = await conn.fetchval("SELECT count(*) FROM trading_outbox")
+            raise RuntimeError(
+                f"{done} of {want} orders Filled, none for {stall_s:.0f} s; others:"
+                f" {[tuple(r) for r in states]}; outbox rows: {outbox}"
+            )
         await asyncio.sleep(0.02)
 
 
