@@ -58,13 +58,15 @@ class CsvReplay(base.Provider):
                     fields["ts"] = int(ts)
                 if isinstance(fields.get("seq"), str) and fields["seq"].isdigit():
                     fields["seq"] = int(fields["seq"])
-                batch.append(base.Incoming(fields, line, "", now, origin))
                 if self.speed > 0:
                     first_ts, wait = self._pace(fields.get("ts"), first_ts, started)
                     if wait > 0:
+                        # What is due goes out now; this row waits for its own time.
                         await self._emit(sink, batch)
                         batch = []
                         await asyncio.sleep(wait)
+                        now = time.time_ns()
+                batch.append(base.Incoming(fields, line, "", now, origin))
                 if len(batch) >= self.chunk:
                     await self._emit(sink, batch)
                     batch = []
