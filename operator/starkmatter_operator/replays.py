@@ -22,7 +22,9 @@ REPLAYING = "Replaying"
 NO_HEARTBEAT = "NoHeartbeat"
 
 # Status fields that come from the heartbeat; each keeps its last known value when the
-# heartbeat lacks it or cannot be read (Redis down must not blank the status).
+# heartbeat cannot be read (Redis down must not blank the status) or lacks it, except
+# replayFinishedTime: a heartbeat without it is a replay running again (the worker deletes
+# it when a replay starts), so the old finish time is removed (null in the merge patch).
 FIELDS = ("lastTickTime", "ticksPerSecond", "rejectedPerSecond", "replayFinishedTime")
 
 
@@ -39,6 +41,8 @@ def status_fields(beat: heartbeat.FeedHeartbeat | None, old: Mapping[str, Any]) 
     ):
         if value is not None:
             out[field] = value
+    if beat.replay_finished_time is None and "replayFinishedTime" in out:
+        out["replayFinishedTime"] = None
     return out
 
 

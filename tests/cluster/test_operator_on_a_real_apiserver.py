@@ -159,6 +159,12 @@ def test_csv_feed_status_says_when_its_replay_finished(
             "a ReplayFinished event",
         )
         assert events[0]["type"] == "Normal"
+        # A new replay (the worker deletes the stamp when it starts): the old finish time
+        # leaves the status.
+        client.hdel(key, "replay_finished_ts")
+        client.hset(key, "ticks_per_s", "640.0")
+        feed = wait_for(lambda: replay("False"), 30, "ReplayFinished=False on a new replay")
+        assert "replayFinishedTime" not in feed["status"]
     finally:
         client.delete(key)
         client.close()

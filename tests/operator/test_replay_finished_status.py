@@ -79,13 +79,25 @@ def test_an_unreadable_heartbeat_keeps_what_was_known():
 
 
 def test_a_heartbeat_field_that_is_missing_keeps_its_last_value():
-    old_status = {"lastTickTime": "2026-12-03T05:59:00Z", "replayFinishedTime": "x"}
-    fields = replays.status_fields(beat({b"ticks_per_s": b"1.5"}), old_status)
+    old_status = {"lastTickTime": "2026-12-03T05:59:00Z", "ticksPerSecond": 2.0}
+    fields = replays.status_fields(beat({b"rejected_per_s": b"0.5"}), old_status)
     assert fields == {
         "lastTickTime": "2026-12-03T05:59:00Z",
-        "replayFinishedTime": "x",
-        "ticksPerSecond": 1.5,
+        "ticksPerSecond": 2.0,
+        "rejectedPerSecond": 0.5,
     }
+
+
+def test_a_replay_running_again_removes_the_previous_finish_time():
+    old_status = {"lastTickTime": "2026-12-03T05:59:00Z", "replayFinishedTime": "x"}
+    fields = replays.status_fields(beat({b"ticks_per_s": b"1.5"}), old_status)
+    # null in the status merge patch deletes the field
+    assert fields["replayFinishedTime"] is None
+    assert fields["lastTickTime"] == "2026-12-03T05:59:00Z"
+    # An unreadable heartbeat still keeps it.
+    assert replays.status_fields(None, old_status)["replayFinishedTime"] == "x"
+    # Nothing to remove: the field stays absent (no status write for nothing).
+    assert "replayFinishedTime" not in replays.status_fields(beat({b"ticks_per_s": b"1"}), {})
 
 
 def test_text_and_offset_timestamps_parse_like_the_workers_bytes():
