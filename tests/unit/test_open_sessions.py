@@ -9,7 +9,7 @@ from starkmatter.core.auth import sessions
 
 def _following(ttl_s: float) -> sessions.OpenSessions:
     remembered = sessions.OpenSessions(ttl_s)
-    remembered._following = True  # as once follow() has its subscription confirmed
+    remembered.on_message({"type": "subscribe", "channel": b"sessions:revoked", "data": 1})
     return remembered
 
 
@@ -45,12 +45,38 @@ def test_an_answer_read_before_a_revocation_is_not_remembered():
     assert remembered.owner("s1") is None
 
 
-def test_losing_the_subscription_forgets_everything():
+def test_a_revocation_message_forgets_every_session_it_names():
+    remembered = _following(30.0)
+    for sid in ("s1", "s2", "s3"):
+        remembered.remember(sid, "u", remembered.generation())
+    remembered.on_message({"type": "message", "channel": b"sessions:revoked", "data": b"s1 s3"})
+    assert [remembered.owner(s) for s in ("s1", "s2", "s3")] == [None, "u", None]
+
+
+def test_a_health_check_pong_keeps_what_is_remembered():
     remembered = _following(30.0)
     remembered.remember("s1", "u1", remembered.generation())
-    remembered._stop_trusting()
-    remembered._following = True
+    remembered.on_message({"type": "pong", "channel": None, "data": b"redis-py-health-check"})
+    assert remembered.owner("s1") == "u1"
+
+
+def test_a_new_subscription_confirmation_forgets_everything():
+    # The client reconnected on its own: revocations sent meanwhile were not heard.
+    remembered = _following(30.0)
+    remembered.remember("s1", "u1", remembered.generation())
+    remembered.on_message({"type": "subscribe", "channel": b"sessions:revoked", "data": 1})
     assert remembered.owner("s1") is None
+    remembered.remember("s1", "u1", remembered.generation())
+    assert remembered.owner("s1") == "u1"
+
+
+def test_unsubscribed_nothing_is_trusted():
+    remembered = _following(30.0)
+    remembered.remember("s1", "u1", remembered.generation())
+    remembered.on_message({"type": "unsubscribe", "channel": b"sessions:revoked", "data": 0})
+    remembered.remember("s2", "u2", remembered.generation())
+    assert remembered.owner("s1") is None
+    assert remembered.owner("s2") is None
 
 
 def test_a_zero_bound_never_remembers():

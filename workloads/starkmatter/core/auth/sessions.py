@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -87,6 +88,20 @@ class OpenSessions:
         self._generation += 1
         self._open.clear()
 
+    def on_message(self, message: dict[str, Any]) -> None:
+        """One message of the revocations subscription."""
+        kind = message["type"]
+        if kind == "message":
+            self.forget(*_text(message["data"]).split())
+        elif kind == "subscribe":
+            # Confirmed: at first, or again after the client reconnected on its own, when
+            # revocations may have been missed meanwhile.
+            self._stop_trusting()
+            self._following = True
+        elif kind == "unsubscribe":
+            self._stop_trusting()
+        # Anything else (the health check's pong) says nothing about sessions.
+
     async def follow(self, redis: aioredis.Redis, *, retry_s: float = 1.0) -> None:
         """Listen for revocations until cancelled; remembered sessions are trusted only
         while subscribed."""
@@ -95,15 +110,7 @@ class OpenSessions:
                 async with redis.pubsub() as pubsub:
                     await pubsub.subscribe(REVOKED_CHANNEL)
                     async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self.forget(*_text(message["data"]).split())
-                        elif message["type"] == "subscribe":
-                            # Confirmed: at first, or again after the client reconnected
-                            # on its own, when revocations may have been missed meanwhile.
-                            self._stop_trusting()
-                            self._following = True
-                        else:
-                            self._stop_trusting()
+                        self.on_message(message)
             except (aioredis.RedisError, OSError) as exc:
                 _log.warning("auth.revocations_unfollowed", error=repr(exc))
             finally:
