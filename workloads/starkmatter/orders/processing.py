@@ -303,8 +303,9 @@ class Worker:
         """Write the batch's changes, with their audit rows, seed events (``announce``, and
         a PortfolioChange per changed portfolio) and notifications.
 
-        Everything about the orders is written first; the accounts are locked last, for
-        the ledger alone: placements of these users queue on those locks until commit."""
+        Everything is written first; the accounts are locked last, for the ledger write
+        alone (:func:`ledgers.write`): placements of these users queue on those locks until
+        commit, so they are held as briefly as possible."""
         changed = [w for w in work if w.changed]
         # Order rows (locked by the caller) are written first and accounts locked last,
         # for the short ledger write before commit: placements queue on the account lock,
@@ -386,53 +387,43 @@ class Worker:
             messages.append(
                 (f"orders:{after.user_id}", storage.order_message(after, after.status.value))
             )
-        # The order rows' audit rows and events now, outside the account locks; the chain
-        # head is held from here to commit, but placements never take it. Their
-        # notifications go out in one outbox row with the portfolios' (one insert).
-        await storage.audit_many(conn, audits)
-        audits.clear()
-        await triggers.append_many(conn, announce)
-        announce = []
-        if not ops.ops:
-            await self._queue_notifications(conn, messages)
-            failpoint(self.config, "before_commit")
-            return
-        # Marks for every holding of these users, read before their accounts are locked; a
-        # position opened meanwhile by another batch keeps its stored mark this once.
-        users = sorted(ops.users())
-        held = await conn.fetch(
-            "SELECT DISTINCT symbol FROM trading_positions WHERE user_id = ANY($1::uuid[])", users
-        )
-        symbols = {r["symbol"] for r in held} | ops.symbols()
-        marks = ledgers.marks_from_quotes(await self._quotes(sorted(symbols)))
-        book = await ledgers.load(conn, users)
-        ops.apply_to(book)
-        snapshots = await ledgers.save(conn, book, marks, now)
-        # PortfolioChange follows fills (not freed reservations), keyed by the user's
-        # first execution in this batch: unique per change. A batch redone after a
-        # crash was never committed, so neither were its events.
-        filled: dict[uuid.UUID, uuid.UUID] = {}
-        for ex in executions:
-            filled.setdefault(ex[2], ex[0])
-        for user, snap in snapshots.items():
-            view = {k: (str(v) if v is not None else None) for k, v in snap.items()}
-            audits.append(
-                storage.AuditRow(
-                    ACTOR, "portfolio.changed", "executions", "portfolio", str(user), after=view
-                )
-            )
-            messages.append((f"portfolio:{user}", {"event": "portfolio", "snapshot": view}))
-            if user in filled:
-                announce.append(
-                    triggers.Event(
-                        "PortfolioChange",
-                        str(filled[user]),
-                        {"user_id": str(user), "reason": "executions", "snapshot": view},
+        if ops.ops:
+            book = await ledgers.load(conn, sorted(ops.users()))
+            # Marks for every holding of these users, and for what this batch traded.
+            symbols = {symbol for _, symbol in book.holdings} | ops.symbols()
+            marks = ledgers.marks_from_quotes(await self._quotes(sorted(symbols)))
+            ops.apply_to(book)
+            snapshots = await ledgers.record(conn, book, marks, now)
+            # PortfolioChange follows fills (not freed reservations), keyed by the user's
+            # first execution in this batch: unique per change. A batch redone after a
+            # crash was never committed, so neither were its events.
+            filled: dict[uuid.UUID, uuid.UUID] = {}
+            for ex in executions:
+                filled.setdefault(ex[2], ex[0])
+            for user, snap in snapshots.items():
+                view = {k: (str(v) if v is not None else None) for k, v in snap.items()}
+                audits.append(
+                    storage.AuditRow(
+                        ACTOR, "portfolio.changed", "executions", "portfolio", str(user), after=view
                     )
                 )
+                messages.append((f"portfolio:{user}", {"event": "portfolio", "snapshot": view}))
+                if user in filled:
+                    announce.append(
+                        triggers.Event(
+                            "PortfolioChange",
+                            str(filled[user]),
+                            {"user_id": str(user), "reason": "executions", "snapshot": view},
+                        )
+                    )
+        # Audit rows (the chain head is held from here to commit; placements never take
+        # it), seed events and notifications, each in one statement for the whole batch.
         await storage.audit_many(conn, audits)
         await triggers.append_many(conn, announce)
         await self._queue_notifications(conn, messages)
+        if ops.ops:
+            # Last: the accounts are locked from here to commit, only for this write.
+            await ledgers.write(conn, book, now)
         failpoint(self.config, "before_commit")
 
     async def _quotes(self, symbols: Sequence[str]) -> dict[str, bytes | str | None]:
@@ -494,7 +485,10 @@ class Worker:
         except Exception as one:  # noqa: BLE001 - recorded on the event
             # An unreachable broker or Redis is retried for ever with backoff; only an
             # event that fails on its own is parked after max_attempts.
-            transient = isinstance(one, OSError | httpx.HTTPError | aioredis.RedisError)
+            # A ledger conflict (another writer changed the account meanwhile) is redone too.
+            transient = isinstance(
+                one, OSError | httpx.HTTPError | aioredis.RedisError | ledgers.LedgerConflict
+            )
             await conn.execute(
                 """UPDATE trading_outbox SET attempts = attempts + 1,
                        last_error = $2, parked = NOT $4 AND attempts + 1 >= $3,
@@ -611,7 +605,12 @@ class Worker:
                 if loop.time() >= next_match:
                     await self.match_once()
                     next_match = loop.time() + match_every
-            except (OSError, asyncpg.PostgresError, aioredis.RedisError) as exc:
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                aioredis.RedisError,
+                ledgers.LedgerConflict,  # re-matching raced another ledger writer: next round
+            ) as exc:
                 _log.error("orders.worker_error", error=repr(exc))
                 handled = 0
                 await asyncio.sleep(match_every)

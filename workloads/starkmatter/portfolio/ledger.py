@@ -1,9 +1,18 @@
-"""Accounts and positions loaded under lock, changed in memory, written back, snapshotted.
+"""Accounts and positions read, changed in memory, snapshotted, written back.
 
-The order worker calls this inside its transaction: ``load`` locks the accounts (ids
-ascending) and all their positions, ``execute`` applies executions with the pure
-:mod:`positions` rules, ``save`` writes accounts, positions, a valuation snapshot with
-metrics per user and the day's closing value, all in the caller's transaction.
+The order worker and the marking job call this inside their transaction: ``load`` reads
+the accounts and all their positions without locking them, ``execute`` and ``release``
+apply executions and freed reservations with the pure :mod:`positions` rules, ``record``
+stores a valuation snapshot with metrics per user and the day's closing value, and
+``write`` — last, just before commit — locks the accounts (ids ascending, as every writer
+does) and their positions and writes them back.
+
+So the accounts are locked only for that last write and the commit, not while the batch
+is recorded: an order placement for the same account (which takes the account lock) waits
+that much less. What ``load`` read is checked by ``write``: the cash and each position's
+quantity, average cost and realized P&L must still be what was read (only ledger writers
+change them), else :class:`LedgerConflict` and the caller's transaction is redone. The
+reservation counters, which placement changes meanwhile, are written as differences.
 """
 
 from __future__ import annotations
@@ -56,6 +65,10 @@ async def ensure_account(
     )
 
 
+class LedgerConflict(Exception):
+    """An account or position changed between ``load`` and ``write``: redo the transaction."""
+
+
 @dataclasses.dataclass
 class Account:
     cash: Decimal
@@ -63,6 +76,10 @@ class Account:
     starting_cash: Decimal
     open_orders: int
     changed: bool = False
+    read_cash: Decimal | None = None
+    """the cash as loaded; ``write`` applies only if it is still that"""
+    released_cash: Decimal = ZERO
+    closed_orders: int = 0
 
 
 @dataclasses.dataclass
@@ -71,6 +88,9 @@ class Holding:
     reserved_quantity: Decimal
     mark: Decimal | None
     changed: bool = False
+    read: Position | None = None
+    """the position as loaded (None: no row yet); ``write`` applies only if it is still that"""
+    released_quantity: Decimal = ZERO
 
 
 @dataclasses.dataclass
@@ -112,11 +132,14 @@ class Ledger:
         """Free part of an order's reservation; ``closes_order`` when the order ended."""
         account = self.accounts[user_id]
         account.reserved_cash -= cash
+        account.released_cash += cash
         account.open_orders -= 1 if closes_order else 0
+        account.closed_orders += 1 if closes_order else 0
         account.changed = True
         if quantity:
             held = self.holding(user_id, symbol)
             held.reserved_quantity -= quantity
+            held.released_quantity += quantity
             held.changed = True
 
     def changed_users(self) -> list[uuid.UUID]:
@@ -124,29 +147,28 @@ class Ledger:
 
 
 async def load(conn: Any, user_ids: Iterable[uuid.UUID]) -> Ledger:
+    """The accounts and all positions of these users, read without locks (see ``write``)."""
     users = sorted(set(user_ids))
     rows = await conn.fetch(
         "SELECT user_id, cash, reserved_cash, starting_cash, open_orders FROM trading_accounts"
-        " WHERE user_id = ANY($1::uuid[]) ORDER BY user_id FOR UPDATE",
+        " WHERE user_id = ANY($1::uuid[])",
         users,
     )
     accounts = {
-        r["user_id"]: Account(r["cash"], r["reserved_cash"], r["starting_cash"], r["open_orders"])
-        for r in rows
-    }
-    rows = await conn.fetch(
-        "SELECT * FROM trading_positions WHERE user_id = ANY($1::uuid[])"
-        " ORDER BY user_id, symbol FOR UPDATE",
-        users,
-    )
-    holdings = {
-        (r["user_id"], r["symbol"]): Holding(
-            Position(r["quantity"], r["avg_cost"], r["realized_pnl"]),
-            r["reserved_quantity"],
-            r["mark_price"],
+        r["user_id"]: Account(
+            r["cash"], r["reserved_cash"], r["starting_cash"], r["open_orders"], read_cash=r["cash"]
         )
         for r in rows
     }
+    rows = await conn.fetch(
+        "SELECT * FROM trading_positions WHERE user_id = ANY($1::uuid[])", users
+    )
+    holdings = {}
+    for r in rows:
+        position = Position(r["quantity"], r["avg_cost"], r["realized_pnl"])
+        holdings[(r["user_id"], r["symbol"])] = Holding(
+            position, r["reserved_quantity"], r["mark_price"], read=position
+        )
     return Ledger(accounts, holdings)
 
 
@@ -171,60 +193,30 @@ def marks_from_quotes(quotes: Mapping[str, str | bytes | None]) -> dict[str, Dec
     return out
 
 
-async def save(
+def _changed_holdings(ledger: Ledger) -> list[tuple[tuple[uuid.UUID, str], Holding]]:
+    """Every holding of a changed account (marks move on all of them), in key order."""
+    return [
+        (key, held)
+        for key, held in sorted(ledger.holdings.items())
+        if key[0] in ledger.accounts and ledger.accounts[key[0]].changed
+    ]
+
+
+async def record(
     conn: Any, ledger: Ledger, marks: Mapping[str, Decimal], now: dt.datetime
 ) -> dict[uuid.UUID, dict[str, Any]]:
-    """Write what changed and snapshot each changed account; returns the snapshots."""
+    """Value each changed account at ``marks`` and store the snapshot and the day's close;
+    returns the snapshots. Takes no account lock (``write`` does, after)."""
     users = ledger.changed_users()
     if not users:
         return {}
-    # Each write is one statement over arrays, not one per row: these rows' accounts are
-    # locked until commit, and placements for them wait that long.
-    await conn.execute(
-        """UPDATE trading_accounts a SET cash = x.cash, reserved_cash = x.reserved_cash,
-               open_orders = x.open_orders, updated_at = $5
-           FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::integer[])
-                AS x (user_id, cash, reserved_cash, open_orders)
-           WHERE a.user_id = x.user_id""",
-        users,
-        [ledger.accounts[u].cash for u in users],
-        [ledger.accounts[u].reserved_cash for u in users],
-        [ledger.accounts[u].open_orders for u in users],
-        now,
-    )
     by_user: dict[uuid.UUID, dict[str, Position]] = defaultdict(dict)
     user_marks: dict[uuid.UUID, dict[str, Decimal]] = defaultdict(dict)
-    writes = []
-    for (user, symbol), held in sorted(ledger.holdings.items()):
-        if user in ledger.accounts and ledger.accounts[user].changed:
-            held.mark = marks.get(symbol, held.mark)
-            by_user[user][symbol] = held.position
-            if held.mark is not None:
-                user_marks[user][symbol] = held.mark
-            p = held.position
-            writes.append(
-                (
-                    user,
-                    symbol,
-                    p.quantity,
-                    held.reserved_quantity,
-                    p.avg_cost,
-                    p.realized_pnl,
-                    held.mark,
-                    now,
-                )
-            )
-    await conn.execute(
-        """INSERT INTO trading_positions (user_id, symbol, quantity, reserved_quantity, avg_cost,
-               realized_pnl, mark_price, updated_at)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::numeric[], $4::numeric[],
-                                $5::numeric[], $6::numeric[], $7::numeric[], $8::timestamptz[])
-           ON CONFLICT (user_id, symbol) DO UPDATE SET quantity = EXCLUDED.quantity,
-               reserved_quantity = EXCLUDED.reserved_quantity, avg_cost = EXCLUDED.avg_cost,
-               realized_pnl = EXCLUDED.realized_pnl, mark_price = EXCLUDED.mark_price,
-               updated_at = EXCLUDED.updated_at""",
-        *_columns(writes, 8),
-    )
+    for (user, symbol), held in _changed_holdings(ledger):
+        held.mark = marks.get(symbol, held.mark)
+        by_user[user][symbol] = held.position
+        if held.mark is not None:
+            user_marks[user][symbol] = held.mark
     today = now.date()
     history: dict[uuid.UUID, list[Decimal]] = defaultdict(list)
     for r in await conn.fetch(
@@ -275,3 +267,80 @@ async def save(
         today,
     )
     return snapshots
+
+
+async def write(conn: Any, ledger: Ledger, now: dt.datetime) -> None:
+    """Lock the changed accounts (ids ascending) and write them and their positions back;
+    :class:`LedgerConflict` if any changed since ``load``. Call it last before commit: the
+    locks are held from here to the end of the transaction."""
+    users = ledger.changed_users()
+    if not users:
+        return
+    await conn.execute(
+        "SELECT 1 FROM trading_accounts WHERE user_id = ANY($1::uuid[]) ORDER BY user_id"
+        " FOR UPDATE",
+        users,
+    )
+    accounts = [ledger.accounts[u] for u in users]
+    written = await conn.execute(
+        """UPDATE trading_accounts a SET cash = x.cash,
+               reserved_cash = a.reserved_cash - x.released_cash,
+               open_orders = a.open_orders - x.closed_orders, updated_at = $6
+           FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::integer[], $5::numeric[])
+                AS x (user_id, cash, released_cash, closed_orders, read_cash)
+           WHERE a.user_id = x.user_id AND a.cash = x.read_cash""",
+        users,
+        [a.cash for a in accounts],
+        [a.released_cash for a in accounts],
+        [a.closed_orders for a in accounts],
+        [a.read_cash for a in accounts],
+        now,
+    )
+    if written != f"UPDATE {len(users)}":
+        raise LedgerConflict(f"accounts changed since read: {written} of {len(users)}")
+    updates: list[tuple[Any, ...]] = []
+    inserts: list[tuple[Any, ...]] = []
+    for (user, symbol), h in _changed_holdings(ledger):
+        p = h.position
+        if h.read is None:
+            inserts.append(
+                (user, symbol, p.quantity, -h.released_quantity, p.avg_cost, p.realized_pnl,
+                 h.mark, now)
+            )  # fmt: skip
+        else:
+            updates.append(
+                (user, symbol, p.quantity, p.avg_cost, p.realized_pnl, h.released_quantity,
+                 h.mark, h.read.quantity, h.read.avg_cost, h.read.realized_pnl)
+            )  # fmt: skip
+    if updates:
+        written = await conn.execute(
+            """UPDATE trading_positions p SET quantity = x.quantity, avg_cost = x.avg_cost,
+                   realized_pnl = x.realized_pnl,
+                   reserved_quantity = p.reserved_quantity - x.released_quantity,
+                   mark_price = x.mark_price, updated_at = $11
+               FROM unnest($1::uuid[], $2::text[], $3::numeric[], $4::numeric[],
+                           $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[],
+                           $9::numeric[], $10::numeric[])
+                    AS x (user_id, symbol, quantity, avg_cost, realized_pnl,
+                          released_quantity, mark_price, read_quantity, read_avg_cost,
+                          read_realized_pnl)
+               WHERE p.user_id = x.user_id AND p.symbol = x.symbol
+                 AND p.quantity = x.read_quantity AND p.avg_cost = x.read_avg_cost
+                 AND p.realized_pnl = x.read_realized_pnl""",
+            *_columns(updates, 10),
+            now,
+        )
+        if written != f"UPDATE {len(updates)}":
+            raise LedgerConflict(f"positions changed since read: {written} of {len(updates)}")
+    if inserts:
+        written = await conn.execute(
+            """INSERT INTO trading_positions (user_id, symbol, quantity, reserved_quantity,
+                   avg_cost, realized_pnl, mark_price, updated_at)
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::numeric[], $4::numeric[],
+                                    $5::numeric[], $6::numeric[], $7::numeric[],
+                                    $8::timestamptz[])
+               ON CONFLICT (user_id, symbol) DO NOTHING""",
+            *_columns(inserts, 8),
+        )
+        if written != f"INSERT 0 {len(inserts)}":
+            raise LedgerConflict(f"positions opened since read: {written} of {len(inserts)}")

@@ -21,6 +21,8 @@ from starkmatter.portfolio import ledger
 
 BATCH_USERS = 200
 """Accounts locked per transaction: small enough not to hold up order workers."""
+MAX_ATTEMPTS = 5
+"""times a batch is valued again when fills change its accounts while it is being marked"""
 
 
 async def revalue(
@@ -43,11 +45,22 @@ async def revalue(
     users = sorted({r["user_id"] for r in holders})
     snapshots: dict[uuid.UUID, dict[str, Any]] = {}
     for start in range(0, len(users), BATCH_USERS):
-        async with pool.acquire() as conn, conn.transaction():
-            book = await ledger.load(conn, users[start : start + BATCH_USERS])
-            for account in book.accounts.values():
-                account.changed = True
-            snapshots.update(await ledger.save(conn, book, marks, now))
+        batch = users[start : start + BATCH_USERS]
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    book = await ledger.load(conn, batch)
+                    for account in book.accounts.values():
+                        account.changed = True
+                    marked = await ledger.record(conn, book, marks, now)
+                    await ledger.write(conn, book, now)
+            except ledger.LedgerConflict:
+                # An order's fill changed one of these accounts meanwhile: value them again.
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise
+                continue
+            snapshots.update(marked)
+            break
     async with redis.pipeline(transaction=False) as pipe:
         for uid, snap in snapshots.items():
             view = {k: (str(v) if v is not None else None) for k, v in snap.items()}
