@@ -532,7 +532,7 @@ class Worker:
                 invalidate.extend(payload["invalidate"])
             else:
                 raise ValueError(f"unknown outbox topic {row['topic']!r}")
-        # Handled rows go in this same (sub)transaction: first, as nothing waits on them.
+        # Handled rows go in the batch's transaction: first, as nothing waits on them.
         await conn.execute(
             "DELETE FROM trading_outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
         )
