@@ -5,11 +5,13 @@ and replay the file again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,12 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return int(answer.status), answer.read().decode()
 
 
-async def _start_ingest(
+@contextlib.asynccontextmanager
+async def _ingest(
     config: settings.Settings, tmp_path: Path, feed: str, *, speed: float = 0, port: int = 0
-) -> asyncio.subprocess.Process:
-    """``starkmatter ingest`` as its own process, replaying CSV (JSON logs on stderr)."""
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``starkmatter ingest`` as its own process, replaying CSV (JSON logs on stderr); killed
+    on the way out if the test did not stop it."""
     (tmp_path / "aapl.csv").write_text(CSV)
     spec = tmp_path / "feed.json"
     spec.write_text(json.dumps({"provider": "csv", "symbols": ["AAPL"], "speed": speed,
@@ -53,10 +57,16 @@ async def _start_ingest(
     )
     if port:
         env["STARKMATTER_METRICS_PORT"] = str(port)
-    return await asyncio.create_subprocess_exec(
+    proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "starkmatter.cli", "ingest", "--feed", feed, "--config",
         str(spec), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def _until_replay_finished(proc: asyncio.subprocess.Process) -> dict[str, Any]:
@@ -82,9 +92,10 @@ async def test_finished_replay_is_reported_and_the_worker_stays_up_serving_probe
     config: settings.Settings, db: asyncpg.Connection[Any], tmp_path: Path
 ) -> None:
     port = embedded.free_port()
-    proc = await _start_ingest(config, tmp_path, "replayed", port=port)
-    redis = aioredis.Redis.from_url(config.redis_url or "", decode_responses=True)
-    try:
+    async with (
+        _ingest(config, tmp_path, "replayed", port=port) as proc,
+        aioredis.Redis.from_url(config.redis_url or "", decode_responses=True) as redis,
+    ):
         finished = await _until_replay_finished(proc)
         assert (finished["feed"], finished["accepted"], finished["rejected"]) == ("replayed", 4, 0)
 
@@ -123,11 +134,6 @@ async def test_finished_replay_is_reported_and_the_worker_stays_up_serving_probe
         assert "starkmatter_ingest_deduplicated_batches_total{" not in exposition
 
         await _stop(proc)
-    finally:
-        await redis.aclose()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_a_new_replay_clears_the_previous_runs_finish_time_until_it_finishes(
@@ -136,12 +142,14 @@ async def test_a_new_replay_clears_the_previous_runs_finish_time_until_it_finish
     key = "feed:heartbeat:again"
     stale = {"replay_finished_ts": "2026-12-01T06:00:02.731904Z",
              "updated_ts": "2026-12-01T06:00:03.000000Z"}  # fmt: skip
-    redis = aioredis.Redis.from_url(config.redis_url or "", decode_responses=True)
-    await redis.hset(key, mapping=stale)  # type: ignore[arg-type]
+    async with aioredis.Redis.from_url(config.redis_url or "", decode_responses=True) as redis:
+        await redis.hset(key, mapping=stale)  # type: ignore[arg-type]
     # Paced: the file's trades span a minute, replayed 10x faster (about 6 s), so the
     # worker's heartbeats (every second) come while the replay still runs.
-    proc = await _start_ingest(config, tmp_path, "again", speed=10)
-    try:
+    async with (
+        _ingest(config, tmp_path, "again", speed=10) as proc,
+        aioredis.Redis.from_url(config.redis_url or "", decode_responses=True) as redis,
+    ):
         async with asyncio.timeout(30):
             while await redis.hget(key, "updated_ts") == stale["updated_ts"]:  # noqa: ASYNC110 - written by another process
                 await asyncio.sleep(0.05)
@@ -157,8 +165,3 @@ async def test_a_new_replay_clears_the_previous_runs_finish_time_until_it_finish
         # The heartbeat seen above was sent before this run finished: mid-replay.
         assert stamp > seen_running
         await _stop(proc)
-    finally:
-        await redis.aclose()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()

@@ -39,6 +39,11 @@ _KIND_NAMES: dict[type, str] = {
 }  # fmt: skip
 
 
+def heartbeat_key(feed: str) -> str:
+    """The feed's heartbeat hash in Redis (docs/contracts.md), read by the operator and alerts."""
+    return f"feed:heartbeat:{feed}"
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     flush_rows: int = 5_000
@@ -600,7 +605,7 @@ class Pipeline:
         await self._store.join()
 
     async def _heartbeat(self) -> None:
-        key = f"feed:heartbeat:{self.feed}"
+        key = heartbeat_key(self.feed)
         last_accepted, last_rejected = self.accepted, self.rejected
         last_time = time.monotonic()
         while True:

@@ -167,7 +167,7 @@ async def run_feed(
         # A new replay (a restarted pod, a new spec) reads the file from its start: the
         # previous run's finish time would tell the operator and the alerts that this one
         # is done. Cleared before any tick; a failure here stops the worker (restarted).
-        await redis.hdel(f"feed:heartbeat:{spec.name}", "replay_finished_ts")
+        await redis.hdel(pipeline.heartbeat_key(spec.name), "replay_finished_ts")
         with contextlib.suppress(KeyError):
             metrics.REPLAY_FINISHED.remove(spec.name)
     consumer = asyncio.create_task(pipe.run(), name=f"ingest-{spec.name}")
@@ -221,7 +221,7 @@ async def _replay_finished(pipe: pipeline.Pipeline, redis: aioredis.Redis, deliv
     metrics.REPLAY_FINISHED.labels(feed=pipe.feed).set(now / 1e9)
     try:
         await redis.hset(
-            f"feed:heartbeat:{pipe.feed}", mapping={"replay_finished_ts": models.iso(now)}
+            pipeline.heartbeat_key(pipe.feed), mapping={"replay_finished_ts": models.iso(now)}
         )
     except OSError as exc:
         log.warning("ingest.heartbeat_failed", feed=pipe.feed, error=str(exc))

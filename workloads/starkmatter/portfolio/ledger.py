@@ -72,20 +72,18 @@ class LedgerConflict(Exception):
 @dataclasses.dataclass
 class Account:
     cash: Decimal
-    reserved_cash: Decimal
     starting_cash: Decimal
-    open_orders: int
     changed: bool = False
     read_cash: Decimal | None = None
     """the cash as loaded; ``write`` applies only if it is still that"""
     released_cash: Decimal = ZERO
+    """reservation freed by this transaction; placements own the rest of reserved_cash"""
     closed_orders: int = 0
 
 
 @dataclasses.dataclass
 class Holding:
     position: Position
-    reserved_quantity: Decimal
     mark: Decimal | None
     changed: bool = False
     read: Position | None = None
@@ -101,7 +99,7 @@ class Ledger:
     def holding(self, user_id: uuid.UUID, symbol: str) -> Holding:
         key = (user_id, symbol)
         if key not in self.holdings:
-            self.holdings[key] = Holding(Position(), ZERO, None)
+            self.holdings[key] = Holding(Position(), None)
         return self.holdings[key]
 
     def execute(
@@ -131,14 +129,11 @@ class Ledger:
     ) -> None:
         """Free part of an order's reservation; ``closes_order`` when the order ended."""
         account = self.accounts[user_id]
-        account.reserved_cash -= cash
         account.released_cash += cash
-        account.open_orders -= 1 if closes_order else 0
         account.closed_orders += 1 if closes_order else 0
         account.changed = True
         if quantity:
             held = self.holding(user_id, symbol)
-            held.reserved_quantity -= quantity
             held.released_quantity += quantity
             held.changed = True
 
@@ -150,25 +145,21 @@ async def load(conn: Any, user_ids: Iterable[uuid.UUID]) -> Ledger:
     """The accounts and all positions of these users, read without locks (see ``write``)."""
     users = sorted(set(user_ids))
     rows = await conn.fetch(
-        "SELECT user_id, cash, reserved_cash, starting_cash, open_orders FROM trading_accounts"
-        " WHERE user_id = ANY($1::uuid[])",
+        "SELECT user_id, cash, starting_cash FROM trading_accounts WHERE user_id = ANY($1::uuid[])",
         users,
     )
     accounts = {
-        r["user_id"]: Account(
-            r["cash"], r["reserved_cash"], r["starting_cash"], r["open_orders"], read_cash=r["cash"]
-        )
-        for r in rows
+        r["user_id"]: Account(r["cash"], r["starting_cash"], read_cash=r["cash"]) for r in rows
     }
     rows = await conn.fetch(
-        "SELECT * FROM trading_positions WHERE user_id = ANY($1::uuid[])", users
+        "SELECT user_id, symbol, quantity, avg_cost, realized_pnl, mark_price"
+        " FROM trading_positions WHERE user_id = ANY($1::uuid[])",
+        users,
     )
     holdings = {}
     for r in rows:
         position = Position(r["quantity"], r["avg_cost"], r["realized_pnl"])
-        holdings[(r["user_id"], r["symbol"])] = Holding(
-            position, r["reserved_quantity"], r["mark_price"], read=position
-        )
+        holdings[(r["user_id"], r["symbol"])] = Holding(position, r["mark_price"], read=position)
     return Ledger(accounts, holdings)
 
 
