@@ -154,11 +154,11 @@ class Pauses:
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """The event loop the gateway itself runs on (``starkmatter gateway``), unless told."""
-    from starkmatter.gateway import server
+    from starkmatter.core import loops
 
     if os.environ.get("BENCH_FANOUT_LOOP", "") == "asyncio":
         return asyncio.new_event_loop()
-    return server.new_event_loop()
+    return loops.new_event_loop()
 
 
 # ---------------------------------------------------------------- the client process

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from starkmatter.core import settings
+from starkmatter.core import loops, settings
 
 Handler = Callable[[argparse.Namespace, settings.Settings], int]
 
@@ -130,7 +130,7 @@ def _cmd_gateway(args: argparse.Namespace, config: settings.Settings) -> int:
     from starkmatter.gateway import server
 
     return _until_stopped(
-        server.run(config, host=args.host, port=args.port), loop_factory=server.new_event_loop
+        server.run(config, host=args.host, port=args.port), loop_factory=loops.new_event_loop
     )
 
 
@@ -153,7 +153,9 @@ def _cmd_simulate(args: argparse.Namespace, config: settings.Settings) -> int:
 def _cmd_orders(args: argparse.Namespace, config: settings.Settings) -> int:
     from starkmatter.orders import service
 
-    return _until_stopped(service.run(config, probes_port=config.metrics_port))
+    return _until_stopped(
+        service.run(config, probes_port=config.metrics_port), loop_factory=loops.new_event_loop
+    )
 
 
 def _cmd_news(args: argparse.Namespace, config: settings.Settings) -> int:

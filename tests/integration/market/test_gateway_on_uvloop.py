@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 import uvloop
 from websockets.asyncio import client as ws_client
 
-from starkmatter.core import settings
+from starkmatter.core import loops, settings
 from starkmatter.gateway import connections, fanout, server
 from tests.integration.market.gateway_support import recv_json, sign_in
 
@@ -34,7 +34,7 @@ class GatewayThread:
         self.thread = threading.Thread(target=self._main, name="gateway-on-uvloop")
 
     def _main(self) -> None:
-        with asyncio.Runner(loop_factory=server.new_event_loop) as runner:
+        with asyncio.Runner(loop_factory=loops.new_event_loop) as runner:
             runner.run(self._serve())
 
     async def _serve(self) -> None:

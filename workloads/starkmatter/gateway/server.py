@@ -35,7 +35,7 @@ from websockets import frames as ws_frames
 from websockets import http11
 from websockets import server as ws_server
 
-from starkmatter.core import errors, logs
+from starkmatter.core import errors, logs, loops
 from starkmatter.core.auth import tokens
 from starkmatter.gateway import connections, fanout, metrics, topics
 
@@ -627,16 +627,6 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where installed (its transports and polling are C, not Python): the loop
-    ``starkmatter gateway`` and the fan-out benchmark run on."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - a platform without the wheel
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def main(argv: list[str] | None = None) -> None:
     """``starkmatter gateway [--host H] [--port P]``."""
     import argparse
@@ -649,5 +639,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = settings.get_settings()
     logs.configure(config.log_level, json=config.log_json)
-    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=new_event_loop) as r:
-        r.run(run(config, host=args.host, port=args.port))
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=loops.new_event_loop) as runner,
+    ):
+        runner.run(run(config, host=args.host, port=args.port))

@@ -14,7 +14,7 @@ import sys
 
 import redis.asyncio as aioredis
 
-from starkmatter.core import db, migrating, probes, redis_client, settings
+from starkmatter.core import db, loops, migrating, probes, redis_client, settings
 from starkmatter.orders import processing
 from starkmatter.orders.brokers import alpaca, base, paper
 from starkmatter.orders.config import OrdersConfig
@@ -65,8 +65,11 @@ async def run(
 def main() -> None:
     """``python -m starkmatter.orders.service``: the worker alone (used by crash tests)."""
     config = settings.for_command("orders")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config, probes_port=None))
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=loops.new_event_loop) as runner,
+    ):
+        runner.run(run(config, probes_port=None))
     sys.exit(0)
 
 
