@@ -53,6 +53,9 @@ class OrdersConfig(pydantic_settings.BaseSettings):
     """working orders are re-matched against the market (and expired) this often"""
     outbox_poll_ms: int = pydantic.Field(default=5, ge=1)
     """how often an idle worker looks for new outbox events"""
+    outbox_gather_ms: int = pydantic.Field(default=25, ge=0)
+    """after a batch smaller than ``batch_size``, wait this long for more events before
+    the next one: fewer, larger batches (less CPU per order) for that much fill latency"""
     max_attempts: int = pydantic.Field(default=10, ge=1)
     """an outbox event that failed this often is parked (kept, no longer retried)"""
     # alpaca
