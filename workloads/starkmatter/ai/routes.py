@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import fastapi
 import pydantic
-from fastapi import security
 
 from starkmatter.ai import config, models, offline, service
 from starkmatter.api import deps
@@ -37,13 +36,12 @@ async def shutdown(app: fastapi.FastAPI) -> None:
 
 ServiceDep = Annotated[service.AnalysisService, fastapi.Depends(get_service)]
 
-_bearer = security.HTTPBearer(auto_error=False)
 _ROLES = ("trader", "admin", "service")
 
 
 async def token_principal(
     res: deps.ResourcesDep,
-    credentials: Annotated[security.HTTPAuthorizationCredentials | None, fastapi.Depends(_bearer)],
+    credentials: deps.Bearer,
 ) -> tokens.Principal:
     """``deps.CurrentUser`` without its Redis read: signature, claims and role only.
 
