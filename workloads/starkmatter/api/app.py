@@ -64,6 +64,9 @@ def create_app(config: settings.Settings, *, migrate: bool = True) -> fastapi.Fa
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # Metrics are Prometheus (core.metrics) and logs structlog; FastAPI's native
+        # OpenTelemetry would otherwise look up the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     failing.install(app)
     app.add_middleware(observing.ObservingMiddleware)

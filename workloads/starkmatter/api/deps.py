@@ -98,5 +98,5 @@ def client_address(request: fastapi.Request) -> str:
 
 def endpoint_of(request: fastapi.Request) -> str:
     route = request.scope.get("route")
-    path = getattr(route, "path", request.url.path)
+    path = route.path if route is not None else request.scope["path"]
     return f"{request.method} {path}"
