@@ -26,6 +26,7 @@ from starkmatter.orders import (
     grouping,
     lifecycle,
     observing,
+    quoting,
     risk,
     storage,
 )
@@ -60,7 +61,7 @@ def audited(actor: audit.Actor, action: str, reason: str) -> dict[str, Any]:
 
 
 async def read_quote(redis: aioredis.Redis, symbol: str) -> fills.Quote | None:
-    raw = await redis.get(f"quote:{symbol}")
+    raw = await quoting.of(redis).get(symbol)
     return fills.Quote.from_json(raw) if raw else None
 
 
