@@ -1,83 +1,46 @@
 """Quote reads that arrive together share one ``MGET``.
 
 Every order reads its symbol's latest quote from Redis before it is judged. An API process
-keeps at most ``IN_FLIGHT`` reads running; symbols asked for meanwhile wait for the next
-one and go together, each symbol once however many orders asked. Nothing waits for a
-timer: a lone order reads at once, alone; the busier the process, the more orders share a
-round trip (and redis-py's per-command work, about a tenth of the API's CPU per order when
-each order made its own).
+keeps at most ``IN_FLIGHT`` reads running (:class:`starkmatter.core.batching.Batcher`);
+symbols asked for meanwhile wait for the next one and go together, each symbol once however
+many orders asked. Nothing waits for a timer: a lone order reads at once, alone; the busier
+the process, the more orders share a round trip (and redis-py's per-command work: 16
+concurrent readers spent 15 us of CPU per read this way, against 70 us with a GET each).
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
+from starkmatter.core import batching
+
 IN_FLIGHT = 2
 """reads one process runs at once"""
+
+Raw = bytes | str | None
+"""a quote as stored (JSON), None when the symbol has none"""
 
 
 class QuoteReads:
     """The coalesced quote reads of one Redis client."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, in_flight: int = IN_FLIGHT) -> None:
         self._redis = redis
-        self._waiting: dict[str, list[asyncio.Future[bytes | str | None]]] = {}
-        self._running: set[asyncio.Task[None]] = set()
+        self._batches: batching.Batcher[str, Raw] = batching.Batcher(
+            self._read, in_flight=in_flight, on_idle=lambda: _active.pop(id(redis), None)
+        )
 
-    async def get(self, symbol: str) -> bytes | str | None:
-        """The raw quote of ``symbol`` as stored now, or None when it has none."""
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[bytes | str | None] = loop.create_future()
-        self._waiting.setdefault(symbol, []).append(answer)
-        if len(self._running) < IN_FLIGHT:
-            task = loop.create_task(self._run())
-            self._running.add(task)
-            task.add_done_callback(self._ended)
-        return await answer
+    async def get(self, symbol: str) -> Raw:
+        """The quote of ``symbol`` as stored now."""
+        return await self._batches.submit(symbol)
 
-    async def _run(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, {}
-            await self._read(batch)
-
-    async def _read(self, batch: dict[str, list[asyncio.Future[bytes | str | None]]]) -> None:
-        symbols = list(batch)
-        try:
-            values = await self._redis.mget([f"quote:{s}" for s in symbols])
-        except asyncio.CancelledError:
-            for answers in batch.values():
-                for answer in answers:
-                    answer.cancel()
-            raise
-        except Exception as exc:  # noqa: BLE001 - every order of the batch gets the error
-            for answers in batch.values():
-                for answer in answers:
-                    if not answer.done():
-                        answer.set_exception(exc)
-            return
-        for symbol, value in zip(symbols, values, strict=True):
-            for answer in batch[symbol]:
-                if not answer.done():
-                    answer.set_result(value)
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        if task.cancelled() or task.exception() is not None:
-            # Cancelled (the process is stopping), or a bug (_read hands every error to
-            # its readers): the reads still waiting must not wait for ever.
-            for answers in self._waiting.values():
-                for answer in answers:
-                    if answer.done():
-                        continue
-                    if task.cancelled():
-                        answer.cancel()
-                    else:
-                        answer.set_exception(task.exception())  # type: ignore[arg-type]
-            self._waiting.clear()
-        if not self._running and not self._waiting:
-            _active.pop(id(self._redis), None)
+    async def _read(self, symbols: Sequence[str]) -> list[Raw]:
+        distinct = list(dict.fromkeys(symbols))
+        values = await self._redis.mget([f"quote:{s}" for s in distinct])
+        found = dict(zip(distinct, values, strict=True))
+        return [found[s] for s in symbols]
 
 
 _active: dict[int, QuoteReads] = {}

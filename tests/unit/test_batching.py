@@ -1,0 +1,127 @@
+"""Batcher: items that arrive together go together, and no item ever waits for ever."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from starkmatter.core import batching
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class Recorder:
+    """A handler that records its batches and can be held open."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail_with: Exception | None = None
+
+    async def __call__(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        await self.release.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        return [i * 10 for i in items]
+
+
+async def test_a_lone_item_goes_at_once_alone() -> None:
+    handler = Recorder()
+    batcher = batching.Batcher(handler, in_flight=2)
+    assert await batcher.submit(7) == 70
+    assert handler.batches == [[7]]
+
+
+async def test_items_that_arrive_while_every_batch_runs_go_together_next() -> None:
+    handler = Recorder()
+    handler.release.clear()
+    batcher = batching.Batcher(handler, in_flight=1)
+    first = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0.01)  # the first batch is running, held open
+    later = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0.01)
+    handler.release.set()
+    assert await asyncio.gather(first, *later) == [10, 20, 30, 40]
+    assert handler.batches == [[1], [2, 3, 4]]
+
+
+async def test_a_batch_holds_at_most_max_items() -> None:
+    handler = Recorder()
+    handler.release.clear()
+    batcher = batching.Batcher(handler, in_flight=1, max_items=2)
+    submitted = [asyncio.ensure_future(batcher.submit(i)) for i in range(5)]
+    await asyncio.sleep(0.01)
+    handler.release.set()
+    assert await asyncio.gather(*submitted) == [0, 10, 20, 30, 40]
+    assert handler.batches == [[0, 1], [2, 3], [4]]
+
+
+async def test_items_submitted_one_after_another_never_wait_for_ever() -> None:
+    # Each next item arrives after the only runner left its loop but before its end was
+    # counted: every slot looks taken, and the item must be started all the same.
+    handler = Recorder()
+    batcher = batching.Batcher(handler, in_flight=1)
+
+    async def one_after_another() -> list[int]:
+        return [await batcher.submit(i) for i in range(5)]
+
+    assert await asyncio.wait_for(one_after_another(), 5) == [0, 10, 20, 30, 40]
+
+
+async def test_an_error_reaches_every_item_of_its_batch_and_later_batches_go_on() -> None:
+    handler = Recorder()
+    handler.release.clear()
+    handler.fail_with = ConnectionError("database went away")
+    batcher = batching.Batcher(handler, in_flight=1)
+    first = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0.01)
+    failing = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
+    await asyncio.sleep(0.01)
+    handler.release.set()
+    results = await asyncio.gather(first, *failing, return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    handler.fail_with = None
+    assert await batcher.submit(4) == 40
+
+
+async def test_a_handler_returning_the_wrong_number_of_results_fails_its_items() -> None:
+    async def short(items: Sequence[int]) -> list[int]:
+        return []
+
+    batcher = batching.Batcher(short, in_flight=1)
+    with pytest.raises(RuntimeError, match="0 results for a batch of 1"):
+        await batcher.submit(1)
+
+
+async def test_cancelling_the_runner_cancels_its_batch_and_every_waiting_item() -> None:
+    handler = Recorder()
+    handler.release.clear()
+    batcher = batching.Batcher(handler, in_flight=1, max_items=1)
+    submitted = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    mine = {asyncio.current_task(), *submitted}
+    for task in asyncio.all_tasks() - mine:  # the runner (as when the process stops)
+        task.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*submitted, return_exceptions=True), 5)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+
+
+async def test_idle_is_announced_once_nothing_runs_or_waits() -> None:
+    idle: list[bool] = []
+    batcher = batching.Batcher(Recorder(), in_flight=2, on_idle=lambda: idle.append(True))
+    await asyncio.gather(*(batcher.submit(i) for i in range(4)))
+    await asyncio.sleep(0)  # the runners' end callbacks
+    assert idle
+    announced = len(idle)
+    assert await batcher.submit(5) == 50  # idle is not closed: it starts again
+    await asyncio.sleep(0)
+    assert len(idle) == announced + 1
+
+
+def test_in_flight_must_be_at_least_one() -> None:
+    with pytest.raises(ValueError, match="in_flight"):
+        batching.Batcher(Recorder(), in_flight=0)
