@@ -44,6 +44,8 @@ PACED_SECONDS = 8
 CEILING_SECONDS = 4.0
 KEEP_ALIVE_S = 3.0
 """the load generator reuses an idle connection only this long (uvicorn keeps it 5 s)"""
+RESPONSE_TIMEOUT_S = 30.0
+"""a request unanswered this long fails the run (rather than hanging it)"""
 API_PROCESSES = int(os.environ.get("BENCH_ORDERS_API_PROCESSES", "2"))
 """API replicas (separate processes, one port each); clients spread over them"""
 
@@ -214,7 +216,11 @@ class RawClient:
             f"content-length: {len(body)}\r\n{head}\r\n".encode()
             + body
         )
-        raw = await reader.readuntil(b"\r\n\r\n")
+        try:
+            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), RESPONSE_TIMEOUT_S)
+        except TimeoutError:
+            writer.close()
+            raise RuntimeError(f"POST {path}: no response in {RESPONSE_TIMEOUT_S:.0f} s") from None
         lines = raw.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         length = 0
