@@ -567,7 +567,7 @@ class Worker:
         due = events.NotificationsDue(
             tuple(messages), tuple(sorted(f"cache:portfolio:{u}" for u in users))
         )
-        await storage.enqueue(conn, due.topic, json.loads(json.dumps(due.payload(), default=str)))
+        await storage.enqueue(conn, due.topic, due.payload())
 
     async def _publish(self, messages: list[tuple[str, dict[str, Any]]], keys: list[str]) -> None:
         """Drop stale caches, then broadcast; runs before the event is deleted, so a crash

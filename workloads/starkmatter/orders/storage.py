@@ -231,8 +231,12 @@ async def enqueue(conn: Conn, topic: str, payload: dict[str, Any]) -> None:
     No NOTIFY: PostgreSQL serialises the commits of notifying transactions, which would cap
     order placement at one commit per disk flush; the worker polls the outbox instead.
     """
+    # Encoded here, once (values that are not JSON, like Decimal, as their text); sent as
+    # text so the connection's jsonb codec does not encode it again.
     await conn.execute(
-        "INSERT INTO trading_outbox (topic, payload) VALUES ($1, $2)", topic, payload
+        "INSERT INTO trading_outbox (topic, payload) VALUES ($1, $2::text::jsonb)",
+        topic,
+        json.dumps(payload, default=str),
     )
 
 
@@ -252,4 +256,4 @@ def audit_due(
 
 def order_message(order: OrderRecord, event: str) -> dict[str, Any]:
     """What ``orders:{userId}`` subscribers receive about an order."""
-    return {"event": event, "order": json.loads(json.dumps(order.audit_view()))}
+    return {"event": event, "order": order.audit_view()}  # JSON-ready text already
