@@ -150,14 +150,19 @@ def order_placed(order: storage.OrderRecord) -> triggers.Event:
     )
 
 
-def pause_after(handled: int, config: OrdersConfig) -> float:
+def pause_after(handled: int, config: OrdersConfig, empty_in_a_row: int = 0) -> float:
     """Seconds the worker waits before its next batch, after one of ``handled`` events.
 
-    Nothing found: the idle poll. A batch that was not full: the gather window, so the next
-    batch takes what arrived meanwhile (the per-batch round trips and commit, shared by
-    more orders). A full batch: none, there is more waiting."""
+    Nothing found: the idle poll, ``outbox_poll_ms``, doubled for each further empty poll in
+    a row up to ``outbox_gather_ms`` (an idle worker costs little, and an event still waits
+    no longer than it would to be gathered). A batch that was not full: the gather window,
+    so the next batch takes what arrived meanwhile (the per-batch round trips and commit,
+    shared by more orders). A full batch: none, there is more waiting."""
     if not handled:
-        return config.outbox_poll_ms / 1000
+        first = config.outbox_poll_ms
+        longest = max(first, config.outbox_gather_ms)
+        doublings = min(max(empty_in_a_row - 1, 0), 16)
+        return float(min(first << doublings, longest)) / 1000
     if handled < config.batch_size:
         return config.outbox_gather_ms / 1000
     return 0.0
@@ -169,6 +174,8 @@ class Worker:
     redis: aioredis.Redis
     config: OrdersConfig
     broker: base.Broker
+    _idle: bool = dataclasses.field(default=False, init=False)
+    """the last batch found nothing: the next one looks before it claims"""
 
     # -- one transaction's worth of order work ------------------------------------------
 
@@ -457,6 +464,8 @@ class Worker:
     _CLAIM = """SELECT id, topic, payload, attempts, created_at FROM trading_outbox
                 WHERE NOT parked AND available_at <= now() AND ($2::bigint IS NULL OR id = $2)
                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"""
+    _ANY_READY = """SELECT EXISTS (SELECT 1 FROM trading_outbox
+                                   WHERE NOT parked AND available_at <= now())"""
 
     async def _drain(self) -> int:
         # One transaction per batch, no savepoint (two round trips fewer, which a batch of
@@ -465,9 +474,15 @@ class Worker:
         # transaction, so one bad event cannot hold back the others.
         async with self.pool.acquire() as conn:
             rows: list[asyncpg.Record] = []
+            # After an empty batch, one statement looks first: an idle worker's poll is one
+            # round trip, not three (BEGIN, the claim, COMMIT).
+            if self._idle and not await conn.fetchval(self._ANY_READY):
+                observing.OUTBOX_LAG_SECONDS.set(0)
+                return 0
             try:
                 async with conn.transaction():
                     rows = await conn.fetch(self._CLAIM, self.config.batch_size, None)
+                    self._idle = not rows
                     if not rows:
                         observing.OUTBOX_LAG_SECONDS.set(0)
                         return 0
@@ -605,13 +620,13 @@ class Worker:
         return len(ids)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Drain the outbox (polled every ``outbox_poll_ms`` when idle, ``outbox_gather_ms``
-        after a batch that was not full) and re-match working orders every
-        ``poll_interval_ms``, until ``stop`` is set."""
+        """Drain the outbox (waiting between batches as :func:`pause_after` says) and
+        re-match working orders every ``poll_interval_ms``, until ``stop`` is set."""
         loop = asyncio.get_running_loop()
         match_every = self.config.poll_interval_ms / 1000
         next_match = loop.time()
         _log.info("orders.worker_started", broker=self.broker.name)
+        empty_in_a_row = 0
         while not stop.is_set():
             try:
                 handled = await self.drain_once()
@@ -627,7 +642,8 @@ class Worker:
                 _log.error("orders.worker_error", error=repr(exc))
                 handled = 0
                 await asyncio.sleep(match_every)
-            pause = pause_after(handled, self.config)
+            empty_in_a_row = 0 if handled else empty_in_a_row + 1
+            pause = pause_after(handled, self.config, empty_in_a_row)
             if pause:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), pause)
