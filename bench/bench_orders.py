@@ -96,8 +96,9 @@ async def _postgres_cpu(url: str, postmaster: int) -> dict[str, float]:
 
 
 def _spy(groups: dict[str, list[int]]) -> list[subprocess.Popen[bytes]]:
-    """Sample the first API process and the worker with py-spy during the burst
-    (BENCH_ORDERS_PYSPY=DIR; investigation only, it slows what it samples)."""
+    """Sample the first API process and the worker with py-spy during the burst, or the
+    paced phase with BENCH_ORDERS_PYSPY_PHASE=paced (BENCH_ORDERS_PYSPY=DIR; investigation
+    only, it slows what it samples)."""
     out = Path(os.environ["BENCH_ORDERS_PYSPY"])
     spy = Path(sys.executable).with_name("py-spy")
     return [
@@ -514,7 +515,9 @@ async def main() -> None:
                     "postgres": [int((pg.pgdata / "postmaster.pid").read_text().split()[0])],
                     "load generator": [os.getpid()],
                 }
-                spies = _spy(groups) if os.environ.get("BENCH_ORDERS_PYSPY") else []
+                spy_phase = os.environ.get("BENCH_ORDERS_PYSPY_PHASE", "burst")
+                spying = bool(os.environ.get("BENCH_ORDERS_PYSPY"))
+                spies = _spy(groups) if spying and spy_phase == "burst" else []
                 if os.environ.get("BENCH_ORDERS_PGSS"):
                     await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
                     await conn.execute("SELECT pg_stat_statements_reset()")
@@ -569,9 +572,13 @@ async def main() -> None:
                 sampler = asyncio.create_task(_sample_waits(url, stop)) if diag else None
                 served_before = await _served(ports)
                 pg_before = await _postgres_cpu(url, groups["postgres"][0]) if diag else {}
+                spies = _spy(groups) if spying and spy_phase == "paced" else []
                 cpu_before = _cpu_seconds(groups)
                 paced, paced_errors = await _paced(clients, users)
                 cpu_after = _cpu_seconds(groups)
+                for spy in spies:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(30)
                 pg_after = await _postgres_cpu(url, groups["postgres"][0]) if diag else {}
                 served = {k: v - served_before[k] for k, v in (await _served(ports)).items()}
                 stop.set()
