@@ -57,8 +57,13 @@ class Groups:
             self._place,
             in_flight=config.in_flight,
             max_items=config.max_orders,
-            on_idle=lambda: _active.pop(id(pool), None),
+            on_idle=self._forget,
         )
+
+    def _forget(self) -> None:
+        # Only this instance's own entry: one built directly (tests) must not drop another.
+        if _active.get(id(self._pool)) is self:
+            del _active[id(self._pool)]
 
     async def place(
         self, limits: risk.RiskLimits, decision: tuple[Any, ...]
