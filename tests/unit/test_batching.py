@@ -15,11 +15,12 @@ pytestmark = pytest.mark.timeout(10)
 class Recorder:
     """A handler that records its batches and can be held open."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, held: bool = False, fail_with: Exception | None = None) -> None:
         self.batches: list[list[int]] = []
         self.release = asyncio.Event()
-        self.release.set()
-        self.fail_with: Exception | None = None
+        if not held:
+            self.release.set()
+        self.fail_with = fail_with
 
     async def __call__(self, items: Sequence[int]) -> list[int]:
         self.batches.append(list(items))
@@ -37,8 +38,7 @@ async def test_a_lone_item_goes_at_once_alone() -> None:
 
 
 async def test_items_that_arrive_while_every_batch_runs_go_together_next() -> None:
-    handler = Recorder()
-    handler.release.clear()
+    handler = Recorder(held=True)
     batcher = batching.Batcher(handler, in_flight=1)
     first = asyncio.ensure_future(batcher.submit(1))
     await asyncio.sleep(0.01)  # the first batch is running, held open
@@ -50,8 +50,7 @@ async def test_items_that_arrive_while_every_batch_runs_go_together_next() -> No
 
 
 async def test_a_batch_holds_at_most_max_items() -> None:
-    handler = Recorder()
-    handler.release.clear()
+    handler = Recorder(held=True)
     batcher = batching.Batcher(handler, in_flight=1, max_items=2)
     submitted = [asyncio.ensure_future(batcher.submit(i)) for i in range(5)]
     await asyncio.sleep(0.01)
@@ -73,9 +72,7 @@ async def test_items_submitted_one_after_another_never_wait_for_ever() -> None:
 
 
 async def test_an_error_reaches_every_item_of_its_batch_and_later_batches_go_on() -> None:
-    handler = Recorder()
-    handler.release.clear()
-    handler.fail_with = ConnectionError("database went away")
+    handler = Recorder(held=True, fail_with=ConnectionError("database went away"))
     batcher = batching.Batcher(handler, in_flight=1)
     first = asyncio.ensure_future(batcher.submit(1))
     await asyncio.sleep(0.01)
@@ -98,8 +95,7 @@ async def test_a_handler_returning_the_wrong_number_of_results_fails_its_items()
 
 
 async def test_cancelling_the_runner_cancels_its_batch_and_every_waiting_item() -> None:
-    handler = Recorder()
-    handler.release.clear()
+    handler = Recorder(held=True)
     batcher = batching.Batcher(handler, in_flight=1, max_items=1)
     submitted = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
     await asyncio.sleep(0.01)
