@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from starkmatter.core import batching
 
@@ -120,3 +122,60 @@ async def test_idle_is_announced_once_nothing_runs_or_waits() -> None:
 def test_in_flight_must_be_at_least_one() -> None:
     with pytest.raises(ValueError, match="in_flight"):
         batching.Batcher(Recorder(), in_flight=0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    in_flight=st.integers(1, 3),
+    max_items=st.none() | st.integers(1, 4),
+    gaps=st.lists(st.integers(0, 3), min_size=1, max_size=25),
+    holds=st.lists(st.integers(0, 3), min_size=1, max_size=8),
+    failing=st.sets(st.integers(0, 7), max_size=3),
+)
+def test_every_item_is_answered_once_whatever_the_interleaving(
+    in_flight: int, max_items: int | None, gaps: list[int], holds: list[int], failing: set[int]
+) -> None:
+    # Items arrive with random numbers of loop turns between them; each batch is held for a
+    # random number of turns, and some batches fail. Whatever the order of events, every
+    # item gets exactly one answer (its result, or its batch's error), no batch is larger
+    # than allowed, no more batches run at once than allowed, and nothing waits for ever.
+    handled: list[int] = []
+    running = peak = batches = 0
+
+    async def handle(items: Sequence[int]) -> list[int]:
+        nonlocal running, peak, batches
+        number, batches = batches, batches + 1
+        running += 1
+        peak = max(peak, running)
+        try:
+            assert max_items is None or len(items) <= max_items
+            handled.extend(items)
+            for _ in range(holds[number % len(holds)]):
+                await asyncio.sleep(0)
+            if number in failing:
+                raise ConnectionError(f"batch {number} failed")
+            return [i * 10 for i in items]
+        finally:
+            running -= 1
+
+    async def scenario() -> list[int | BaseException]:
+        idle: list[bool] = []
+        batcher = batching.Batcher(
+            handle, in_flight=in_flight, max_items=max_items, on_idle=lambda: idle.append(True)
+        )
+        submitted = []
+        for n, gap in enumerate(gaps):
+            submitted.append(asyncio.ensure_future(batcher.submit(n)))
+            for _ in range(gap):
+                await asyncio.sleep(0)
+        answers = await asyncio.wait_for(asyncio.gather(*submitted, return_exceptions=True), 2)
+        await asyncio.sleep(0)
+        assert idle  # announced once everything was answered
+        return answers
+
+    answers = asyncio.run(scenario())
+
+    assert sorted(handled) == list(range(len(gaps)))  # each item handed over exactly once
+    assert peak <= in_flight
+    for n, answer in enumerate(answers):
+        assert answer == n * 10 or isinstance(answer, ConnectionError)
