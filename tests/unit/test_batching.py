@@ -182,3 +182,14 @@ def test_every_item_is_answered_once_whatever_the_interleaving(
     assert peak <= in_flight
     for n, answer in enumerate(answers):
         assert answer == n * 10 or isinstance(answer, ConnectionError)
+
+
+def test_a_registry_keeps_one_object_per_owner_and_forgets_only_its_own() -> None:
+    registry: batching.Registry[list[int]] = batching.Registry()
+    owner = object()
+    live = registry.get(owner, list)
+    assert registry.get(owner, list) is live
+    registry.forget(owner, [])  # another object of that owner (built directly): kept
+    assert registry.get(owner, list) is live
+    registry.forget(owner, live)
+    assert registry.get(owner, list) is not live

@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+V = TypeVar("V")
 
 
 @dataclasses.dataclass
@@ -105,3 +106,24 @@ class Batcher(Generic[T, R]):
             self._start()
         if not self._running and not self._waiting and self._on_idle is not None:
             self._on_idle()
+
+
+class Registry(Generic[V]):
+    """One batching object per owner (a connection pool, a Redis client) while it has work
+    in flight. The object forgets itself when idle, so none outlives its owner."""
+
+    def __init__(self) -> None:
+        self._active: dict[int, V] = {}
+
+    def get(self, owner: object, make: Callable[[], V]) -> V:
+        """The owner's active object, or a new one from ``make``."""
+        value = self._active.get(id(owner))
+        if value is None:
+            value = self._active[id(owner)] = make()
+        return value
+
+    def forget(self, owner: object, value: V) -> None:
+        """Drop ``value`` if it is the owner's entry (one built directly, as tests do, must
+        not drop the live one)."""
+        if self._active.get(id(owner)) is value:
+            del self._active[id(owner)]

@@ -57,13 +57,8 @@ class Groups:
             self._place,
             in_flight=config.in_flight,
             max_items=config.max_orders,
-            on_idle=self._forget,
+            on_idle=lambda: _active.forget(pool, self),
         )
-
-    def _forget(self) -> None:
-        # Only this instance's own entry: one built directly (tests) must not drop another.
-        if _active.get(id(self._pool)) is self:
-            del _active[id(self._pool)]
 
     async def place(
         self, limits: risk.RiskLimits, decision: tuple[Any, ...]
@@ -100,13 +95,10 @@ def _columns(decisions: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     return columns
 
 
-_active: dict[int, Groups] = {}
-"""groups with placements in flight, by pool (dropped when idle, so none outlives its pool)"""
+_active: batching.Registry[Groups] = batching.Registry()
+"""groups with placements in flight, by pool"""
 
 
 def of(pool: asyncpg.Pool, config: GroupConfig) -> Groups:
     """The groups of ``pool``: the active ones, or new ones."""
-    groups = _active.get(id(pool))
-    if groups is None:
-        groups = _active[id(pool)] = Groups(pool, config)
-    return groups
+    return _active.get(pool, lambda: Groups(pool, config))

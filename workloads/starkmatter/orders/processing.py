@@ -174,8 +174,6 @@ class Worker:
     redis: aioredis.Redis
     config: OrdersConfig
     broker: base.Broker
-    _idle: bool = dataclasses.field(default=False, init=False)
-    """the last batch found nothing: the next one looks before it claims"""
 
     # -- one transaction's worth of order work ------------------------------------------
 
@@ -455,10 +453,12 @@ class Worker:
 
     # -- the outbox ---------------------------------------------------------------------
 
-    async def drain_once(self) -> int:
-        """Handle one batch of outbox events in one transaction; returns how many."""
+    async def drain_once(self, *, look_first: bool = False) -> int:
+        """Handle one batch of outbox events in one transaction; returns how many.
+        ``look_first`` (after an empty batch): one statement checks for events before the
+        claim, so an idle worker's poll is one round trip, not three (BEGIN, claim, COMMIT)."""
         with observing.BATCH_SECONDS.time():
-            handled = await self._drain()
+            handled = await self._drain(look_first)
         return handled
 
     _CLAIM = """SELECT id, topic, payload, attempts, created_at FROM trading_outbox
@@ -467,22 +467,19 @@ class Worker:
     _ANY_READY = """SELECT EXISTS (SELECT 1 FROM trading_outbox
                                    WHERE NOT parked AND available_at <= now())"""
 
-    async def _drain(self) -> int:
+    async def _drain(self, look_first: bool) -> int:
         # One transaction per batch, no savepoint (two round trips fewer, which a batch of
         # one order under light load feels): a batch that fails is rolled back whole and
         # its events are then handled one by one, each claimed again in its own
         # transaction, so one bad event cannot hold back the others.
         async with self.pool.acquire() as conn:
             rows: list[asyncpg.Record] = []
-            # After an empty batch, one statement looks first: an idle worker's poll is one
-            # round trip, not three (BEGIN, the claim, COMMIT).
-            if self._idle and not await conn.fetchval(self._ANY_READY):
+            if look_first and not await conn.fetchval(self._ANY_READY):
                 observing.OUTBOX_LAG_SECONDS.set(0)
                 return 0
             try:
                 async with conn.transaction():
                     rows = await conn.fetch(self._CLAIM, self.config.batch_size, None)
-                    self._idle = not rows
                     if not rows:
                         observing.OUTBOX_LAG_SECONDS.set(0)
                         return 0
@@ -629,7 +626,7 @@ class Worker:
         empty_in_a_row = 0
         while not stop.is_set():
             try:
-                handled = await self.drain_once()
+                handled = await self.drain_once(look_first=empty_in_a_row > 0)
                 if loop.time() >= next_match:
                     await self.match_once()
                     next_match = loop.time() + match_every

@@ -32,13 +32,8 @@ class QuoteReads:
     def __init__(self, redis: aioredis.Redis, in_flight: int = IN_FLIGHT) -> None:
         self._redis = redis
         self._batches: batching.Batcher[str, Raw] = batching.Batcher(
-            self._read, in_flight=in_flight, on_idle=self._forget
+            self._read, in_flight=in_flight, on_idle=lambda: _active.forget(redis, self)
         )
-
-    def _forget(self) -> None:
-        # Only this instance's own entry: one built directly (tests) must not drop another.
-        if _active.get(id(self._redis)) is self:
-            del _active[id(self._redis)]
 
     async def get(self, symbol: str) -> Raw:
         """The quote of ``symbol`` as stored now."""
@@ -54,13 +49,10 @@ class QuoteReads:
         return [found[s] for s in symbols]
 
 
-_active: dict[int, QuoteReads] = {}
-"""readers with reads in flight, by Redis client (dropped when idle, so none outlives it)"""
+_active: batching.Registry[QuoteReads] = batching.Registry()
+"""readers with reads in flight, by Redis client"""
 
 
 def of(redis: aioredis.Redis) -> QuoteReads:
     """The quote reads of ``redis``: the active ones, or new ones."""
-    reads = _active.get(id(redis))
-    if reads is None:
-        reads = _active[id(redis)] = QuoteReads(redis)
-    return reads
+    return _active.get(redis, lambda: QuoteReads(redis))
