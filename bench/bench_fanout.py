@@ -605,6 +605,8 @@ class Phase:
         """Frames the gateway conflated (replaced by a later one) for a congested client."""
         self.tries: list[float] = []
         """Flat out: the delivered rate of each try (the phase kept is the best one)."""
+        self.machine = ""
+        """How busy the machine was, and how much the hypervisor stole (common.MachineShare)."""
 
 
 class Run:
@@ -698,11 +700,13 @@ async def run_gateway(redis_url: str, redis_pid: int) -> Run:
             "redis-server": psutil.Process(redis_pid),
         }
         before = {name: p.cpu_times()[:2] for name, p in watched.items()}
+        machine = common.MachineShare()
         conflated = sum(client.conflated for client in gateway.clients)
         started = time.perf_counter()
         await loop.run_in_executor(None, publisher.join)
         await asyncio.sleep(0.5)
         elapsed = time.perf_counter() - started
+        phase.machine = machine.line()
         for name, p in watched.items():
             with contextlib.suppress(psutil.Error):
                 user, system = p.cpu_times()[:2]
@@ -885,6 +889,7 @@ def print_phase(fraction: float | None, phase: Phase, of: str = "max through Red
             for name, share in phase.cpu.items()
         )
     )
+    print(f"    {phase.machine}")
     for name, figures in phase.pauses.items():
         print(
             f"    {name} pauses: "

@@ -523,8 +523,10 @@ async def main() -> None:
                     await conn.execute("SELECT pg_stat_statements_reset()")
                 pg_before = await _postgres_cpu(url, groups["postgres"][0]) if diag else {}
                 cpu_before = _cpu_seconds(groups)
+                machine = common.MachineShare()
                 throughput, burst_lat = await _burst(clients, users, conn, BURST_ORDERS)
                 cpu_after = _cpu_seconds(groups)
+                burst_machine = machine.line()
                 pg_after = await _postgres_cpu(url, groups["postgres"][0]) if diag else {}
                 for spy in spies:
                     spy.send_signal(signal.SIGINT)
@@ -574,8 +576,10 @@ async def main() -> None:
                 pg_before = await _postgres_cpu(url, groups["postgres"][0]) if diag else {}
                 spies = _spy(groups) if spying and spy_phase == "paced" else []
                 cpu_before = _cpu_seconds(groups)
+                machine = common.MachineShare()
                 paced, paced_errors = await _paced(clients, users)
                 cpu_after = _cpu_seconds(groups)
+                paced_machine = machine.line()
                 for spy in spies:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(30)
@@ -645,6 +649,7 @@ async def main() -> None:
         f"  CPU-bound ceiling on 2 dedicated cores: {2000 / own:.0f} orders/s"
         f" ({own:.2f} ms of CPU per order in API + worker + PostgreSQL)"
     )
+    print(f"  during the burst, {burst_machine}; at {PACED_RATE}/s, {paced_machine}")
     print(
         f"  target: >= 1000 orders/s (got {throughput:.0f}); "
         f"p99 < 25 ms at {PACED_RATE}/s (got {common.percentile(paced, 99) * ms:.1f} ms)"

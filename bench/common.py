@@ -36,3 +36,26 @@ def ratio(title: str, numerator: float, denominator: float, *, target: str = "")
     suffix = f"   target {target}" if target else ""
     print(f"  ratio {title}: {value:.2f}{suffix}")
     return value
+
+
+def _cpu_ticks() -> list[int]:
+    with open("/proc/stat") as stat:
+        return [int(v) for v in stat.readline().split()[1:]]
+
+
+class MachineShare:
+    """What the machine did while a phase ran, from ``/proc/stat``: how busy its CPUs
+    were, and how much of their time the hypervisor gave to other guests (steal). Figures
+    from a run with a large steal share are slower for reasons outside the code."""
+
+    def __init__(self) -> None:
+        self._start = _cpu_ticks()
+
+    def line(self) -> str:
+        delta = [b - a for a, b in zip(self._start, _cpu_ticks(), strict=True)]
+        total = sum(delta[:8]) or 1  # user nice system idle iowait irq softirq steal
+        idle, steal = delta[3] + delta[4], delta[7]
+        return (
+            f"machine: CPUs {100 * (total - idle - steal) / total:.0f} % busy,"
+            f" {100 * steal / total:.0f} % stolen by the hypervisor"
+        )
