@@ -31,6 +31,29 @@ def test_non_numbers_are_refused(raw: object) -> None:
         models.to_fixed(raw)
 
 
+@pytest.mark.parametrize("raw", ["-", "+", "-.", "--1", "1-2", "+-3"])
+def test_a_bare_sign_is_not_zero(raw: str) -> None:
+    with pytest.raises(ValueError, match="not a number"):
+        models.to_fixed(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["1e30", 1e30, "1e16", "10000000000000000", -(10**16), decimal.Decimal("-1E+40"), "1" * 60],
+)
+def test_numbers_storage_cannot_hold_are_refused_as_out_of_range(raw: object) -> None:
+    # 1e30 once escaped as decimal.InvalidOperation (rounding it to 8 places needs more
+    # than the default context's 28 digits), which is not a ValueError: it stopped the feed.
+    with pytest.raises(ValueError, match="out of range"):
+        models.to_fixed(raw)
+
+
+def test_the_largest_storable_number_is_read_exactly() -> None:
+    assert models.to_fixed("9999999999999999.99999999") == models.LIMIT - 1
+    with pytest.raises(ValueError, match="out of range"):
+        models.to_fixed("9999999999999999.999999999")  # rounds up to 10^16
+
+
 @given(st.decimals(min_value=-(10**9), max_value=10**9, places=8, allow_nan=False))
 def test_fixed_point_round_trips_through_decimal_and_text(value: decimal.Decimal) -> None:
     fixed = models.to_fixed(str(value))

@@ -31,7 +31,23 @@ def test_timestamps_of_every_shape_become_utc_nanoseconds(raw: object, expected:
 
 
 @pytest.mark.parametrize(
-    "raw", ["2026-11-25T13:00:00", "2026-13-25T13:00:00Z", "yesterday", -5, 1.5, None]
+    "raw",
+    [
+        "2026-11-25T13:00:00",
+        "2026-13-25T13:00:00Z",
+        "yesterday",
+        -5,
+        1.5,
+        None,
+        # impossible dates and times, which calendar.timegm would roll into real ones
+        "2026-02-30T12:00:00Z",
+        "2026-11-25T25:00:00Z",
+        "2026-11-25T13:61:00Z",
+        "2026-11-25T13:00:60Z",
+        "2026-11-25T13:00:00+99:99",
+        " 026-11-25T13:00:00Z",
+        "2026-11-25T13:00:00+0a:00",
+    ],
 )
 def test_unreadable_or_zoneless_timestamps_are_malformed(raw: object) -> None:
     with pytest.raises(normalizing.Malformed):
@@ -47,6 +63,8 @@ def test_unreadable_or_zoneless_timestamps_are_malformed(raw: object) -> None:
         {"type": "trade", "symbol": "$$$", "ts": TS, "price": 1, "size": 1},
         {"type": "trade", "symbol": 5, "ts": TS, "price": 1, "size": 1},
         {"type": "nonsense", "symbol": "AAPL", "ts": TS},
+        {"type": "trade", "symbol": "AAPL", "ts": TS, "price": 1e30, "size": 1},
+        {"type": "trade", "symbol": "AAPL", "ts": TS, "price": 1, "size": "-"},
         {"type": "depth", "symbol": "AAPL", "ts": TS, "bids": [[1]], "asks": []},
         {"type": "bar", "symbol": "AAPL", "ts": TS, "interval": "7m", "open": 1, "high": 1,
          "low": 1, "close": 1, "volume": 1},

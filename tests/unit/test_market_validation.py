@@ -40,6 +40,25 @@ def test_negative_volume_is_refused_and_zero_volume_accepted() -> None:
     assert v.check(_trade(size=0), NOW) is None
 
 
+def test_sizes_beyond_any_real_print_are_out_of_range() -> None:
+    # Stored as numeric(24,8); a size that passed would fail the COPY, and the writer would
+    # retry that batch for ever while the feed looked alive.
+    v = _validator(max_size=1_000 * P)
+    big = 1_000 * P + 1
+    assert v.check(_trade(size=1_000 * P, trade_id="a"), NOW) is None
+    assert v.check(_trade(size=big, trade_id="b"), NOW) == "size_out_of_range"
+    assert v.check(models.Quote("AAPL", NOW, 200 * P, 201 * P, P, big), NOW) == (
+        "size_out_of_range"
+    )
+    assert v.check(models.Depth("AAPL", NOW, ((200 * P, big),), ()), NOW) == "size_out_of_range"
+    bar = models.Bar("AAPL", "1m", NOW - 60 * S, 200 * P, 201 * P, 199 * P, 200 * P, big, P, 1)
+    assert v.check(bar, NOW) == "size_out_of_range"
+
+
+def test_the_default_size_limit_keeps_storage_safe() -> None:
+    assert validation.Rules().max_size * 1_000 < models.LIMIT  # a bar may sum 1,000 of them
+
+
 def test_stale_and_future_timestamps_are_refused_by_configured_limits() -> None:
     v = _validator(max_staleness_s=60, max_skew_s=5)
     assert v.check(_trade(ts_ns=NOW - 61 * S, trade_id="a"), NOW) == "stale_timestamp"

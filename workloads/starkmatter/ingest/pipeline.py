@@ -215,13 +215,17 @@ class Pipeline:
                 continue
             try:
                 event = normalize(fields)
-            except normalizing.Malformed as exc:
+            except (ValueError, ArithmeticError, TypeError) as exc:
+                # Malformed is a ValueError; the others would be a reader's fault no rule
+                # foresaw, and one message must never stop the feed: it is dead-lettered.
                 symbol = fields.get("symbol")
                 self._reject(
                     incoming,
                     validation.Reason.MALFORMED,
                     symbol if type(symbol) is str else None,
-                    exc.detail,
+                    exc.detail
+                    if isinstance(exc, normalizing.Malformed)
+                    else f"unreadable ({type(exc).__name__})",
                     now,
                 )
                 continue

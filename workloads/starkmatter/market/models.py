@@ -18,6 +18,10 @@ DECIMALS = 8
 SCALE = 10**DECIMALS
 _NS_PER_S = 1_000_000_000
 _DECIMAL_QUANTUM = decimal.Decimal(1).scaleb(-DECIMALS)
+WHOLE_DIGITS = 16
+"""digits before the point that storage holds (``numeric(24,8)``)"""
+LIMIT = 10 ** (WHOLE_DIGITS + DECIMALS)
+"""fixed-point values must be strictly between -LIMIT and LIMIT"""
 
 INTERVALS_NS: dict[str, int] = {"1s": _NS_PER_S, "1m": 60 * _NS_PER_S}
 """Bar intervals the enrichment stage builds, by name."""
@@ -28,27 +32,40 @@ def to_fixed(value: Any) -> int:
 
     A float is read through its shortest ``repr`` (what the vendor wrote in its JSON), never
     through its binary value. More than :data:`DECIMALS` fractional digits round half-even.
-    Raises ``ValueError`` for anything that is not a finite number.
+    Raises ``ValueError`` for anything that is not a finite number, and for a number storage
+    cannot hold (:data:`WHOLE_DIGITS` or more digits before the point).
     """
     kind = type(value)
     if kind is int:
-        return int(value * SCALE)
-    if kind is str:
+        fixed = int(value * SCALE)
+    elif kind is str:
         text: str = value
         if not text.isascii() or "_" in text:
             raise ValueError(f"not a number: {text!r}")
-        if "e" not in text and "E" not in text:
-            whole, _, frac = text.partition(".")
-            if len(frac) <= DECIMALS and (whole or frac) and whole.strip() == whole:
-                if frac and not frac.isdigit():
-                    raise ValueError(f"not a number: {text!r}")
-                return int((whole or "0") + frac.ljust(DECIMALS, "0"))
-        return _via_decimal(text)
-    if kind is float:
-        return _via_decimal(repr(value))
-    if kind is decimal.Decimal:
-        return _via_decimal(value)
-    raise ValueError(f"not a number: {value!r}")
+        whole, _, frac = text.partition(".")
+        digits = whole[1:] if whole[:1] in ("+", "-") else whole
+        if (
+            "e" not in text
+            and "E" not in text
+            and len(frac) <= DECIMALS
+            and (digits or frac)
+            and whole.strip() == whole
+        ):
+            # int() alone would read a bare sign ("-" + "00000000") as zero.
+            if (frac and not frac.isdigit()) or (digits and not digits.isdigit()):
+                raise ValueError(f"not a number: {text!r}")
+            fixed = int((whole or "0") + frac.ljust(DECIMALS, "0"))
+        else:
+            fixed = _via_decimal(text)
+    elif kind is float:
+        fixed = _via_decimal(repr(value))
+    elif kind is decimal.Decimal:
+        fixed = _via_decimal(value)
+    else:
+        raise ValueError(f"not a number: {value!r}")
+    if not -LIMIT < fixed < LIMIT:
+        raise ValueError(f"out of range: {value!r}")
+    return fixed
 
 
 def _via_decimal(value: str | decimal.Decimal) -> int:
@@ -58,6 +75,10 @@ def _via_decimal(value: str | decimal.Decimal) -> int:
         raise ValueError(f"not a number: {value!r}") from None
     if not number.is_finite():
         raise ValueError(f"not a finite number: {value!r}")
+    if number and number.adjusted() >= WHOLE_DIGITS:
+        # Refused before rounding: quantizing 1e30 to 8 places needs more digits than the
+        # default context's 28 and raises InvalidOperation, which is not a ValueError.
+        raise ValueError(f"out of range: {value!r}")
     return int(number.quantize(_DECIMAL_QUANTUM, rounding=decimal.ROUND_HALF_EVEN).scaleb(DECIMALS))
 
 

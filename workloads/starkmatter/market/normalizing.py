@@ -79,26 +79,24 @@ def parse_timestamp(raw: Any) -> int:
     head = text[:19]
     base = _SECOND_CACHE.get(head)
     if base is None:
-        try:
-            base = calendar.timegm(
-                (
-                    int(text[0:4]),
-                    int(text[5:7]),
-                    int(text[8:10]),
-                    int(text[11:13]),
-                    int(text[14:16]),
-                    int(text[17:19]),
-                )
-            )
-        except ValueError:
-            raise Malformed(f"unreadable timestamp {text[:40]!r}") from None
+        fields = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19])
         if not (
-            text[4] == text[7] == "-"
+            all(f.isascii() and f.isdigit() for f in fields)
+            and text[4] == text[7] == "-"
             and text[13] == text[16] == ":"
-            and 1 <= int(text[5:7]) <= 12
-            and 1 <= int(text[8:10]) <= 31
         ):
             raise Malformed(f"unreadable timestamp {text[:40]!r}")
+        year, month, day, hour, minute, second = map(int, fields)
+        # timegm would roll an impossible date or time (30 February, 25:00) into a real one.
+        if not (
+            1 <= month <= 12
+            and 1 <= day <= calendar.monthrange(year, month)[1]
+            and hour <= 23
+            and minute <= 59
+            and second <= 59
+        ):
+            raise Malformed(f"impossible timestamp {text[:40]!r}")
+        base = calendar.timegm((year, month, day, hour, minute, second))
         if len(_SECOND_CACHE) > 10_000:
             _SECOND_CACHE.clear()
         _SECOND_CACHE[head] = base
@@ -115,11 +113,16 @@ def parse_timestamp(raw: Any) -> int:
         rest = rest[digits:]
     if rest in ("Z", "z", "+00:00", "-00:00", "+0000"):
         offset = 0
-    elif len(rest) == 6 and rest[0] in "+-" and rest[3] == ":":
-        try:
-            offset = int(rest[1:3]) * 3600 + int(rest[4:6]) * 60
-        except ValueError:
-            raise Malformed(f"unreadable timestamp {text[:40]!r}") from None
+    elif (
+        len(rest) == 6
+        and rest[0] in "+-"
+        and rest[3] == ":"
+        and rest[1:3].isdigit()
+        and rest[4:6].isdigit()
+        and int(rest[1:3]) <= 23
+        and int(rest[4:6]) <= 59
+    ):
+        offset = int(rest[1:3]) * 3600 + int(rest[4:6]) * 60
         if rest[0] == "-":
             offset = -offset
     elif not rest:

@@ -21,6 +21,7 @@ class Reason(enum.StrEnum):
     INVALID_PRICE = "invalid_price"
     PRICE_OUT_OF_BAND = "price_out_of_band"
     NEGATIVE_VOLUME = "negative_volume"
+    SIZE_OUT_OF_RANGE = "size_out_of_range"
     STALE_TIMESTAMP = "stale_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
     CROSSED_QUOTE = "crossed_quote"
@@ -40,6 +41,9 @@ class Rules:
     """Events further in the future than this clock skew are refused."""
     dedup_window: int = 200_000
     """How many recent event identities are remembered to catch duplicates."""
+    max_size: int = 10**12 * models.SCALE
+    """Largest trade, quote or depth size, or bar volume (fixed-point): far beyond any real
+    print, and low enough that a bar's summed volume stays within ``numeric(24,8)``."""
 
 
 class Validator:
@@ -78,9 +82,7 @@ class Validator:
         kind = type(event)
         if kind is models.Trade:
             assert isinstance(event, models.Trade)
-            reason = self._price(symbol, event.price) or (
-                Reason.NEGATIVE_VOLUME if event.size < 0 else None
-            )
+            reason = self._price(symbol, event.price) or self._size(event.size)
             key: object = (
                 symbol,
                 event.ts_ns,
@@ -91,11 +93,9 @@ class Validator:
             reason = (
                 self._price(symbol, event.bid)
                 or self._price(symbol, event.ask)
-                or (
-                    Reason.NEGATIVE_VOLUME
-                    if event.bid_size < 0 or event.ask_size < 0
-                    else (Reason.CROSSED_QUOTE if event.bid > event.ask else None)
-                )
+                or self._size(event.bid_size)
+                or self._size(event.ask_size)
+                or (Reason.CROSSED_QUOTE if event.bid > event.ask else None)
             )
             key = (
                 symbol,
@@ -126,6 +126,13 @@ class Validator:
         if len(self._order) > self.rules.dedup_window:
             self._seen.discard(self._order.popleft())
 
+    def _size(self, size: int) -> Reason | None:
+        if size < 0:
+            return Reason.NEGATIVE_VOLUME
+        if size > self.rules.max_size:
+            return Reason.SIZE_OUT_OF_RANGE
+        return None
+
     def _price(self, symbol: str, price: int) -> Reason | None:
         if price <= 0:
             return Reason.INVALID_PRICE
@@ -140,11 +147,9 @@ class Validator:
 
     def _depth(self, depth: models.Depth) -> Reason | None:
         for price, size in depth.bids + depth.asks:
-            reason = self._price(depth.symbol, price)
+            reason = self._price(depth.symbol, price) or self._size(size)
             if reason is not None:
                 return reason
-            if size < 0:
-                return Reason.NEGATIVE_VOLUME
         if depth.bids and depth.asks and depth.bids[0][0] > depth.asks[0][0]:
             return Reason.CROSSED_QUOTE
         return None
@@ -154,8 +159,9 @@ class Validator:
             reason = self._price(bar.symbol, price)
             if reason is not None:
                 return reason
-        if bar.volume < 0:
-            return Reason.NEGATIVE_VOLUME
+        reason = self._size(bar.volume)
+        if reason is not None:
+            return reason
         if not bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high:
             return Reason.INCONSISTENT_BAR
         return None
