@@ -100,6 +100,12 @@ def test_quantity_above_the_order_limit_is_rejected() -> None:
     assert rejected_by(buy("100001")) is Reason.QUANTITY_LIMIT
 
 
+@pytest.mark.parametrize("qty", ["1E+30", "123456789012345678901234567890"])
+def test_a_huge_quantity_is_over_the_limit_not_an_arithmetic_error(qty: str) -> None:
+    # In the default 28-digit context, 1E+30 % 1 raises decimal.InvalidOperation: a 500.
+    assert rejected_by(buy(qty)) is Reason.QUANTITY_LIMIT
+
+
 def test_notional_above_the_order_limit_is_rejected() -> None:
     assert rejected_by(buy("10000")) is Reason.NOTIONAL_LIMIT
 

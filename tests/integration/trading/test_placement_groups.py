@@ -1,5 +1,6 @@
-"""Group placement never leaves an order waiting: errors reach every order of the group,
-and an order that arrives as a group ends is placed too (cancellation and the batching
+"""Group placement never leaves an order waiting: errors reach every order of the group
+(except values the database refuses, which fail only their own order), and an order that
+arrives as a group ends is placed too (cancellation and the batching
 itself: tests/unit/test_batching.py)."""
 
 from __future__ import annotations
@@ -42,12 +43,30 @@ async def test_orders_placed_one_after_another_never_wait_for_ever(pool: asyncpg
     assert await asyncio.wait_for(one_after_another(), 10) == [None] * 5
 
 
-async def test_a_failing_statement_fails_every_order_of_its_group(pool: asyncpg.Pool) -> None:
+async def test_a_failing_statement_fails_every_order_of_its_group(database_url: str) -> None:
+    closed = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    await closed.close()
+    groups = grouping.Groups(closed, grouping.GroupConfig(in_flight=1, max_orders=8))
+    results = await asyncio.gather(
+        *(groups.place(LIMITS, _decision()) for _ in range(3)), return_exceptions=True
+    )
+    assert len(results) == 3
+    assert all(isinstance(r, asyncpg.InterfaceError) for r in results)
+
+
+async def test_values_the_database_refuses_fail_only_their_own_order(pool: asyncpg.Pool) -> None:
+    # One order's bad values (here a NUL, which PostgreSQL refuses in text) used to fail
+    # every order placed in the same statement. Now the group hands each order back to be
+    # decided alone (None), and only the bad one fails, when it is placed on its own.
     groups = grouping.Groups(pool, grouping.GroupConfig(in_flight=1, max_orders=8))
     bad = list(_decision())
-    bad[4] = "sideways"  # refused by the orders table's CHECK only if placed; break the type
-    bad[7] = "not a number"
+    bad[2] = "nul\x00inside"
     results = await asyncio.gather(
-        *(groups.place(LIMITS, tuple(bad)) for _ in range(3)), return_exceptions=True
+        groups.place(LIMITS, tuple(bad)),
+        groups.place(LIMITS, _decision()),
+        groups.place(LIMITS, _decision()),
+        return_exceptions=True,
     )
-    assert all(isinstance(r, Exception) for r in results)
+    assert list(results) == [None, None, None]
+    with pytest.raises(asyncpg.DataError):
+        await groups.place(LIMITS, tuple(bad))

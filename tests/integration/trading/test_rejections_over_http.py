@@ -164,3 +164,35 @@ async def test_a_price_on_the_instruments_finer_grid_is_accepted(
 
     assert r.status_code == 201, r.text
     assert r.json()["status"] == "RiskChecked"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        order(client_order_id="nul\x00inside"),
+        order(client_order_id="line\nbreak"),
+        order(quantity="1." + "0" * 17_000),
+        order(quantity="1E+30"),
+        order(quantity="12345678901"),
+        order(quantity="0.000000001"),
+        order(type="limit", limit_price="1E+26"),
+    ],
+    ids=["nul", "newline", "huge-text", "huge", "11-digits", "9-places", "huge-price"],
+)
+async def test_bodies_the_order_tables_cannot_hold_are_refused_before_anything_is_stored(
+    api: LiveServer, database_url: str, redis: Any, body: dict[str, Any]
+) -> None:
+    # Each of these once reached the database or the risk arithmetic: a 500, and (for the
+    # first and third) the failure of every other order placed in the same statement.
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+
+    r = await api.client.post("/orders", headers=user.headers, json=body)
+
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "validation_error"
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM trading_orders") == 0
+    finally:
+        await conn.close()

@@ -27,11 +27,15 @@ class AlertCreate(schemas.RequestModel):
         str, pydantic.Field(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9.\-]+$")
     ]
     condition: pricing.Condition
-    threshold: Annotated[decimal.Decimal, pydantic.Field(gt=0, max_digits=24, decimal_places=8)]
+    threshold: Annotated[
+        decimal.Decimal,
+        pydantic.BeforeValidator(schemas.short_number),
+        pydantic.Field(gt=0, max_digits=24, decimal_places=8),
+    ]
     """Price (price_above/below), percent (pct_move) or indicator value (indicator)."""
     indicator: Literal[INDICATORS] | None = None  # type: ignore[valid-type]
     comparison: Literal["above", "below"] | None = None
-    note: Annotated[str, pydantic.Field(max_length=200)] = ""
+    note: Annotated[str, pydantic.Field(max_length=200), schemas.PrintableText] = ""
 
     @pydantic.model_validator(mode="after")
     def _indicator_fields(self) -> AlertCreate:

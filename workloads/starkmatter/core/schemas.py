@@ -2,7 +2,33 @@
 
 from __future__ import annotations
 
+import decimal
+from typing import Annotated, Any
+
 import pydantic
+
+_NUMBER_TEXT_MAX = 40
+
+
+def short_number(value: Any) -> Any:
+    # Decimal places are counted after trailing zeros are dropped, so "1." followed by
+    # 17,000 zeros would pass them, then fail in the database driver (and with it every
+    # order written in the same statement).
+    if isinstance(value, str) and len(value) > _NUMBER_TEXT_MAX:
+        raise ValueError(f"a number is at most {_NUMBER_TEXT_MAX} characters")
+    return value
+
+
+Amount = Annotated[
+    decimal.Decimal,
+    pydantic.BeforeValidator(short_number),
+    pydantic.Field(max_digits=18, decimal_places=8),
+]
+"""A quantity or price a client sends: finite, at most 10 digits before the point and 8
+after it (what the order tables and the risk arithmetic are sized for)."""
+
+PrintableText = pydantic.StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")
+"""Text without control characters (PostgreSQL refuses NUL in text)."""
 
 
 class RequestModel(pydantic.BaseModel):

@@ -69,15 +69,22 @@ class Groups:
     async def _place(self, group: Sequence[_Placement]) -> list[asyncpg.Record | None]:
         limits = group[0].limits  # one configuration per process
         observing.PLACEMENT_GROUP_ORDERS.observe(len(group))
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                PLACE_MANY,
-                limits.max_orders_per_second,
-                limits.max_open_orders,
-                limits.max_position_notional,
-                limits.max_gross_exposure,
-                *_columns([p.decision for p in group]),
-            )
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(
+                    PLACE_MANY,
+                    limits.max_orders_per_second,
+                    limits.max_open_orders,
+                    limits.max_position_notional,
+                    limits.max_gross_exposure,
+                    *_columns([p.decision for p in group]),
+                )
+        except asyncpg.DataError:
+            if len(group) == 1:
+                raise
+            # One order's values the database refuses must not fail the others placed with
+            # it: each is then decided alone, under its own lock (placing's fallback).
+            return [None] * len(group)
         by_id = {r["id"]: r for r in rows}
         # A reused client order id returns the order placed before, under its own id.
         by_client_id = {(r["user_id"], r["client_order_id"]): r for r in rows}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import decimal
 import enum
 from decimal import Decimal
 
@@ -144,8 +145,13 @@ def worst_price(order: OrderRequest, reference: Decimal, protection: Decimal) ->
     return protection_price(order.side, reference, protection)
 
 
+_GRID = decimal.Context(prec=100)
+"""enough digits for the remainder of any value the API admits (at most 18 digits, 8 after
+the point) by any step: in the default 28-digit context, 1e30 % 0.01 raises"""
+
+
 def _on_grid(value: Decimal, step: Decimal) -> bool:
-    return step > 0 and value % step == 0
+    return step > 0 and _GRID.remainder(value, step) == 0
 
 
 def validate(

@@ -39,14 +39,16 @@ class OrderRejected(errors.AppError):
 
 
 class OrderCreate(schemas.RequestModel):
-    client_order_id: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64)]
+    client_order_id: Annotated[
+        str, pydantic.StringConstraints(min_length=1, max_length=64), schemas.PrintableText
+    ]
     symbol: Symbol
     side: OrderSide
     type: OrderType = OrderType.MARKET
     time_in_force: TimeInForce = TimeInForce.DAY
-    quantity: Decimal
-    limit_price: Decimal | None = None
-    stop_price: Decimal | None = None
+    quantity: schemas.Amount
+    limit_price: schemas.Amount | None = None
+    stop_price: schemas.Amount | None = None
 
 
 class Rejection(schemas.ResponseModel):
