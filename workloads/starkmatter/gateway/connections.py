@@ -113,6 +113,10 @@ class Client(abc.ABC):
         self._state = value
         self._reflow()
 
+    def closed(self) -> bool:
+        """The socket has gone (a method, so that it is asked again after every await)."""
+        return self._state is ConnectionState.CLOSED
+
     def _reflow(self) -> None:
         self.flowing = (
             self._state is ConnectionState.OPEN

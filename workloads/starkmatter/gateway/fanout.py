@@ -143,6 +143,8 @@ class Hub:
         carries, for a client whose other topics are not all set up yet (see
         :meth:`server.Gateway.subscribe`).
         """
+        if client.closed():
+            return False  # its socket closed while it was subscribing: it holds nothing
         client.topics.add(topic)
         client.warming.add(topic)
         self.subscribers.setdefault(topic, set()).add(client)
@@ -168,6 +170,10 @@ class Hub:
             # Not subscribed after all: the client gets an error and may simply retry.
             await self.unsubscribe(client, topic)
             raise
+        if client.closed():
+            # Closed while the snapshot was read, after the drop of its topics had begun.
+            await self.unsubscribe(client, topic)
+            return False
         if topic not in client.topics:
             return False
         if missed is None:

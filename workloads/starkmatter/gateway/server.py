@@ -54,6 +54,11 @@ BEAT_SLICES = 50
 WS_PING = b"\x89\x00"
 """A server ping frame with no payload (unmasked, final)."""
 
+INBOX_HIGH = 64
+"""Client frames read but not yet handled at which the gateway stops reading the socket."""
+INBOX_LOW = 16
+"""... and at which it reads again."""
+
 
 def ws_text_frame(body: bytes) -> bytes:
     """An unmasked, unfragmented server text frame (identical for every client)."""
@@ -135,6 +140,9 @@ class _Connection(asyncio.Protocol):
         self.client: connections.Client | None = None
         self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
+        self.lost = False
+        """The socket has closed: a set-up still awaiting something must not go on."""
+        self.reading_paused = False
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,6 +151,7 @@ class _Connection(asyncio.Protocol):
         self.gateway.sockets.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         self.gateway.sockets.discard(self)
         client = self.client
         if client is not None:
@@ -183,6 +192,11 @@ class _Connection(asyncio.Protocol):
                 continue
             if event.opcode is ws_frames.Opcode.TEXT:
                 self.inbox.put_nowait(bytes(event.data).decode("utf-8", "replace"))
+                if self.inbox.qsize() >= INBOX_HIGH and not self.reading_paused:
+                    # A client that sends faster than its frames are handled is slowed by
+                    # TCP, instead of filling the gateway's memory.
+                    self.transport.pause_reading()
+                    self.reading_paused = True
             elif event.opcode is ws_frames.Opcode.BINARY:
                 self.gateway.refuse(client, "bad_request", "binary frames are not supported")
             elif event.opcode is ws_frames.Opcode.PONG:
@@ -283,11 +297,21 @@ class _Connection(asyncio.Protocol):
                 connections.ConnectionState.CLOSING, connections.ConnectionState.CLOSED
             ):  # fmt: skip
                 break
+            if self.reading_paused and self.inbox.qsize() <= INBOX_LOW and not self.lost:
+                assert self.transport is not None
+                self.transport.resume_reading()
+                self.reading_paused = False
             try:
                 await gateway.handle(client, message)
             except (OSError, ConnectionError, redis_exceptions.RedisError) as exc:
                 log.warning("gateway.backend_error", error=str(exc))
                 gateway.refuse(client, "unavailable", "temporarily unavailable, retry")
+            except Exception as exc:
+                # A fault of ours: the connection ends with it, rather than staying open
+                # and subscribed with nothing reading its frames any more.
+                log.exception("gateway.client_failed", error=repr(exc))
+                client.close(1011, "internal error")
+                break
             if deadline is not None and client.principal is not None:
                 deadline.cancel()
                 deadline = None
@@ -307,6 +331,8 @@ class _Connection(asyncio.Protocol):
         except errors.Unauthenticated as exc:
             self._respond(401, exc.code.encode() + b"\n")
             return
+        if self.lost:
+            return  # closed while its token was checked: nothing to set up
         wanted = [t for raw in query.get("topics", []) for t in raw.split(",") if t]
         # EventSource sends the header on its own reconnects; the query parameter is for
         # clients that open a new EventSource themselves and cannot set headers.
@@ -480,7 +506,7 @@ class Gateway:
         """One client frame; a bad frame gets an error frame, never an exception."""
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
             self.refuse(client, "bad_request", "frame is not JSON")
             return
         if not isinstance(message, dict) or not isinstance(message.get("op"), str):
