@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from starkmatter.orders import processing
 from starkmatter.orders.processing import Worker
 from tests.integration.trading.conftest import publish_market, wait_for_order
 from tests.support import LiveServer, sign_up, sign_up_admin
@@ -126,6 +127,40 @@ async def test_day_order_expires_at_the_close(
         await conn.close()
     got = await wait_for_order(api.client, user.headers, o["id"], "Cancelled")
     assert got["events"][-1]["reason"] == "expired"
+    assert (await account(api, user.headers))["reserved_cash"] == 0
+
+
+async def test_working_orders_beyond_one_pass_are_all_re_matched_and_expired_in_turn(
+    api: LiveServer, worker: Worker, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pass used to read the oldest 5,000 working orders only: any newer one was never
+    # filled, expired or cancelled, and its reservation never freed. With 2 per pass here,
+    # the passes must page through all of them.
+    monkeypatch.setattr(processing, "MATCH_PAGE", 2)
+    user = await sign_up(api.client)
+    await publish_market(worker.redis, "AAPL", bid="99.99", ask="100.01")
+    resting = [
+        await place(api, user.headers, client_order_id=f"r{i}", type="limit",
+                    limit_price="95.00", time_in_force="gtc")
+        for i in range(5)
+    ]  # fmt: skip
+    expiring = await place(api, user.headers, client_order_id="day", type="limit",
+                           limit_price="95.00")  # fmt: skip
+    for o in [*resting, expiring]:
+        await wait_for_order(api.client, user.headers, o["id"], "Pending")
+    conn = await asyncpg.connect(database_url)
+    try:  # the newest order, on the last page, reaches its close
+        await conn.execute(
+            "UPDATE trading_orders SET expires_at = now() - interval '1 second' WHERE id = $1",
+            expiring["id"],
+        )
+    finally:
+        await conn.close()
+    got = await wait_for_order(api.client, user.headers, expiring["id"], "Cancelled")
+    assert got["events"][-1]["reason"] == "expired"
+    await publish_market(worker.redis, "AAPL", bid="94.90", ask="94.95")
+    for o in resting:
+        await wait_for_order(api.client, user.headers, o["id"], "Filled")
     assert (await account(api, user.headers))["reserved_cash"] == 0
 
 

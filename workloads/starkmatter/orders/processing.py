@@ -168,12 +168,19 @@ def pause_after(handled: int, config: OrdersConfig, empty_in_a_row: int = 0) -> 
     return 0.0
 
 
+MATCH_PAGE = 5_000
+"""working orders one re-matching pass reads; the passes page through all of them in turn"""
+_FIRST = (dt.datetime.min.replace(tzinfo=dt.UTC), uuid.UUID(int=0))
+
+
 @dataclasses.dataclass
 class Worker:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     config: OrdersConfig
     broker: base.Broker
+    match_after: tuple[dt.datetime, uuid.UUID] = dataclasses.field(default=_FIRST, init=False)
+    """(created_at, id) of the last working order the previous re-matching pass read"""
 
     # -- one transaction's worth of order work ------------------------------------------
 
@@ -597,11 +604,24 @@ class Worker:
         """Re-match working orders against the latest market; returns orders changed."""
         now = events.utcnow()
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
+            page = await conn.fetch(
                 "SELECT o.* FROM trading_orders o WHERE status IN ('Pending', 'PartiallyFilled')"
-                " ORDER BY created_at, id LIMIT 5000"
+                " AND (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3",
+                *self.match_after,
+                MATCH_PAGE,
             )
-            records = [storage.OrderRecord.from_row(r) for r in rows]
+            # The next pass reads the next page; after the last one, the first again.
+            last = page[-1] if len(page) == MATCH_PAGE else None
+            self.match_after = _FIRST if last is None else (last["created_at"], last["id"])
+            # Orders that must end now (expired, or asked to cancel) wait for no page.
+            due_rows = await conn.fetch(
+                "SELECT o.* FROM trading_orders o WHERE status IN ('Pending', 'PartiallyFilled')"
+                " AND (cancel_requested OR expires_at <= $1) ORDER BY created_at, id LIMIT $2",
+                now,
+                MATCH_PAGE,
+            )
+            unique = {r["id"]: r for r in [*page, *due_rows]}
+            records = [storage.OrderRecord.from_row(r) for r in unique.values()]
             due = {
                 r.id
                 for r in records
