@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+import prometheus_client
 import pydantic
 import pytest
 
@@ -194,3 +195,50 @@ async def test_resubmitting_after_a_crash_returns_the_first_broker_order(
         await broker.aclose()
     assert isinstance(first, base.Accepted) and first == again
     assert server.submissions == 2 and len(server.orders) == 1
+
+
+async def test_a_fill_the_ledger_refuses_holds_back_only_its_own_order(
+    api: LiveServer,
+    config: settings.Settings,
+    fake: tuple[FakeAlpaca, str],
+    alpaca_env: Any,
+    redis: Any,
+) -> None:
+    # A real broker can fill a stop far beyond what the order reserved (a gap): the ledger
+    # refuses to spend cash the account lacks. That used to fail every order re-matched in
+    # the same pass, on every pass, for every user.
+    server, url = fake
+    refused_before = _refused()
+    gapped, other = await sign_up(api.client), await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+
+    async def place(user: Any, **fields: Any) -> str:
+        body = {"symbol": "AAPL", "side": "buy", "time_in_force": "gtc", **fields}
+        r = await api.client.post("/orders", headers=user.headers, json=body)
+        assert r.status_code == 201, r.text
+        oid: str = r.json()["id"]
+        return oid
+
+    async with alpaca_worker(config, url):
+        stop = await place(gapped, client_order_id="s", type="stop", stop_price="105.00",
+                           quantity="900")  # fmt: skip
+        limit = await place(other, client_order_id="l", type="limit", limit_price="99.50",
+                            quantity="10")  # fmt: skip
+        for user, oid in ((gapped, stop), (other, limit)):
+            await wait_for_order(api.client, user.headers, oid, "Pending")
+        remote = {o["client_order_id"]: rid for rid, o in server.orders.items()}
+        server.fill(remote[stop], Decimal(900), Decimal("200.00"))  # costs 180,000
+        server.fill(remote[limit], Decimal(10), Decimal("99.40"))
+        got = await wait_for_order(api.client, other.headers, limit, "Filled")
+        assert Decimal(got["avg_fill_price"]) == Decimal("99.40")
+        await asyncio.sleep(0.3)  # a few more passes
+    held = (await api.client.get(f"/orders/{stop}", headers=gapped.headers)).json()
+    assert held["status"] == "Pending" and Decimal(held["filled_quantity"]) == 0
+    assert _refused() > refused_before
+
+
+def _refused() -> float:
+    value = prometheus_client.REGISTRY.get_sample_value(
+        "starkmatter_orders_refused_by_database_total"
+    )
+    return value or 0.0

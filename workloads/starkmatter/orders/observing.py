@@ -36,3 +36,9 @@ PLACEMENT_GROUP_ORDERS = prometheus_client.Histogram(
     "Orders placed together in one statement and one transaction (group placement).",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+ORDERS_REFUSED_BY_DATABASE = prometheus_client.Counter(
+    "starkmatter_orders_refused_by_database_total",
+    "Re-matching passes in which the database refused one order's change (a broker fill"
+    " beyond what the order reserved, say): that order is left as it was and retried, the"
+    " others go on. Any increase needs a look.",
+)

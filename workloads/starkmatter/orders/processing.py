@@ -168,6 +168,9 @@ def pause_after(handled: int, config: OrdersConfig, empty_in_a_row: int = 0) -> 
     return 0.0
 
 
+_REFUSALS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
+"""what the database says when a change breaks a constraint (a CHECK) or a column's type"""
+
 MATCH_PAGE = 5_000
 """working orders one re-matching pass reads; the passes page through all of them in turn"""
 _FIRST = (dt.datetime.min.replace(tzinfo=dt.UTC), uuid.UUID(int=0))
@@ -632,8 +635,22 @@ class Worker:
             if not ids:
                 return 0
             seen = {r.id: r.updated_at for r in records}
-            async with conn.transaction():
-                await self.process(conn, ids, now, seen=seen, updates=updates)
+            try:
+                async with conn.transaction():
+                    await self.process(conn, ids, now, seen=seen, updates=updates)
+            except _REFUSALS as exc:
+                if len(ids) == 1:
+                    raise
+                # One order's change the database refuses must not hold back every other
+                # order's, pass after pass: each goes alone, and only that one stays behind.
+                _log.error("orders.batch_refused", orders=len(ids), error=repr(exc))
+                for one in ids:
+                    try:
+                        async with conn.transaction():
+                            await self.process(conn, [one], now, seen=seen, updates=updates)
+                    except _REFUSALS as refused:
+                        observing.ORDERS_REFUSED_BY_DATABASE.inc()
+                        _log.error("orders.order_refused", order_id=str(one), error=repr(refused))
         return len(ids)
 
     async def run(self, stop: asyncio.Event) -> None:
