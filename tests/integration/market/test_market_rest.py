@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import decimal
 from collections.abc import AsyncIterator
@@ -104,8 +105,23 @@ async def test_quotes_depth_bars_and_ticks_are_served_with_exact_decimals_and_cu
         assert len(bars["items"]) == 30 and bars["items"][0]["open"] == "227"
         minute = (await live.client.get("/market/bars/AAPL", headers=h)).json()["items"]
         assert len(minute) == 1 and minute[0]["vwap"] == "227.145" and minute[0]["trades"] == 30
-        bad = await live.client.get("/market/ticks/AAPL", headers=h, params={"cursor": "zzz"})
-        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor"
+        # An empty key and a key nested too deep were once a 500 (IndexError, RecursionError).
+        bad_cursors = [
+            ("ticks", "zzz"),
+            ("bars", _cursor("[]")),
+            ("ticks", _cursor("[]")),
+            ("bars", _cursor("[" * 5000)),
+            ("ticks", _cursor('["x"]')),
+        ]
+        for path, cursor in bad_cursors:
+            bad = await live.client.get(
+                f"/market/{path}/AAPL", headers=h, params={"cursor": cursor}
+            )
+            assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor"
+
+
+def _cursor(key_text: str) -> str:
+    return base64.urlsafe_b64encode(key_text.encode()).decode().rstrip("=")
 
 
 async def test_rejections_are_listed_for_admins_only_with_counts_per_reason(

@@ -164,8 +164,32 @@ async def test_resubmitting_after_a_crash_returns_the_first_broker_order(
 ) -> None:
     server, url = fake
     broker = alpaca.AlpacaBroker.from_config(alpaca_config(url))
+    order = _limit_order()
+    try:
+        first = await broker.submit(order)
+        again = await broker.submit(order)
+    finally:
+        await broker.aclose()
+    assert isinstance(first, base.Accepted) and first == again
+    assert server.submissions == 2 and len(server.orders) == 1
+
+
+def test_a_reject_reason_on_an_order_not_rejected_rejects_nothing() -> None:
+    # "reason or default if rejected else None" read as "reason or (default if ... else
+    # None)": any order the broker sent with a reject_reason was taken as rejected.
+    order = _limit_order()
+    data = {"id": "r1", "status": "partially_filled", "filled_qty": "1",
+            "filled_avg_price": "98.50", "reject_reason": "informational"}  # fmt: skip
+    update = alpaca._update(order, data)
+    assert update is not None and update.rejected is None
+    assert [e.quantity for e in update.executions] == [Decimal(1)]
+    rejected = alpaca._update(order, {"id": "r1", "status": "rejected", "filled_qty": "0"})
+    assert rejected is not None and rejected.rejected == "rejected by broker"
+
+
+def _limit_order() -> storage.OrderRecord:
     now = dt.datetime.now(dt.UTC)
-    order = storage.OrderRecord(
+    return storage.OrderRecord(
         id=OrderId(uuid.uuid4()),
         user_id=uuid.uuid4(),  # type: ignore[arg-type]
         client_order_id="c1",  # type: ignore[arg-type]
@@ -188,13 +212,6 @@ async def test_resubmitting_after_a_crash_returns_the_first_broker_order(
         created_at=now,
         updated_at=now,
     )
-    try:
-        first = await broker.submit(order)
-        again = await broker.submit(order)
-    finally:
-        await broker.aclose()
-    assert isinstance(first, base.Accepted) and first == again
-    assert server.submissions == 2 and len(server.orders) == 1
 
 
 async def test_a_fill_the_ledger_refuses_holds_back_only_its_own_order(

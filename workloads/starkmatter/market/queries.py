@@ -22,13 +22,14 @@ def encode_cursor(*key: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> list[Any]:
+def decode_cursor(cursor: str, length: int) -> list[Any]:
+    """The key of a cursor this API issued: a list of ``length`` items, else BadCursor."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         key = json.loads(base64.urlsafe_b64decode(padded))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a key nested too deep
         raise BadCursor("invalid cursor") from None
-    if not isinstance(key, list):
+    if not isinstance(key, list) or len(key) != length:
         raise BadCursor("invalid cursor")
     return key
 
@@ -52,7 +53,7 @@ async def bars(
     limit: int,
     cursor: str | None,
 ) -> tuple[list[asyncpg.Record], str | None]:
-    after = _ts(decode_cursor(cursor)[0]) if cursor else None
+    after = _ts(decode_cursor(cursor, 1)[0]) if cursor else None
     rows = await pool.fetch(
         """
         SELECT symbol, interval, ts, open, high, low, close, volume, vwap, trades, indicators
@@ -78,8 +79,8 @@ async def ticks(
 ) -> tuple[list[asyncpg.Record], str | None]:
     after_ts, after_uid = None, None
     if cursor:
-        key = decode_cursor(cursor)
-        if len(key) != 2 or not isinstance(key[1], int):
+        key = decode_cursor(cursor, 2)
+        if not isinstance(key[1], int):
             raise BadCursor("invalid cursor")
         after_ts, after_uid = _ts(key[0]), key[1]
     rows = await pool.fetch(
@@ -105,8 +106,8 @@ async def rejections(
 ) -> tuple[list[asyncpg.Record], str | None, dict[str, int]]:
     before = None
     if cursor:
-        key = decode_cursor(cursor)
-        if len(key) != 1 or not isinstance(key[0], int):
+        key = decode_cursor(cursor, 1)
+        if not isinstance(key[0], int):
             raise BadCursor("invalid cursor")
         before = key[0]
     rows = await pool.fetch(

@@ -134,7 +134,7 @@ def _update(order: storage.OrderRecord, data: dict[str, Any]) -> base.Update | N
         price = (avg * total - ours) / delta
         executions = (base.Execution(delta, price, f"{data['id']}:{total}"),)
     status = data.get("status", "")
-    rejected = data.get("reject_reason") or "rejected by broker" if status == "rejected" else None
+    rejected = (data.get("reject_reason") or "rejected by broker") if status == "rejected" else None
     cancelled = _ENDED.get(status)
     if cancelled is fills.CancelReason.BROKER and order.cancel_requested:
         cancelled = fills.CancelReason.USER
