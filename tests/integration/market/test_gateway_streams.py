@@ -221,6 +221,47 @@ async def test_a_slow_client_gets_market_data_conflated_to_the_latest_value(
         writer.close()
 
 
+async def test_an_update_held_for_a_slow_client_is_dropped_when_it_unsubscribes(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    # The latest value held back for a congested client was written out once it drained,
+    # though it had unsubscribed meanwhile (and after a newer snapshot, had it subscribed
+    # again).
+    token = await sign_in(config, redis, "u1")
+    limits = connections.Limits(high_water_bytes=8_192, low_water_bytes=1_024, max_lag_s=60)
+    topic = "market:quotes:SLOW"
+    async with running_gateway(config, limits) as gateway:
+        reader, writer, protocol = await _raw_ws(gateway.port, token, 4_096)
+
+        def send(message: dict[str, Any]) -> None:
+            protocol.send_text(json.dumps(message).encode())
+            writer.write(b"".join(protocol.data_to_send()))
+
+        send({"op": "subscribe", "topics": [topic]})
+        await _read_frames(reader, protocol, lambda f: any(x["type"] == "snapshot" for x in f))
+        [client] = gateway.clients
+        published = 400
+        for n in range(published):
+            await redis.publish(topic, json.dumps({"n": n, "pad": "x" * 16_000}))
+        async with asyncio.timeout(10):
+            while gateway.hub.dispatched < published:  # noqa: ASYNC110 - fed by Redis
+                await asyncio.sleep(0.01)
+        assert client.congested_since is not None and client.conflated > 0
+        send({"op": "unsubscribe", "topics": [topic]})
+        async with asyncio.timeout(10):
+            while topic in client.topics:  # noqa: ASYNC110 - handled by the gateway's task
+                await asyncio.sleep(0.01)
+        frames: list[dict[str, Any]] = []
+        for _ in range(2):  # the second reply comes after anything the drain let out
+            send({"op": "ping"})
+            frames += await _read_frames(
+                reader, protocol, lambda f: any(x["type"] == "heartbeat" for x in f)
+            )
+        numbers = [f["data"]["n"] for f in frames if f["type"] == "update"]
+        assert published - 1 not in numbers
+        writer.close()
+
+
 async def test_a_client_that_keeps_lagging_is_disconnected_with_a_reason(
     config: settings.Settings, redis: aioredis.Redis
 ) -> None:

@@ -32,6 +32,10 @@ from starkmatter.gateway import connections, metrics, subscribing, topics
 log = logs.get_logger(__name__)
 
 
+def _every_frame(frame: bytes) -> bool:
+    return True
+
+
 def update_body(topic: str, payload: bytes) -> bytes:
     """``{"type":"update","topic":...,"data":...}`` without re-encoding a JSON payload."""
     if payload[:1] not in (b"{", b"["):
@@ -271,6 +275,7 @@ class Hub:
             return
         client.topics.discard(topic)
         client.warming.discard(topic)
+        client.discard_held(topic, _every_frame)  # held for a slow client: not wanted now
         holders = self.subscribers.get(topic)
         if holders is not None:
             holders.discard(client)
