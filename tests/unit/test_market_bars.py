@@ -98,3 +98,19 @@ def test_a_trade_for_a_closed_bar_is_not_folded_in_but_reported_for_a_rebuild() 
     assert builder.late == [("X", 10 * S)]
     (open_bar,) = builder.close_due(10**15)
     assert open_bar.trades == 1
+
+
+def test_a_trade_for_a_bar_the_timer_closed_is_late_too() -> None:
+    # With no bar of the symbol open, a late trade used to open a new bar for the closed
+    # interval: a bar of that one trade, which storage then ignored (the stored bar spans
+    # more), and whose close fed the indicators that interval a second time.
+    builder = bars.BarBuilder("1m")
+    builder.add("X", 10 * S, P, P)
+    [closed] = builder.close_due(62 * S, grace_ns=S)
+    assert closed.start_ns == 0
+    assert builder.add("X", 50 * S, 2 * P, P) is None
+    assert builder.late == [("X", 0)] and builder.late_trades == 1
+    assert builder.current("X") is None
+    assert builder.add("X", 61 * S, 3 * P, P) is None  # the next interval opens as usual
+    current = builder.current("X")
+    assert current is not None and current.start_ns == 60 * S

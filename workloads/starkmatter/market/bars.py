@@ -60,12 +60,23 @@ class BarBuilder:
         self.late: list[tuple[str, int]] = []
         """(symbol, interval start) of each late trade since the owner last emptied this:
         the bars the owner rebuilds from storage once those trades are stored."""
+        self._closed: dict[str, int] = {}
+        """Per symbol, the start of the last bar :meth:`close_due` closed: a trade of that
+        interval or an earlier one is late, though no bar of the symbol is open."""
 
     def add(self, symbol: str, ts_ns: int, price: int, size: int) -> models.Bar | None:
         """Fold one trade in; returns the bar this trade closed, if any."""
         start = ts_ns - ts_ns % self.step
         current = self._open.get(symbol)
         if current is None:
+            closed = self._closed.get(symbol)
+            if closed is not None and start <= closed:
+                # Its bar was closed by the timer: a new bar of that interval would hold
+                # this trade alone, and overwrite nothing when stored (and would feed the
+                # indicators that interval's close twice).
+                self.late_trades += 1
+                self.late.append((symbol, start))
+                return None
             self._open[symbol] = _Open(start, ts_ns, price, size)
             return None
         if start == current.start:
@@ -110,7 +121,10 @@ class BarBuilder:
             for symbol, current in self._open.items()
             if current.start + self.step + grace_ns <= now_ns
         ]
-        return [self._open.pop(symbol).bar(symbol, self.interval) for symbol in due]
+        bars = [self._open.pop(symbol).bar(symbol, self.interval) for symbol in due]
+        for bar in bars:
+            self._closed[bar.symbol] = bar.start_ns
+        return bars
 
     def current(self, symbol: str) -> models.Bar | None:
         """The still-open bar of ``symbol`` as it stands."""
