@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -221,3 +222,27 @@ async def test_kill_switch_is_admin_only_cancels_working_orders_and_can_be_lifte
     ).status_code == 200
     after = await place(api, user.headers, client_order_id="after")
     await wait_for_order(api.client, user.headers, after["id"], "Filled")
+
+
+async def test_the_cached_portfolio_follows_placements_and_cancels(
+    api: LiveServer, worker: Worker
+) -> None:
+    # GET /portfolio is cached; only fills used to drop the cache, so the reserved cash of
+    # a resting order, or of one just cancelled, was stale for up to the cache's TTL.
+    user = await sign_up(api.client)
+    await publish_market(worker.redis, "AAPL", bid="99.99", ask="100.01")
+
+    async def reserved() -> Decimal:
+        body = (await api.client.get("/portfolio", headers=user.headers)).json()
+        return Decimal(body["reserved_cash"])
+
+    assert await reserved() == 0  # now cached
+    o = await place(api, user.headers, type="limit", limit_price="95.00", time_in_force="gtc")
+    await wait_for_order(api.client, user.headers, o["id"], "Pending")
+    async with asyncio.timeout(5):  # the worker drops the cache with its notifications
+        while await reserved() != Decimal("950.00"):  # noqa: ASYNC110 - cached in Redis
+            await asyncio.sleep(0.02)
+    cancel = await api.client.delete(f"/orders/{o['id']}", headers=user.headers)
+    assert cancel.status_code in (200, 202), cancel.text
+    await wait_for_order(api.client, user.headers, o["id"], "Cancelled")
+    assert await reserved() == 0

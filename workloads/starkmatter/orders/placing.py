@@ -263,11 +263,13 @@ def decide(
 
 
 async def _publish(redis: aioredis.Redis, order: storage.OrderRecord, event: str) -> None:
-    """Live broadcast only (best effort): the database already holds the truth."""
+    """Live broadcast only (best effort): the database already holds the truth. The user's
+    cached portfolio goes too: a cancel here freed reserved cash the worker never saw."""
     try:
-        await redis.publish(
-            f"orders:{order.user_id}", json.dumps(storage.order_message(order, event))
-        )
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.delete(f"cache:portfolio:{order.user_id}")
+            pipe.publish(f"orders:{order.user_id}", json.dumps(storage.order_message(order, event)))
+            await pipe.execute()
     except (aioredis.RedisError, OSError) as exc:
         _log.warning("orders.publish_failed", error=str(exc))
 

@@ -585,7 +585,9 @@ class Worker:
     ) -> None:
         if not messages:
             return
-        users = {c.split(":", 1)[1] for c, _ in messages if c.startswith("portfolio:")}
+        # Any change to a user's orders drops their cached portfolio: its reserved cash
+        # changed when the order was placed or cancelled, not only when it filled.
+        users = {c.split(":", 1)[1] for c, _ in messages if c.startswith(("portfolio:", "orders:"))}
         due = events.NotificationsDue(
             tuple(messages), tuple(sorted(f"cache:portfolio:{u}" for u in users))
         )

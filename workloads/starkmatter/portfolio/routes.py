@@ -1,8 +1,10 @@
 """REST for portfolios: ``/portfolio``, ``/portfolio/positions``, ``/portfolio/history``.
 
 ``GET /portfolio`` values positions at live marks and is cached in Redis under
-``cache:portfolio:{userId}``; the order worker deletes that key whenever the portfolio
-changes, so the cache never outlives a change (the TTL only bounds mark staleness).
+``cache:portfolio:{userId}``; the order worker deletes that key whenever the user's
+orders or portfolio change, and the API when it cancels an order, so the cache outlives a
+change only by the moments between a placement and the worker taking it up (the TTL only
+bounds mark staleness).
 """
 
 from __future__ import annotations
