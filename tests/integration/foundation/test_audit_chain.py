@@ -43,6 +43,42 @@ async def test_intact_chain_verifies(db: asyncpg.Connection[Any]) -> None:
     assert report.rows_checked == 5
 
 
+class _WriterCommitsAtTheEnd:
+    """A connection for verify: as its walk reaches the end of the chain, another
+    connection commits one more audited change, before verify reads the chain's head."""
+
+    def __init__(self, conn: asyncpg.Connection[Any], writer: asyncpg.Connection[Any]) -> None:
+        self._conn = conn
+        self._writer = writer
+        self.wrote = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._conn.fetch(query, *args)
+        if not rows and "FROM audit_log" in query and not self.wrote:
+            self.wrote = True
+            await _append(self._writer, 1)
+        return rows
+
+
+async def test_a_change_committed_while_verify_walks_is_not_a_broken_chain(
+    db: asyncpg.Connection[Any], database_url: str
+) -> None:
+    await _append(db, 3)
+    writer = await asyncpg.connect(database_url)
+    try:
+        racing = _WriterCommitsAtTheEnd(db, writer)
+        report = await audit.verify(racing)
+    finally:
+        await writer.close()
+    assert racing.wrote
+    assert report.ok, report.describe()
+    assert report.rows_checked == 3
+    assert (await audit.verify(db)).rows_checked == 4
+
+
 async def test_each_row_records_who_what_where_why_before_and_after(
     db: asyncpg.Connection[Any],
 ) -> None:

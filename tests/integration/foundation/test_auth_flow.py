@@ -207,3 +207,32 @@ async def test_login_logout_and_registration_are_audited(
         )
     ]
     assert actions == ["user.created", "session.opened", "session.closed"]
+
+
+async def test_control_characters_in_auth_input_are_a_validation_error_not_a_500(
+    api: LiveServer,
+) -> None:
+    # PostgreSQL refuses a NUL in text: these once reached it and answered 500.
+    for path, body in (
+        ("/auth/register", {"email": "nul\x00@example.com", "password": "long enough password"}),
+        (
+            "/auth/register",
+            {
+                "email": "n@example.com",
+                "password": "long enough password",
+                "display_name": "a\x00b",
+            },
+        ),
+        ("/auth/login", {"email": "nul\x00@example.com", "password": "whatever"}),
+    ):
+        response = await api.client.post(path, json=body)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["error"]["code"] == "validation_error"
+
+
+async def test_a_disabled_user_cannot_refresh_their_way_back_in(api: LiveServer, db: Any) -> None:
+    user = await sign_up(api.client)
+    await db.execute("UPDATE users SET disabled = true WHERE id = $1::uuid", user.user_id)
+    refreshed = await api.client.post("/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert refreshed.status_code == 401
+    assert refreshed.json()["error"]["code"] == "refresh_invalid"

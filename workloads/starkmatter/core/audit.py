@@ -74,7 +74,19 @@ class ChainReport:
 
 
 async def verify(conn: asyncpg.Connection[Any], *, batch: int = 5000) -> ChainReport:
-    """Walk the whole chain in order; stop at the first row that does not follow."""
+    """Walk the whole chain in order; stop at the first row that does not follow.
+
+    One snapshot for every read (a read-only repeatable-read transaction): a row committed
+    between the last batch and the read of the head would otherwise look like a row cut
+    off the end of the chain.
+    """
+    if conn.is_in_transaction():
+        return await _verify(conn, batch)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return await _verify(conn, batch)
+
+
+async def _verify(conn: asyncpg.Connection[Any], batch: int) -> ChainReport:
     prev_seq, prev_hash = (
         0,
         await conn.fetchval("SELECT '\\x'::bytea || sha256('starkmatter-audit-genesis')"),

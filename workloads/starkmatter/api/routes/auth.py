@@ -16,18 +16,22 @@ router = fastapi.APIRouter(prefix="/auth", tags=["auth"])
 
 Email = Annotated[
     str,
-    pydantic.Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    pydantic.Field(
+        min_length=3,
+        max_length=254,
+        pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$",
+    ),
 ]
 
 
 class RegisterRequest(schemas.RequestModel):
     email: Email
     password: Annotated[str, pydantic.Field(min_length=12, max_length=256)]
-    display_name: Annotated[str, pydantic.Field(max_length=100)] = ""
+    display_name: Annotated[str, pydantic.Field(max_length=100), schemas.PrintableText] = ""
 
 
 class LoginRequest(schemas.RequestModel):
-    email: Annotated[str, pydantic.Field(min_length=1, max_length=254)]
+    email: Annotated[str, pydantic.Field(min_length=1, max_length=254), schemas.PrintableText]
     password: Annotated[str, pydantic.Field(min_length=1, max_length=256)]
 
 

@@ -229,11 +229,14 @@ async def refresh(service: AuthService, *, refresh_token: str, endpoint: str) ->
     invalid = errors.Unauthenticated("refresh token is not valid", code="refresh_invalid")
     async with service.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            """SELECT id, family_id, user_id, expires_at, used_at, revoked_at
-               FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE""",
+            """SELECT t.id, t.family_id, t.user_id, t.expires_at, t.used_at, t.revoked_at,
+                      u.disabled
+               FROM refresh_tokens t JOIN users u ON u.id = t.user_id
+               WHERE t.token_hash = $1 FOR UPDATE OF t""",
             _digest(refresh_token),
         )
-        if row is None:
+        if row is None or row["disabled"]:
+            # A disabled user signs in no more, by password or by refresh token.
             raise invalid
         actor = audit.Actor(id=str(row["user_id"]), service="api", endpoint=endpoint)
         if row["used_at"] is not None and row["revoked_at"] is None:
