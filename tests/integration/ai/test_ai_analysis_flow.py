@@ -246,6 +246,29 @@ async def test_portfolio_risk_context_includes_the_users_positions(
     assert "AMD: qty=40" in prompt and "INTC: qty=10" in prompt
 
 
+async def test_a_shared_market_analysis_never_carries_the_askers_positions(
+    api: LiveServer, db: asyncpg.Connection[Any], anthropic: anthropic_server.FakeAnthropic
+) -> None:
+    # A technical analysis is cached for everyone who asks the same: built with the first
+    # asker's positions, it once served them to every later user.
+    holder, other = await sign_up(api.client), await sign_up(api.client)
+    await db.execute(
+        """INSERT INTO trading_positions (user_id, symbol, quantity, avg_cost, mark_price)
+           VALUES ($1::uuid, 'AMD', 500, 123.45, 118.25)""",
+        holder.user_id,
+    )
+    first = await _wait_done(
+        api, holder, (await _analyze(api, holder, symbols=["AMD"], kind="technical"))["id"]
+    )
+    assert first["status"] == "done"
+    prompt = anthropic.calls[0]["messages"][0]["content"]
+    assert "# positions" not in prompt and "123.45" not in prompt
+    again = await _wait_done(
+        api, other, (await _analyze(api, other, symbols=["AMD"], kind="technical"))["id"]
+    )
+    assert again["status"] == "done" and len(anthropic.calls) == 1  # shared, as before
+
+
 async def test_quota_refuses_requests_over_the_hourly_limit(
     api: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

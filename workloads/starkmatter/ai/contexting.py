@@ -244,7 +244,6 @@ async def gather(
     pool: asyncpg.Pool,
     redis: aioredis.Redis,
     request: models.NormalizedRequest,
-    user_id: str,
     tables: frozenset[str],
     *,
     now: dt.datetime,
@@ -283,15 +282,16 @@ async def gather(
             quotes[symbol] = None
 
     positions: tuple[Position, ...] | None = None
-    if "trading_positions" in tables:
+    if request.user_scope is None:
+        # An analysis of the market alone is cached for, and shared with, every user who
+        # asks the same: one user's holdings in it would reach the others.
+        positions = ()
+    elif "trading_positions" in tables:
         rows = await pool.fetch(
             """SELECT symbol, quantity, avg_cost, mark_price, realized_pnl FROM trading_positions
                WHERE user_id = $1::uuid AND (quantity <> 0 OR realized_pnl <> 0)
-                 AND ($2::boolean OR symbol = ANY($3::text[]))
                ORDER BY symbol""",
-            user_id,
-            request.kind == "portfolio_risk",
-            symbols,
+            request.user_scope,
         )
         positions = tuple(
             Position(

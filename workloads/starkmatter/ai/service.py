@@ -501,7 +501,6 @@ class AnalysisService:
             self.pool,
             self.redis,
             normalized,
-            flight.user_id,
             await self._available_tables(),
             now=dt.datetime.now(dt.UTC),
         )
