@@ -91,3 +91,19 @@ def test_relevance_counts_the_questions_terms() -> None:
     off_topic = checking.relevance(answer, ["AAPL"], "news", "dividend payout schedule")
     assert on_topic > off_topic
     assert on_topic == 1.0
+
+
+def test_control_characters_in_an_answer_are_removed() -> None:
+    # A NUL passed every check, then PostgreSQL refused the answer (jsonb has no \u0000):
+    # the analyses stayed pending and the cached answer failed every later request.
+    report = _check(
+        _answer(
+            summary="AAPL momentum\x00 is positive: RSI is rising and price holds above its SMA.",
+            key_points=["AAPL trades\x07 above its\nmoving average"],
+            symbols=["aa\x00pl"],
+        )
+    )
+    assert report.passed and report.analysis is not None
+    assert "\x00" not in report.analysis.summary
+    assert report.analysis.key_points == ["AAPL trades above its\nmoving average"]
+    assert report.analysis.symbols == ["AAPL"]

@@ -50,3 +50,10 @@ def test_unknown_fields_and_kinds_are_refused() -> None:
         models.AnalyzeRequest.model_validate({"symbols": ["A"], "kind": "astrology"})
     with pytest.raises(pydantic.ValidationError):
         models.AnalyzeRequest.model_validate({"symbols": ["A"], "temperature": 2})
+
+
+def test_a_question_with_control_characters_is_refused() -> None:
+    with pytest.raises(pydantic.ValidationError):
+        models.AnalyzeRequest.model_validate({"symbols": ["A"], "question": "why\x00 so?"})
+    ok = models.AnalyzeRequest.model_validate({"symbols": ["A"], "question": "why so high?"})
+    assert ok.question == "why so high?"

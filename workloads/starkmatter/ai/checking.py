@@ -41,6 +41,8 @@ _REDACT = (
     re.compile(r"https?://\S+", re.IGNORECASE),
 )
 _REDACTED = "[removed]"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""control characters (not tab or newline): PostgreSQL refuses a NUL in text and jsonb"""
 
 _STOPWORDS = frozenset(
     [
@@ -138,6 +140,7 @@ def filter_content(analysis: models.Analysis) -> tuple[models.Analysis, list[Pro
 
     def clean(text: str, limit: int) -> str:
         nonlocal redactions, truncated
+        text = _CONTROL.sub("", text)
         text, n = _redact(text)
         redactions += n
         text, cut = _truncate(text, limit)
@@ -149,7 +152,9 @@ def filter_content(analysis: models.Analysis) -> tuple[models.Analysis, list[Pro
             "summary": clean(analysis.summary, SUMMARY_MAX_CHARS),
             "key_points": [clean(p, ITEM_MAX_CHARS) for p in analysis.key_points],
             "risks": [clean(r, ITEM_MAX_CHARS) for r in analysis.risks],
-            "symbols": sorted({s.strip().upper() for s in analysis.symbols if s.strip()}),
+            "symbols": sorted(
+                {t.upper() for s in analysis.symbols if (t := _CONTROL.sub("", s).strip())}
+            ),
         }
     )
     return cleaned, problems, redactions, truncated

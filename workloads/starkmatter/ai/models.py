@@ -25,7 +25,9 @@ class AnalyzeRequest(schemas.RequestModel):
     symbols: Annotated[list[Symbol], pydantic.Field(min_length=1, max_length=10)]
     kind: Kind = "technical"
     """What to analyse: ``technical``, ``news`` or ``portfolio_risk``."""
-    question: Annotated[str, pydantic.Field(min_length=3, max_length=500)] | None = None
+    question: (
+        Annotated[str, pydantic.Field(min_length=3, max_length=500), schemas.PrintableText] | None
+    ) = None
     horizon: Horizon = "1w"
 
 

@@ -362,18 +362,29 @@ class AnalysisService:
             return
         # Leave the flight first: a request arriving now finds the cache instead.
         self._flights.pop(flight.key, None)
-        await self.pool.execute(
-            """UPDATE ai_analyses SET status = 'done', source = $2, model = $3, result = $4,
-                      checks = $5, fallback_reason = $6, usage = $7, completed_at = now()
-               WHERE id = ANY($1::uuid[])""",
-            flight.request_ids,
-            outcome.source,
-            outcome.model,
-            outcome.analysis.model_dump(mode="json"),
-            outcome.checks,
-            outcome.fallback_reason,
-            outcome.usage,
-        )
+        try:
+            await self.pool.execute(
+                """UPDATE ai_analyses SET status = 'done', source = $2, model = $3, result = $4,
+                          checks = $5, fallback_reason = $6, usage = $7, completed_at = now()
+                   WHERE id = ANY($1::uuid[])""",
+                flight.request_ids,
+                outcome.source,
+                outcome.model,
+                outcome.analysis.model_dump(mode="json"),
+                outcome.checks,
+                outcome.fallback_reason,
+                outcome.usage,
+            )
+        except Exception as exc:  # noqa: BLE001 - recorded as failed, never left pending
+            log.error("ai.analysis_not_stored", error=str(exc)[:300])
+            await self.pool.execute(
+                """UPDATE ai_analyses SET status = 'failed', error_code = 'internal',
+                          error_message = $2, completed_at = now() WHERE id = ANY($1::uuid[])""",
+                flight.request_ids,
+                str(exc)[:300],
+            )
+            await self._publish(flight, {"type": "error", "code": "internal"})
+            return
         ANALYSES.labels(source=outcome.source, cached="false").inc()
         await self._publish(flight, streaming.result_event(outcome.as_json(), cached=False))
 
