@@ -115,6 +115,35 @@ async def test_json_api_is_read_through_its_field_map(
     assert (await _by_url(pool, "http://localhost/wire/gdp"))["category"] == "macro"
 
 
+async def test_items_no_reader_foresaw_are_skipped_and_the_rest_of_the_feed_is_stored(
+    pool: asyncpg.Pool, redis: aioredis.Redis, feeds: str, feed_bodies: dict[str, bytes]
+) -> None:
+    # Each of these once stopped the news worker (and so it stayed, as every restart met the
+    # same feed again): an overflowing or impossible date, a NUL in the byline or the link
+    # (PostgreSQL refuses it, and with it the whole batch), a lone surrogate in a title.
+    def story(n: int, **fields: object) -> dict[str, object]:
+        return {"link": f"http://localhost/wire/odd-{n}", "headline": f"Odd story {n} on JPM",
+                "teaser": "Markets moved.", "time": "2026-11-24T13:30:00Z", **fields}  # fmt: skip
+
+    stories = [
+        story(1, time=1e400),
+        story(2, time=float("nan")),
+        story(3, time=1e20),
+        story(4, time="9999-12-31T23:59:59-12:00"),
+        story(5, byline="bob\u0000"),
+        story(6, link="http://localhost/wire/odd-6\u0000x"),
+        story(7, headline="broken \ud800 surrogate on JPM"),
+        story(8),
+    ]
+    body = json.dumps({"data": {"stories": stories}}, allow_nan=True)
+    feed_bodies["wire.json"] = body.encode()
+    stats = await _poll(pool, redis, feeds, "sample-wire")
+    assert stats.stored == 8
+    rows = await pool.fetch("SELECT url, author, title FROM news_articles ORDER BY url")
+    assert "bob" in [r["author"] for r in rows]
+    assert all("\x00" not in r["url"] + (r["author"] or "") + r["title"] for r in rows)
+
+
 async def test_new_articles_are_broadcast_on_news_all_and_their_category(
     pool: asyncpg.Pool, redis: aioredis.Redis, feeds: str
 ) -> None:

@@ -41,10 +41,17 @@ _EDGAR_TITLE = re.compile(
 )
 
 
+_UNREADABLE_TIME = (ValueError, OverflowError, OSError)
+"""what datetime raises for a time it cannot represent (year 10000, 1e400, NaN)"""
+
+
 def _struct_to_dt(value: Any) -> dt.datetime | None:
     if value is None:
         return None
-    return dt.datetime.fromtimestamp(calendar.timegm(value), tz=dt.UTC)
+    try:
+        return dt.datetime.fromtimestamp(calendar.timegm(value), tz=dt.UTC)
+    except _UNREADABLE_TIME:
+        return None  # a date no calendar holds: the article keeps its arrival time
 
 
 def parse_feed(body: bytes) -> list[RawArticle]:
@@ -97,22 +104,24 @@ def _path(item: Any, dotted: str) -> Any:
 def _timestamp(value: Any) -> dt.datetime | None:
     if value is None or value == "":
         return None
-    if isinstance(value, int | float):
-        seconds = value / 1000 if value > 10**11 else value
-        return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
-    text = str(value).strip().replace("Z", "+00:00")
     try:
+        if isinstance(value, int | float):
+            seconds = value / 1000 if value > 10**11 else value
+            return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+        text = str(value).strip().replace("Z", "+00:00")
         moment = dt.datetime.fromisoformat(text)
-    except ValueError:
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        moment.astimezone(dt.UTC)  # an offset can push a valid local time past year 9999
+    except _UNREADABLE_TIME:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return moment
 
 
 def parse_json(body: bytes, fields: config.FieldMap) -> list[RawArticle]:
     try:
         data = json.loads(body)
-    except ValueError as exc:
-        raise FeedError(f"not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise FeedError(f"not JSON: {exc!s:.200}") from None
     items = _path(data, fields.items) if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise FeedError(f"no list at {fields.items!r}")

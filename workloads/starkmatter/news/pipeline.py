@@ -22,7 +22,7 @@ log = logs.get_logger(__name__)
 
 ARTICLES = prometheus_client.Counter(
     "starkmatter_news_articles_total",
-    "News articles seen, by source and outcome (stored, duplicate).",
+    "News articles seen, by source and outcome (stored, duplicate, unreadable).",
     ["source", "outcome"],
 )
 
@@ -45,9 +45,18 @@ async def load_universe(pool: asyncpg.Pool | asyncpg.Connection[Any]) -> entitie
 
 
 def analyse_all(
-    raws: list[parsing.RawArticle], universe: entities.Universe, now: dt.datetime
+    raws: list[parsing.RawArticle], universe: entities.Universe, now: dt.datetime, source: str
 ) -> list[processing.Article]:
-    return [processing.process(raw, universe, now=now) for raw in raws]
+    """Every article that can be read; one that cannot is logged and skipped, never allowed
+    to stop the rest of the feed (and the next poll would only meet it again)."""
+    articles = []
+    for raw in raws:
+        try:
+            articles.append(processing.process(raw, universe, now=now))
+        except (ValueError, ArithmeticError, TypeError, RecursionError) as exc:
+            ARTICLES.labels(source=source, outcome="unreadable").inc()
+            log.warning("news.article_skipped", url=raw.url[:200], error=f"{exc!r:.200}")
+    return articles
 
 
 async def run_once(
@@ -64,7 +73,7 @@ async def run_once(
     if fetched.not_modified:
         return PollStats(True, 0, 0, 0, time.perf_counter() - started)
     raws = parsing.parse(fetched.body, source)
-    articles = analyse_all(raws, universe, dt.datetime.now(dt.UTC))
+    articles = analyse_all(raws, universe, dt.datetime.now(dt.UTC), source.name)
     async with pool.acquire() as conn, conn.transaction():
         stored = await storing.store(conn, source.name, articles)
         # Watcher alerts follow from NewsArticleReceived (durable, in this transaction);
@@ -100,6 +109,12 @@ async def run(
                     await run_once(pool, redis, client, source, universe)
                 except (fetching.FetchFailed, parsing.FeedError) as exc:
                     log.warning("news.poll_failed", source=source.name, error=str(exc))
+                    if once:
+                        raise
+                except (asyncpg.PostgresError, OSError) as exc:
+                    # The database refused the batch or was away: the next poll tries again
+                    # (nothing was remembered, so it fetches the same items).
+                    log.error("news.store_failed", source=source.name, error=f"{exc!r:.300}")
                     if once:
                         raise
             if once:

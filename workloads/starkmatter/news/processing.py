@@ -40,6 +40,15 @@ class Article:
     companies: tuple[str, ...]
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def plain(text: str) -> str:
+    """``text`` as PostgreSQL and UTF-8 take it: no control characters (tab and newline
+    stay), lone surrogates (from a JSON escape) replaced."""
+    return _CONTROL.sub("", text).encode("utf-8", "replace").decode("utf-8")
+
+
 def content_hash(title: str, text: str) -> bytes:
     canonical = " ".join(f"{title}\n{text}".casefold().split())
     return hashlib.sha256(canonical.encode()).digest()
@@ -69,9 +78,9 @@ def edgar_category(form: str, text: str) -> str:
 
 
 def process(raw: parsing.RawArticle, universe: entities.Universe, *, now: dt.datetime) -> Article:
-    title = cleaning.one_line(cleaning.clean_html(raw.title))
-    summary = cleaning.clean_html(raw.summary)
-    body = cleaning.clean_html(raw.body) if raw.body else ""
+    title = plain(cleaning.one_line(cleaning.clean_html(raw.title)))
+    summary = plain(cleaning.clean_html(raw.summary))
+    body = plain(cleaning.clean_html(raw.body)) if raw.body else ""
     if summary == body:
         body = ""
     text = "\n".join(part for part in (summary, body) if part)
@@ -87,12 +96,12 @@ def process(raw: parsing.RawArticle, universe: entities.Universe, *, now: dt.dat
     ordered = tuple(sorted(symbols))
     published = raw.published_at or now
     return Article(
-        url=raw.url.strip(),
+        url=plain(raw.url).strip(),
         content_hash=content_hash(title, text),
         title=title[:500],
         summary=(summary or body)[:SUMMARY_MAX],
         body=body[:BODY_MAX],
-        author=raw.author,
+        author=None if raw.author is None else plain(raw.author),
         # A date in the future is a source's clock or time zone error, not news from then.
         published_at=min(published, now),
         category=category,
