@@ -207,6 +207,16 @@ def retentionpolicy_problems(spec: Mapping[str, Any]) -> list[str]:
         )
     if any(r.get("dataset") == "audit" and r.get("action", "archive") != "archive" for r in rules):
         problems.append("the audit trail is append-only: its rule must use action archive")
+    archive_url = str((spec.get("archive") or {}).get("url", ""))
+    if archive_url.startswith("file://") and any(
+        r.get("action", "archive") == "archiveThenDelete" for r in rules
+    ):
+        # In a cluster, file:// is the archive job's scratch volume, gone with its pod: the
+        # rows would be deleted with their only archived copy.
+        problems.append(
+            "a file:// archive lives only as long as the archive job's pod: a rule that "
+            "deletes what it archived (archiveThenDelete) needs an s3:// archive"
+        )
     return problems
 
 

@@ -80,7 +80,9 @@ def test_rows_archived_by_the_archive_job_reach_the_policy_status(
         "metadata": {"name": NAME, "namespace": namespace},
         "spec": {
             "schedule": "0 3 * * *",
-            "rules": [{"dataset": "news", "olderThanDays": 365, "action": "archiveThenDelete"}],
+            # Archive only: a file:// archive cannot back a rule that deletes (the operator
+            # refuses it; in a cluster the directory dies with the job's pod).
+            "rules": [{"dataset": "news", "olderThanDays": 365, "action": "archive"}],
             "archive": {"url": archive.as_uri()},
         },
     }

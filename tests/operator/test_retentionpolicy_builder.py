@@ -84,6 +84,13 @@ def test_file_archive_gets_a_writable_volume_on_a_read_only_root(cfg):
         ({"rules": []}, "at least one rule"),
         (
             {
+                "rules": [{"dataset": "ticks", "olderThanDays": 7, "action": "archiveThenDelete"}],
+                "archive": {"url": "file:///archive"},
+            },
+            "needs an s3:// archive",
+        ),
+        (
+            {
                 "schedule": "0 25 * * *",
                 "rules": [{"dataset": "ticks", "olderThanDays": 1, "action": "delete"}],
             },
