@@ -22,6 +22,9 @@ def test_sensitive_keys_are_masked_whatever_their_value() -> None:
         "connecting to postgresql://app:s3cret-pw@db:5432/x",
         "user jane.doe@example.com logged in",
         "key sk-" + "ant-api03-abcdefghijkl",  # split: not a real key, and no scanner alarm
+        "fetching https://news.example/v2?apiKey=abc.def.ghi&page=2: HTTP 401",
+        "fetching https://news.example/v2?page=2&token=s3cret-pw: HTTP 401",
+        "fetching https://news.example/v2?api_key=abcdefghijkl",
     ],
 )
 def test_secrets_inside_free_text_are_masked(text: str) -> None:

@@ -228,6 +228,11 @@ async def test_news_search_ranks_filters_and_paginates(
     missing = await api.client.get("/news/999999", headers=user.headers)
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "article_not_found"
+    # Both were a 500 from the database: a NUL in the query, an id past bigint.
+    for path in ("/news?q=a%00b", "/news/99999999999999999999"):
+        refused = await api.client.get(path, headers=user.headers)
+        assert refused.status_code == 422, (path, refused.text)
+        assert refused.json()["error"]["code"] == "validation_error"
 
 
 async def test_news_requires_a_signed_in_user(api: LiveServer) -> None:

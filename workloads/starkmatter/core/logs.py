@@ -25,6 +25,15 @@ _SENSITIVE_VALUES = (
     (re.compile(r"sk-ant-[\w-]+"), MASK),
     (re.compile(r"(?i)(\w+://[^:/\s]*:)[^@\s]+@"), r"\1" + MASK + "@"),  # URL passwords
     (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), MASK),  # e-mail addresses
+    # Credentials in a URL's query (a news API's apiKey=..., token=...): feeds that take no
+    # header carry them there, and a failed fetch logs its URL.
+    (
+        re.compile(
+            r"(?i)([?&](?:api[_-]?key|apikey|key|token|access[_-]?token|secret|sig|signature"
+            r"|auth|password|pass)=)[^&\s#]+"
+        ),
+        r"\1" + MASK,
+    ),
 )
 
 

@@ -62,7 +62,8 @@ async def list_news(
     pool: deps.DbDep,
     symbol: SymbolParam | None = None,
     category: Category | None = None,
-    q: Annotated[str, pydantic.Field(min_length=1, max_length=200)] | None = None,
+    q: Annotated[str, pydantic.Field(min_length=1, max_length=200), schemas.PrintableText]
+    | None = None,
     limit: Annotated[int, pydantic.Field(ge=1, le=100)] = 20,
     offset: Annotated[int, pydantic.Field(ge=0, le=10_000)] = 0,
 ) -> ArticlePage:
@@ -124,7 +125,11 @@ async def unwatch(symbol: SymbolParam, user: deps.CurrentUser, pool: deps.DbDep)
 
 
 @router.get("/{article_id}")
-async def get_article(article_id: int, user: deps.CurrentUser, pool: deps.DbDep) -> ArticlePublic:
+async def get_article(
+    article_id: Annotated[int, fastapi.Path(ge=1, le=2**63 - 1)],
+    user: deps.CurrentUser,
+    pool: deps.DbDep,
+) -> ArticlePublic:
     row = await pool.fetchrow(
         f"SELECT {_COLUMNS}, NULL::float8 AS rank FROM news_articles WHERE id = $1", article_id
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from starkmatter.core import settings
+from starkmatter.core import logs, settings
 
 
 def _dsn() -> str:
@@ -30,7 +30,7 @@ async def store(
         name,
         json.dumps(args, default=str),
         json.dumps(kwargs, default=str),
-        error[:2000],
+        logs.mask_text(error)[:2000],  # kept for operators to read: no secrets in it
         retries,
     )
 
