@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from starkmatter.core import events, replaying
-from starkmatter.news import config, pipeline, sampleserver
-from starkmatter.tasks import relaying
+from starkmatter.news import config, pipeline, sampleserver, storing
+from starkmatter.tasks import jobs, relaying
 from tests.support import LiveServer, sign_up
 
 pytestmark = pytest.mark.timeout(60)
@@ -195,6 +195,49 @@ async def test_users_watching_a_mentioned_symbol_get_one_stored_alert_through_th
     assert all(m["details"]["symbols"] == ["AAPL"] for m in messages)
     stored = await pool.fetch("SELECT user_id FROM alert_events WHERE kind = 'news'")
     assert [str(r["user_id"]) for r in stored] == [watcher.user_id] * 2
+
+
+async def test_a_trigger_that_fails_midway_is_applied_in_full_by_its_retry(
+    api: LiveServer,
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    feeds: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The trigger's once-only claim used to commit before the watchers' alerts were
+    # written: a failure in between, and the retry saw "duplicate" and wrote nothing.
+    watcher = await sign_up(api.client)
+    await api.client.put("/news/watchlist/AAPL", headers=watcher.headers)
+    await _poll(pool, redis, feeds, "sample-rss")
+    row = await pool.fetchrow(
+        """SELECT o.event, o.event_key, o.payload FROM event_outbox o
+           JOIN news_articles a ON a.id = (o.payload->>'article_id')::bigint
+           WHERE 'AAPL' = ANY(a.symbols) ORDER BY o.id LIMIT 1"""
+    )
+    assert row is not None
+    real = storing.watchers
+    calls = 0
+
+    async def flaky(*args: Any) -> dict[str, set[str]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the database went away")
+        return await real(*args)
+
+    monkeypatch.setattr(storing, "watchers", flaky)
+    payload = json.loads(row["payload"]) if isinstance(row["payload"], str) else row["payload"]
+    with pytest.raises(ConnectionError):
+        await jobs.handle_event(pool, redis, row["event"], payload, row["event_key"])
+    done = await jobs.handle_event(pool, redis, row["event"], payload, row["event_key"])
+    assert done.startswith("news:")
+    again = await jobs.handle_event(pool, redis, row["event"], payload, row["event_key"])
+    assert again == "duplicate"
+    stored = await pool.fetchval(
+        "SELECT count(*) FROM alert_events WHERE kind = 'news' AND user_id = $1::uuid",
+        watcher.user_id,
+    )
+    assert stored == int(done.split()[1]) == 1
 
 
 async def test_news_search_ranks_filters_and_paginates(

@@ -69,7 +69,9 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def watchers(pool: asyncpg.Pool, symbols: Sequence[str]) -> dict[str, set[str]]:
+async def watchers(
+    pool: asyncpg.Pool | asyncpg.Connection[Any], symbols: Sequence[str]
+) -> dict[str, set[str]]:
     """Symbol -> users watching it: the watch list, and holders of a position in it."""
     positions = await pool.fetchval("SELECT to_regclass('trading_positions') IS NOT NULL")
     sql = "SELECT user_id, symbol FROM user_watchlist WHERE symbol = ANY($1::text[])"
@@ -109,14 +111,15 @@ async def broadcast(
         await pipe.execute()
 
 
-async def alert_watchers(
-    pool: asyncpg.Pool, redis: aioredis.Redis, stored: Sequence[dict[str, Any]]
-) -> int:
-    """Alert users watching a mentioned symbol (stored, then published); the
-    ``NewsArticleReceived`` trigger. Returns the number of user alerts delivered."""
+async def watcher_alerts(
+    conn: asyncpg.Pool | asyncpg.Connection[Any], stored: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Store an alert for each user watching a mentioned symbol (the ``NewsArticleReceived``
+    trigger), in the caller's transaction; returns the alerts stored, for
+    :func:`delivering.publish` once that transaction has committed."""
     if not stored:
-        return 0
-    watching = await watchers(pool, sorted({s for r in stored for s in r["symbols"]}))
+        return []
+    watching = await watchers(conn, sorted({s for r in stored for s in r["symbols"]}))
     alerts = []
     for row in stored:
         users: dict[str, list[str]] = {}
@@ -137,4 +140,4 @@ async def alert_watchers(
                     details={"article": public(row), "symbols": symbols},
                 )
             )
-    return len(await delivering.deliver(pool, redis, alerts))
+    return await delivering.store(conn, alerts)

@@ -215,7 +215,11 @@ async def handle_event(
                           sentiment_label, symbols FROM news_articles WHERE id = $1""",
                 int(payload["article_id"]),
             )
-            rows = [dict(row)] if row is not None else []
+            # In the claim's transaction: a retry after a failure here finds no claim, and
+            # one after the commit finds the alerts stored (only their broadcast is lost).
+            news_alerts = await storing.watcher_alerts(
+                conn, [dict(row)] if row is not None else []
+            )
         elif event == "OrderPlaced":
             stored = await delivering.store(
                 conn,
@@ -230,8 +234,8 @@ async def handle_event(
             )  # fmt: skip
     # Broadcasts after commit: what was committed is what gets announced.
     if event == "NewsArticleReceived":
-        alerts = await storing.alert_watchers(pool, redis_conn, rows)
-        return f"news: {alerts} watcher alerts"
+        alerts = await delivering.publish(redis_conn, news_alerts)
+        return f"news: {len(alerts)} watcher alerts"
     if event == "OrderPlaced":
         await delivering.publish(redis_conn, stored)
         return "order notification"
