@@ -160,6 +160,30 @@ async def test_login_attempts_per_address_are_rate_limited(
         assert codes[3] == 429
 
 
+async def test_registrations_per_address_are_rate_limited_apart_from_logins(
+    config: settings.Settings, redis: aioredis.Redis
+) -> None:
+    # Registration is public and costs a password hash: it had no limit at all.
+    from tests.support import serve_api
+
+    limited = config.model_copy(update={"login_rate_per_minute": 3})
+    async with serve_api(limited) as live:
+        codes = [
+            (
+                await live.client.post(
+                    "/auth/register",
+                    json={"email": f"r{i}@example.com", "password": "long enough password"},
+                )
+            ).status_code
+            for i in range(4)
+        ]
+        assert codes == [201, 201, 201, 429]
+        login = await live.client.post(
+            "/auth/login", json={"email": "r0@example.com", "password": "long enough password"}
+        )
+        assert login.status_code == 200, login.text
+
+
 async def test_registration_can_be_switched_off(config: settings.Settings) -> None:
     from tests.support import serve_api
 

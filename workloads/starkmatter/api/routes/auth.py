@@ -10,7 +10,7 @@ import pydantic
 
 from starkmatter.api import deps
 from starkmatter.core import errors, schemas
-from starkmatter.core.auth import accounts
+from starkmatter.core.auth import accounts, ratelimiting
 
 router = fastapi.APIRouter(prefix="/auth", tags=["auth"])
 
@@ -81,6 +81,10 @@ async def register(
 ) -> UserPublic:
     if not res.settings.registration_enabled:
         raise errors.Forbidden("self-registration is switched off", code="registration_disabled")
+    # Public and costly (a password hash): limited per address like logins.
+    await ratelimiting.check_address(
+        res.redis, deps.client_address(request), res.auth.policy.rate_per_minute, "registration"
+    )
     async with res.pool.acquire() as conn:
         user = await accounts.create_user(
             conn,

@@ -15,17 +15,20 @@ def _account_key(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
 
 
-async def check_address(redis: aioredis.Redis, address: str, per_minute: int) -> None:
-    """Fixed one-minute window per client address; raises 429 with Retry-After when over."""
+async def check_address(
+    redis: aioredis.Redis, address: str, per_minute: int, action: str = "login"
+) -> None:
+    """Fixed one-minute window per client address and action; raises 429 with Retry-After
+    when over."""
     window = int(time.time() // 60)
-    key = f"ratelimit:login:{address}:{window}"
+    key = f"ratelimit:{action}:{address}:{window}"
     async with redis.pipeline(transaction=True) as pipe:
         pipe.incr(key)
         pipe.expire(key, 120)
         count, _ = await pipe.execute()
     if count > per_minute:
         raise errors.TooManyRequests(
-            "too many login attempts from this address",
+            f"too many {action} attempts from this address",
             retry_after_s=60 - int(time.time() % 60),
         )
 
