@@ -243,3 +243,21 @@ async def test_indicator_alert_without_an_indicator_is_refused(api: LiveServer) 
         headers=user.headers,
     )
     assert resp.status_code == 422
+
+
+async def test_indicator_alerts_take_signed_thresholds_and_price_alerts_positive_ones(
+    api: LiveServer,
+) -> None:
+    # A MACD histogram crossing 0 or -1 is a real alert; a price of 0 or less is not.
+    user = await sign_up(api.client)
+
+    async def create(**fields: str) -> int:
+        body = {"symbol": "TSLA", **fields}
+        return (await api.client.post("/alerts", json=body, headers=user.headers)).status_code
+
+    assert await create(condition="indicator", threshold="0", indicator="macd_histogram",
+                        comparison="above") == 201  # fmt: skip
+    assert await create(condition="indicator", threshold="-1", indicator="macd_histogram",
+                        comparison="below") == 201  # fmt: skip
+    assert await create(condition="price_above", threshold="0") == 422
+    assert await create(condition="pct_move", threshold="-5") == 422

@@ -30,9 +30,10 @@ class AlertCreate(schemas.RequestModel):
     threshold: Annotated[
         decimal.Decimal,
         pydantic.BeforeValidator(schemas.short_number),
-        pydantic.Field(gt=0, max_digits=24, decimal_places=8),
+        pydantic.Field(max_digits=24, decimal_places=8),
     ]
-    """Price (price_above/below), percent (pct_move) or indicator value (indicator)."""
+    """Price (price_above/below) or percent (pct_move), above zero; or an indicator value
+    (indicator), which may be zero or negative (a MACD histogram crossing 0, say)."""
     indicator: Literal[INDICATORS] | None = None  # type: ignore[valid-type]
     comparison: Literal["above", "below"] | None = None
     note: Annotated[str, pydantic.Field(max_length=200), schemas.PrintableText] = ""
@@ -43,6 +44,8 @@ class AlertCreate(schemas.RequestModel):
             raise ValueError("indicator is required for, and only for, condition indicator")
         if self.condition == "indicator" and self.comparison is None:
             raise ValueError("comparison (above or below) is required for an indicator alert")
+        if self.condition != "indicator" and self.threshold <= 0:
+            raise ValueError(f"threshold must be above 0 for condition {self.condition}")
         return self
 
 
