@@ -28,6 +28,18 @@ async def place(api: LiveServer, headers: dict[str, str], **fields: Any) -> dict
     return result
 
 
+async def reach_close(database_url: str, order_id: str) -> None:
+    """The order's session close arrives: its expiry moves into the past."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE trading_orders SET expires_at = now() - interval '1 second' WHERE id = $1",
+            order_id,
+        )
+    finally:
+        await conn.close()
+
+
 async def account(api: LiveServer, headers: dict[str, str]) -> dict[str, Decimal]:
     body = (await api.client.get("/account", headers=headers)).json()
     return {k: Decimal(body[k]) for k in ("cash", "reserved_cash", "buying_power")}
@@ -118,14 +130,7 @@ async def test_day_order_expires_at_the_close(
     await publish_market(worker.redis, "AAPL", bid="99.99", ask="100.01")
     o = await place(api, user.headers, type="limit", limit_price="95.00")
     await wait_for_order(api.client, user.headers, o["id"], "Pending")
-    conn = await asyncpg.connect(database_url)
-    try:  # the close arrives: move the order's expiry into the past
-        await conn.execute(
-            "UPDATE trading_orders SET expires_at = now() - interval '1 second' WHERE id = $1",
-            o["id"],
-        )
-    finally:
-        await conn.close()
+    await reach_close(database_url, o["id"])
     got = await wait_for_order(api.client, user.headers, o["id"], "Cancelled")
     assert got["events"][-1]["reason"] == "expired"
     assert (await account(api, user.headers))["reserved_cash"] == 0
@@ -149,14 +154,7 @@ async def test_working_orders_beyond_one_pass_are_all_re_matched_and_expired_in_
                            limit_price="95.00")  # fmt: skip
     for o in [*resting, expiring]:
         await wait_for_order(api.client, user.headers, o["id"], "Pending")
-    conn = await asyncpg.connect(database_url)
-    try:  # the newest order, on the last page, reaches its close
-        await conn.execute(
-            "UPDATE trading_orders SET expires_at = now() - interval '1 second' WHERE id = $1",
-            expiring["id"],
-        )
-    finally:
-        await conn.close()
+    await reach_close(database_url, expiring["id"])  # the newest order, on the last page
     got = await wait_for_order(api.client, user.headers, expiring["id"], "Cancelled")
     assert got["events"][-1]["reason"] == "expired"
     await publish_market(worker.redis, "AAPL", bid="94.90", ask="94.95")

@@ -352,13 +352,7 @@ class AnalysisService:
         except Exception as exc:  # noqa: BLE001 - any failure must be recorded, not lost
             log.error("ai.analysis_failed", error=str(exc)[:300])
             self._flights.pop(flight.key, None)
-            await self.pool.execute(
-                """UPDATE ai_analyses SET status = 'failed', error_code = 'internal',
-                          error_message = $2, completed_at = now() WHERE id = ANY($1::uuid[])""",
-                flight.request_ids,
-                str(exc)[:300],
-            )
-            await self._publish(flight, {"type": "error", "code": "internal"})
+            await self._failed(flight, exc)
             return
         # Leave the flight first: a request arriving now finds the cache instead.
         self._flights.pop(flight.key, None)
@@ -377,16 +371,19 @@ class AnalysisService:
             )
         except Exception as exc:  # noqa: BLE001 - recorded as failed, never left pending
             log.error("ai.analysis_not_stored", error=str(exc)[:300])
-            await self.pool.execute(
-                """UPDATE ai_analyses SET status = 'failed', error_code = 'internal',
-                          error_message = $2, completed_at = now() WHERE id = ANY($1::uuid[])""",
-                flight.request_ids,
-                str(exc)[:300],
-            )
-            await self._publish(flight, {"type": "error", "code": "internal"})
+            await self._failed(flight, exc)
             return
         ANALYSES.labels(source=outcome.source, cached="false").inc()
         await self._publish(flight, streaming.result_event(outcome.as_json(), cached=False))
+
+    async def _failed(self, flight: Flight, exc: Exception) -> None:
+        await self.pool.execute(
+            """UPDATE ai_analyses SET status = 'failed', error_code = 'internal',
+                      error_message = $2, completed_at = now() WHERE id = ANY($1::uuid[])""",
+            flight.request_ids,
+            str(exc)[:300],
+        )
+        await self._publish(flight, {"type": "error", "code": "internal"})
 
     async def _ready(self, flight: Flight) -> Outcome | None:
         """The answer another process cached for this flight's request and data, if any."""
