@@ -217,9 +217,7 @@ async def handle_event(
             )
             # In the claim's transaction: a retry after a failure here finds no claim, and
             # one after the commit finds the alerts stored (only their broadcast is lost).
-            news_alerts = await storing.watcher_alerts(
-                conn, [dict(row)] if row is not None else []
-            )
+            news_alerts = await storing.watcher_alerts(conn, [dict(row)] if row is not None else [])
         elif event == "OrderPlaced":
             stored = await delivering.store(
                 conn,
