@@ -173,16 +173,40 @@ async def test_audit_rows_are_archived_never_deleted_and_never_twice(
         _policy(tmp_path.as_uri(), {"dataset": "audit", "olderThanDays": 1,
                                     "action": "archiveThenDelete"})  # fmt: skip
     policy = _policy(tmp_path.as_uri(), {"dataset": "audit", "olderThanDays": 1})
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    written = dt.datetime.now(dt.UTC)  # after the five rows, before the run's own row
     store = objectstore.LocalStore(tmp_path)
-    (first,) = await archiving.run_policy(db, policy, store, now=later)
+    (first,) = await archiving.run_policy(db, policy, store, now=written + dt.timedelta(days=1))
     assert first.archived == 5 and first.purged == 0
     # The first run appended its own audit row; the next run archives just that one.
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
     (second,) = await archiving.run_policy(db, policy, store, now=later)
     assert second.archived == 1
     assert await db.fetchval("SELECT count(*) FROM audit_log") == 7
     assert first.manifest_key is not None
     assert [r["seq"] for r in _lines(tmp_path, first.manifest_key)] == [1, 2, 3, 4, 5]
+
+
+async def test_archive_only_runs_take_every_row_that_aged_since_whatever_its_key(
+    db: asyncpg.Connection[Any], tmp_path: Path
+) -> None:
+    # News ids grow with insertion, not with publication time: an archive-only run used to
+    # resume after the previous run's last key, so a story that aged after a run but had a
+    # smaller id than that run's last one was never archived (random ids: most rows).
+    await _news(db, 2, NOW - dt.timedelta(days=20), "aging")  # smaller ids, old in 10 days
+    await _news(db, 3, OLD, "early")
+    policy = _policy(tmp_path.as_uri(), {"dataset": "news", "olderThanDays": 30})
+    store = objectstore.LocalStore(tmp_path)
+    (first,) = await archiving.run_policy(db, policy, store, now=NOW)
+    assert first.archived == 3
+    later = NOW + dt.timedelta(days=15)
+    (second,) = await archiving.run_policy(db, policy, store, now=later)
+    assert second.archived == 2 and second.manifest_key is not None
+    assert {r["url"] for r in _lines(tmp_path, second.manifest_key)} == {
+        "http://x/aging/0",
+        "http://x/aging/1",
+    }
+    (third,) = await archiving.run_policy(db, policy, store, now=later)
+    assert third.archived == 0  # nothing twice
 
 
 @pytest.fixture(scope="module")

@@ -92,9 +92,20 @@ def encode_part(docs: list[str]) -> tuple[bytes, str, str]:
 
 async def _start_run(
     conn: asyncpg.Connection[Any], policy: str, rule: policies.Rule, cutoff: dt.datetime
-) -> tuple[uuid.UUID, dt.datetime, list[str] | None, bool]:
-    """Resume the unfinished run of (policy, dataset), or start one. Archive-only runs start
-    after the previous run's last key, since their rows stay in place."""
+) -> tuple[uuid.UUID, dt.datetime, list[str] | None, bool, dt.datetime | None]:
+    """Resume the unfinished run of (policy, dataset), or start one; also the time from
+    which it takes rows. An archive-only run takes the rows that became old enough since
+    the previous run's cutoff, since their older ones stay in place, archived. (Not after
+    the previous run's last key: most keys do not grow with time, a random id or a symbol
+    first, so rows that aged later behind that key were never archived.)"""
+    since = None
+    if rule.action == "archive":
+        since = await conn.fetchval(
+            """SELECT cutoff FROM retention_runs WHERE policy = $1 AND dataset = $2
+                 AND status = 'done' ORDER BY finished_at DESC LIMIT 1""",
+            policy,
+            rule.dataset,
+        )
     running = await conn.fetchrow(
         """SELECT id, cutoff, last_key FROM retention_runs
            WHERE policy = $1 AND dataset = $2 AND status = 'running'""",
@@ -102,28 +113,18 @@ async def _start_run(
         rule.dataset,
     )
     if running is not None:
-        return running["id"], running["cutoff"], running["last_key"], True
-    last_key = None
-    if rule.action == "archive":
-        last_key = await conn.fetchval(
-            """SELECT last_key FROM retention_runs WHERE policy = $1 AND dataset = $2
-                 AND status = 'done' AND last_key IS NOT NULL
-               ORDER BY finished_at DESC LIMIT 1""",
-            policy,
-            rule.dataset,
-        )
+        return running["id"], running["cutoff"], running["last_key"], True, since
     run_id = uuid.uuid4()
     await conn.execute(
-        """INSERT INTO retention_runs (id, policy, dataset, action, cutoff, status, last_key)
-           VALUES ($1, $2, $3, $4, $5, 'running', $6)""",
+        """INSERT INTO retention_runs (id, policy, dataset, action, cutoff, status)
+           VALUES ($1, $2, $3, $4, $5, 'running')""",
         run_id,
         policy,
         rule.dataset,
         rule.action,
         cutoff,
-        last_key,
     )
-    return run_id, cutoff, last_key, False
+    return run_id, cutoff, None, False, since
 
 
 async def archive_dataset(
@@ -150,19 +151,24 @@ async def archive_dataset(
     purges = rule.action in ("delete", "archiveThenDelete") and spec.purgeable
     if archives and store is None:
         raise ValueError(f"{rule.dataset}: rule archives but the policy has no archive")
-    run_id, report.cutoff, last_key, report.resumed = await _start_run(
+    run_id, report.cutoff, last_key, report.resumed, since = await _start_run(
         conn, policy.name, rule, report.cutoff
     )
     seq = await conn.fetchval(
         "SELECT coalesce(max(seq), 0) FROM retention_parts WHERE run_id = $1", run_id
     )
     while True:
-        sql, _ = datasets.chunk_query(spec, holds, resume=last_key is not None)
-        _, hold_params = datasets.hold_filter(
-            spec, holds, 3 + (len(spec.key) if last_key is not None else 0)
+        sql, first_hold = datasets.chunk_query(
+            spec, holds, resume=last_key is not None, since=since is not None
         )
+        _, hold_params = datasets.hold_filter(spec, holds, first_hold)
         rows = await conn.fetch(
-            sql, report.cutoff, policy.part_rows, *(last_key or []), *hold_params
+            sql,
+            report.cutoff,
+            policy.part_rows,
+            *(last_key or []),
+            *([since] if since is not None else []),
+            *hold_params,
         )
         if not rows:
             break

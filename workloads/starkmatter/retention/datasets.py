@@ -114,9 +114,12 @@ def hold_filter(dataset: Dataset, holds: Sequence[Hold], first_param: int) -> tu
     return (" AND ".join(clauses) or "true"), params
 
 
-def chunk_query(dataset: Dataset, holds: Sequence[Hold], resume: bool) -> tuple[str, int]:
+def chunk_query(
+    dataset: Dataset, holds: Sequence[Hold], resume: bool, since: bool = False
+) -> tuple[str, int]:
     """SELECT of the next part: $1 cutoff, $2 limit, then the last key's columns if resuming,
-    then the hold parameters. Returns the SQL and the first hold parameter's number."""
+    then the lower time bound if ``since``, then the hold parameters. Returns the SQL and the
+    first hold parameter's number."""
     cols = dataset.key_columns
     where = [f"{dataset.ts_column} < $1"]
     n = 3
@@ -125,6 +128,9 @@ def chunk_query(dataset: Dataset, holds: Sequence[Hold], resume: bool) -> tuple[
         placeholders = ", ".join(f"${n + i}::text::{t}" for i, (_, t) in enumerate(dataset.key))
         where.append(f"({', '.join(cols)}) > ({placeholders})")
         n += len(cols)
+    if since:
+        where.append(f"{dataset.ts_column} >= ${n}")
+        n += 1
     if dataset.extra_where:
         where.append(f"({dataset.extra_where})")
     held, _ = hold_filter(dataset, holds, n)
