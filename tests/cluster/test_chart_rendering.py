@@ -135,6 +135,29 @@ def test_every_platform_process_listens_on_the_pod_address():
     assert served == {"api", "orders", "alerts", "worker", "beat"}
 
 
+def test_the_api_trusts_forwarded_addresses_only_from_the_proxies_given(tmp_path: Path):
+    # Behind an ingress, every client would otherwise be the ingress to the per-address
+    # login and registration limits: one abuser would lock everyone out.
+    def forwarded(values: list[Path]) -> str | None:
+        (api,) = [o for o in render(values) if o["metadata"]["name"] == "sm-api"
+                  and o["kind"] == "Deployment"]  # fmt: skip
+        (container,) = api["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}.get("FORWARDED_ALLOW_IPS")
+
+    assert forwarded([]) == "127.0.0.1,::1"  # uvicorn's own default: no proxy
+    given = tmp_path / "proxies.yaml"
+    given.write_text(yaml.safe_dump({"api": {"trustedProxies": "10.42.0.0/16"}}))
+    assert forwarded([given]) == "10.42.0.0/16"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"api": {"trustedProxies": "$(reboot)"}}))
+    flags = ["-f", str(bad)]
+    refused = subprocess.run(
+        [str(testing.bin_dir() / "helm"), "template", "sm", str(CHART), *flags],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "trustedProxies" in refused.stderr
+
+
 def test_operator_rbac_is_least_privilege():
     (role,) = [o for o in render([]) if o["kind"] == "ClusterRole"]
     for rule in role["rules"]:
