@@ -10,6 +10,7 @@ from typing import Any
 import pydantic
 
 from starkmatter.ai import models
+from starkmatter.core import schemas
 
 SUMMARY_MAX_CHARS = 1200
 ITEM_MAX_CHARS = 280
@@ -41,8 +42,6 @@ _REDACT = (
     re.compile(r"https?://\S+", re.IGNORECASE),
 )
 _REDACTED = "[removed]"
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-"""control characters (not tab or newline): PostgreSQL refuses a NUL in text and jsonb"""
 
 _STOPWORDS = frozenset(
     [
@@ -140,7 +139,7 @@ def filter_content(analysis: models.Analysis) -> tuple[models.Analysis, list[Pro
 
     def clean(text: str, limit: int) -> str:
         nonlocal redactions, truncated
-        text = _CONTROL.sub("", text)
+        text = schemas.without_control_characters(text)
         text, n = _redact(text)
         redactions += n
         text, cut = _truncate(text, limit)
@@ -153,7 +152,11 @@ def filter_content(analysis: models.Analysis) -> tuple[models.Analysis, list[Pro
             "key_points": [clean(p, ITEM_MAX_CHARS) for p in analysis.key_points],
             "risks": [clean(r, ITEM_MAX_CHARS) for r in analysis.risks],
             "symbols": sorted(
-                {t.upper() for s in analysis.symbols if (t := _CONTROL.sub("", s).strip())}
+                {
+                    t.upper()
+                    for s in analysis.symbols
+                    if (t := schemas.without_control_characters(s).strip())
+                }
             ),
         }
     )

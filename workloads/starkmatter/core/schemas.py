@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import decimal
+import re
 from typing import Annotated, Any
 
 import pydantic
@@ -29,6 +30,14 @@ after it (what the order tables and the risk arithmetic are sized for)."""
 
 PrintableText = pydantic.StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")
 """Text without control characters (PostgreSQL refuses NUL in text)."""
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def without_control_characters(text: str) -> str:
+    """``text`` from a source we do not control, as PostgreSQL takes it: control characters
+    removed, except tab, newline and carriage return."""
+    return _CONTROL.sub("", text)
 
 
 class RequestModel(pydantic.BaseModel):

@@ -12,6 +12,7 @@ import decimal
 import hashlib
 import re
 
+from starkmatter.core import schemas
 from starkmatter.news import classifying, cleaning, entities, parsing, sentiment
 
 SUMMARY_MAX = 600
@@ -40,13 +41,10 @@ class Article:
     companies: tuple[str, ...]
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
 def plain(text: str) -> str:
     """``text`` as PostgreSQL and UTF-8 take it: no control characters (tab and newline
     stay), lone surrogates (from a JSON escape) replaced."""
-    return _CONTROL.sub("", text).encode("utf-8", "replace").decode("utf-8")
+    return schemas.without_control_characters(text).encode("utf-8", "replace").decode("utf-8")
 
 
 def content_hash(title: str, text: str) -> bytes:
