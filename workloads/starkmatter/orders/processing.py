@@ -174,6 +174,14 @@ _REFUSALS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
 MATCH_PAGE = 5_000
 """working orders one re-matching pass reads; the passes page through all of them in turn"""
 _FIRST = (dt.datetime.min.replace(tzinfo=dt.UTC), uuid.UUID(int=0))
+_WORKING = "status IN ('Pending', 'PartiallyFilled')"
+_MATCH_READ = f"""
+    (SELECT true AS paged, o.* FROM trading_orders o
+     WHERE {_WORKING} AND (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3)
+    UNION ALL
+    (SELECT false, o.* FROM trading_orders o
+     WHERE {_WORKING} AND (cancel_requested OR expires_at <= $4)
+     ORDER BY created_at, id LIMIT $3)"""
 
 
 @dataclasses.dataclass
@@ -609,23 +617,16 @@ class Worker:
         """Re-match working orders against the latest market; returns orders changed."""
         now = events.utcnow()
         async with self.pool.acquire() as conn:
-            page = await conn.fetch(
-                "SELECT o.* FROM trading_orders o WHERE status IN ('Pending', 'PartiallyFilled')"
-                " AND (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3",
-                *self.match_after,
-                MATCH_PAGE,
-            )
+            # One round trip: the next page of working orders, and (waiting for no page) the
+            # orders that must end now, expired or asked to cancel.
+            rows = await conn.fetch(_MATCH_READ, *self.match_after, MATCH_PAGE, now)
+            page = [r for r in rows if r["paged"]]
             # The next pass reads the next page; after the last one, the first again.
-            last = page[-1] if len(page) == MATCH_PAGE else None
-            self.match_after = _FIRST if last is None else (last["created_at"], last["id"])
-            # Orders that must end now (expired, or asked to cancel) wait for no page.
-            due_rows = await conn.fetch(
-                "SELECT o.* FROM trading_orders o WHERE status IN ('Pending', 'PartiallyFilled')"
-                " AND (cancel_requested OR expires_at <= $1) ORDER BY created_at, id LIMIT $2",
-                now,
-                MATCH_PAGE,
-            )
-            unique = {r["id"]: r for r in [*page, *due_rows]}
+            if len(page) < MATCH_PAGE:
+                self.match_after = _FIRST
+            else:  # a UNION's rows come in no promised order: the page's last is its largest
+                self.match_after = max((r["created_at"], r["id"]) for r in page)
+            unique = {r["id"]: r for r in rows}
             records = [storage.OrderRecord.from_row(r) for r in unique.values()]
             due = {
                 r.id
