@@ -17,7 +17,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from starkmatter.core import settings
-from starkmatter.gateway import connections
+from starkmatter.gateway import connections, server
 from tests.integration.market.gateway_support import recv_json, running_gateway, sign_in
 
 pytestmark = pytest.mark.timeout(30)
@@ -191,34 +191,56 @@ async def _read_frames(reader: Any, protocol: ClientProtocol, until: Any) -> lis
     return frames
 
 
+SLOW = "market:quotes:SLOW"
+SLOW_LIMITS = connections.Limits(high_water_bytes=8_192, low_water_bytes=1_024, max_lag_s=60)
+PUBLISHED = 400
+
+
+class _SlowClient:
+    """A raw WebSocket client with a small socket buffer, subscribed to ``SLOW``, that
+    reads nothing while ``PUBLISHED`` big updates are published: the gateway finds it
+    congested and conflates."""
+
+    def __init__(self, reader: Any, writer: Any, protocol: ClientProtocol) -> None:
+        self.reader, self.writer, self.protocol = reader, writer, protocol
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.protocol.send_text(json.dumps(message).encode())
+        self.writer.write(b"".join(self.protocol.data_to_send()))
+
+    async def read_until(self, done: Any) -> list[dict[str, Any]]:
+        return await _read_frames(self.reader, self.protocol, done)
+
+
+async def _congested(
+    gateway: server.Gateway, redis: aioredis.Redis, token: str
+) -> tuple[_SlowClient, connections.Client]:
+    slow = _SlowClient(*await _raw_ws(gateway.port, token, 4_096))
+    slow.send({"op": "subscribe", "topics": [SLOW]})
+    await slow.read_until(lambda f: any(x["type"] == "snapshot" for x in f))
+    [client] = gateway.clients
+    for n in range(PUBLISHED):
+        await redis.publish(SLOW, json.dumps({"n": n, "pad": "x" * 16_000}))
+    async with asyncio.timeout(10):
+        while gateway.hub.dispatched < PUBLISHED:  # noqa: ASYNC110 - fed by Redis
+            await asyncio.sleep(0.01)
+    assert client.congested_since is not None and client.conflated > 0
+    return slow, client
+
+
 async def test_a_slow_client_gets_market_data_conflated_to_the_latest_value(
     config: settings.Settings, redis: aioredis.Redis
 ) -> None:
     token = await sign_in(config, redis, "u1")
-    limits = connections.Limits(high_water_bytes=8_192, low_water_bytes=1_024, max_lag_s=60)
-    topic = "market:quotes:SLOW"
-    async with running_gateway(config, limits) as gateway:
-        reader, writer, protocol = await _raw_ws(gateway.port, token, 4_096)
-        request = json.dumps({"op": "subscribe", "topics": [topic]}).encode()
-        protocol.send_text(request)
-        writer.write(b"".join(protocol.data_to_send()))
-        await _read_frames(reader, protocol, lambda f: any(x["type"] == "snapshot" for x in f))
-        [client] = gateway.clients
-        padding = "x" * 16_000
-        published = 400
-        for n in range(published):
-            await redis.publish(topic, json.dumps({"n": n, "pad": padding}))
-        async with asyncio.timeout(10):
-            while gateway.hub.dispatched < published:  # noqa: ASYNC110 - fed by Redis
-                await asyncio.sleep(0.01)
-        assert client.congested_since is not None and client.conflated > 0
-        frames = await _read_frames(
-            reader, protocol, lambda f: any(x.get("data", {}).get("n") == published - 1 for x in f)
+    async with running_gateway(config, SLOW_LIMITS) as gateway:
+        slow, _ = await _congested(gateway, redis, token)
+        frames = await slow.read_until(
+            lambda f: any(x.get("data", {}).get("n") == PUBLISHED - 1 for x in f)
         )
         numbers = [f["data"]["n"] for f in frames if f["type"] == "update"]
-        assert numbers == sorted(numbers) and numbers[-1] == published - 1
-        assert len(numbers) < published
-        writer.close()
+        assert numbers == sorted(numbers) and numbers[-1] == PUBLISHED - 1
+        assert len(numbers) < PUBLISHED
+        slow.writer.close()
 
 
 async def test_an_update_held_for_a_slow_client_is_dropped_when_it_unsubscribes(
@@ -228,38 +250,19 @@ async def test_an_update_held_for_a_slow_client_is_dropped_when_it_unsubscribes(
     # though it had unsubscribed meanwhile (and after a newer snapshot, had it subscribed
     # again).
     token = await sign_in(config, redis, "u1")
-    limits = connections.Limits(high_water_bytes=8_192, low_water_bytes=1_024, max_lag_s=60)
-    topic = "market:quotes:SLOW"
-    async with running_gateway(config, limits) as gateway:
-        reader, writer, protocol = await _raw_ws(gateway.port, token, 4_096)
-
-        def send(message: dict[str, Any]) -> None:
-            protocol.send_text(json.dumps(message).encode())
-            writer.write(b"".join(protocol.data_to_send()))
-
-        send({"op": "subscribe", "topics": [topic]})
-        await _read_frames(reader, protocol, lambda f: any(x["type"] == "snapshot" for x in f))
-        [client] = gateway.clients
-        published = 400
-        for n in range(published):
-            await redis.publish(topic, json.dumps({"n": n, "pad": "x" * 16_000}))
+    async with running_gateway(config, SLOW_LIMITS) as gateway:
+        slow, client = await _congested(gateway, redis, token)
+        slow.send({"op": "unsubscribe", "topics": [SLOW]})
         async with asyncio.timeout(10):
-            while gateway.hub.dispatched < published:  # noqa: ASYNC110 - fed by Redis
-                await asyncio.sleep(0.01)
-        assert client.congested_since is not None and client.conflated > 0
-        send({"op": "unsubscribe", "topics": [topic]})
-        async with asyncio.timeout(10):
-            while topic in client.topics:  # noqa: ASYNC110 - handled by the gateway's task
+            while SLOW in client.topics:  # noqa: ASYNC110 - handled by the gateway's task
                 await asyncio.sleep(0.01)
         frames: list[dict[str, Any]] = []
         for _ in range(2):  # the second reply comes after anything the drain let out
-            send({"op": "ping"})
-            frames += await _read_frames(
-                reader, protocol, lambda f: any(x["type"] == "heartbeat" for x in f)
-            )
+            slow.send({"op": "ping"})
+            frames += await slow.read_until(lambda f: any(x["type"] == "heartbeat" for x in f))
         numbers = [f["data"]["n"] for f in frames if f["type"] == "update"]
-        assert published - 1 not in numbers
-        writer.close()
+        assert PUBLISHED - 1 not in numbers
+        slow.writer.close()
 
 
 async def test_a_client_that_keeps_lagging_is_disconnected_with_a_reason(
