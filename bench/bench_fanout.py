@@ -630,6 +630,7 @@ async def run_gateway(redis_url: str, redis_pid: int) -> Run:
     import psutil
     import redis.asyncio as aioredis
 
+    from starkmatter.core import heap
     from starkmatter.core.auth import tokens
     from starkmatter.gateway import fanout, server
 
@@ -661,7 +662,7 @@ async def run_gateway(redis_url: str, redis_pid: int) -> Run:
     hub = TimedHub(redis)
     gateway = server.Gateway(hub, authenticate, redis=redis)
     await gateway.start("127.0.0.1", 0)
-    server.settle_heap()  # as ``starkmatter gateway`` does once started
+    heap.settle()  # as ``starkmatter gateway`` does once started
     delivered = new_counter()
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.Process(

@@ -158,7 +158,7 @@ def serve_api() -> None:
 
     config = settings.load()
     logs.configure(config.log_level, json=config.log_json)
-    app = api_app.create_app(config)
+    app = api_app.create_app(config, settle=True)  # as ``starkmatter api`` does
     paths = {getattr(r, "path", "") for r in app.routes}
     if "/orders" not in paths:
         app.include_router(order_routes.router)

@@ -29,7 +29,7 @@ def _cmd_api(args: argparse.Namespace, config: settings.Settings) -> int:
     from starkmatter.api import app
 
     uvicorn.run(
-        app.create_app(config),
+        app.create_app(config, settle=True),
         host=args.host or config.api_host,
         port=config.api_port,
         log_config=None,

@@ -12,7 +12,7 @@ from starkmatter.ai import routes as ai_routes
 from starkmatter.alerts import routes as alert_routes
 from starkmatter.api import failing, observing, resources
 from starkmatter.api.routes import auth, health
-from starkmatter.core import db, migrating, redis_client, settings
+from starkmatter.core import db, heap, migrating, redis_client, settings
 from starkmatter.core.auth import keys
 from starkmatter.market import routes as market_routes
 from starkmatter.news import routes as news_routes
@@ -35,7 +35,11 @@ COMPONENT_ROUTERS = (
 )
 
 
-def create_app(config: settings.Settings, *, migrate: bool = True) -> fastapi.FastAPI:
+def create_app(
+    config: settings.Settings, *, migrate: bool = True, settle: bool = False
+) -> fastapi.FastAPI:
+    """The app; ``settle`` freezes the heap once started (``core.heap``), as the ``starkmatter
+    api`` process does; tests serve apps inside pytest, whose heap is not the app's."""
     keypair = keys.load(config)
 
     @contextlib.asynccontextmanager
@@ -48,6 +52,8 @@ def create_app(config: settings.Settings, *, migrate: bool = True) -> fastapi.Fa
                     await migrating.apply(conn)
             app.state.resources = resources.build(config, pool, redis, keypair)
             following = asyncio.create_task(app.state.resources.open_sessions.follow(redis))
+            if settle:
+                heap.settle()
             try:
                 yield
             finally:

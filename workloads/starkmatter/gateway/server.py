@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import gc
 import json
 import time
 import urllib.parse
@@ -35,7 +34,7 @@ from websockets import frames as ws_frames
 from websockets import http11
 from websockets import server as ws_server
 
-from starkmatter.core import errors, logs, loops
+from starkmatter.core import errors, heap, logs, loops
 from starkmatter.core.auth import tokens
 from starkmatter.gateway import connections, fanout, metrics, topics
 
@@ -627,7 +626,7 @@ async def run(
     redis = redis_client.create_redis(config)
     gateway = Gateway(fanout.Hub(redis), token_verifier(config, redis), redis=redis)
     await gateway.start(host or config.api_host, config.gateway_port if port is None else port)
-    settle_heap()
+    heap.settle()
     loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info("gateway.started", port=gateway.port, loop=loop_kind)
     stop = asyncio.Event()
@@ -641,16 +640,6 @@ async def run(
     finally:
         await gateway.stop()
         await redis.aclose()
-
-
-def settle_heap() -> None:
-    """Move everything alive after start-up out of the collector's reach (``gc.freeze``).
-
-    Modules, settings and clients live as long as the process; scanning them again on every
-    full collection is work done on the fan-out's thread for nothing.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ import sys
 
 import redis.asyncio as aioredis
 
-from starkmatter.core import db, loops, migrating, probes, redis_client, settings
+from starkmatter.core import db, heap, loops, migrating, probes, redis_client, settings
 from starkmatter.orders import processing
 from starkmatter.orders.brokers import alpaca, base, paper
 from starkmatter.orders.config import OrdersConfig
@@ -49,6 +49,7 @@ async def run(
             probe_task = asyncio.create_task(
                 probes.serve(config.api_host, probes_port, probes.storage_check(pool, redis))
             )
+        heap.settle()
         try:
             await worker.run(asyncio.Event())
         finally:
