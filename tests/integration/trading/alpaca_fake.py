@@ -1,9 +1,15 @@
 """A local server speaking the Alpaca trading API v2 (the parts the adapter uses).
 
-Market orders fill at once at ``price``; other orders rest until the test calls
-``fill(order_id, qty, price)``. A quantity above ``max_qty`` is refused the way Alpaca
-refuses an order beyond buying power (403), and a reused ``client_order_id`` the way
-Alpaca refuses it (422).
+It keeps a one-price market at ``price``, the last trade. An order fills on arrival, in
+full at ``price``, when it can: a market order always, a limit order when ``price`` is at
+or inside its limit; a stop first waits for ``trade()`` to reach its stop price. What
+cannot fill rests (an ``ioc`` or ``fok`` order is cancelled instead) until ``trade()``
+moves the market or the test calls ``fill(order_id, qty, price)``. As at an exchange, no
+fill is beyond an order's limit: ``fill()`` refuses one unless told to play a broker error.
+
+It refuses what Alpaca refuses: a quantity above ``max_qty`` as beyond buying power (403),
+a reused ``client_order_id`` (422), a missing price and a sub-penny price (prices from $1
+in cents, below $1 in hundredths of a cent, 422).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 from starlette import applications, requests, responses, routing
 
 KEY, SECRET = "test-key-id", "test-secret-key"
+_WORKING = ("accepted", "partially_filled")
 
 
 @dataclasses.dataclass
@@ -24,15 +31,42 @@ class FakeAlpaca:
     max_qty: Decimal = Decimal(1000)
     orders: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     submissions: int = 0
+    triggered: set[str] = dataclasses.field(default_factory=set)
+    """ids of stop orders the market reached"""
 
-    def fill(self, order_id: str, qty: Decimal, price: Decimal) -> None:
+    def fill(
+        self, order_id: str, qty: Decimal, price: Decimal, *, beyond_limit: bool = False
+    ) -> None:
+        """Fill ``qty`` at ``price``; ``beyond_limit`` lets it break the order's limit, a
+        broker error no real order should meet."""
         o = self.orders[order_id]
+        if not beyond_limit and not _within_limit(o, price):
+            raise ValueError(f"{price} is beyond the limit {o['limit_price']} of this {o['side']}")
         done = Decimal(o["filled_qty"])
         avg = Decimal(o["filled_avg_price"] or 0)
         total = done + qty
         o["filled_avg_price"] = str((avg * done + price * qty) / total)
         o["filled_qty"] = str(total)
         o["status"] = "filled" if total == Decimal(o["qty"]) else "partially_filled"
+
+    def trade(self, price: Decimal) -> None:
+        """The market trades at ``price``: stops it reaches trigger, and every working
+        order that can fill at it fills in full."""
+        self.price = price
+        for oid, o in self.orders.items():
+            if o["status"] in _WORKING:
+                self._match(oid)
+
+    def _match(self, oid: str) -> None:
+        o = self.orders[oid]
+        if o.get("stop_price") is not None and oid not in self.triggered:
+            stop = Decimal(o["stop_price"])
+            if (self.price >= stop) if o["side"] == "buy" else (self.price <= stop):
+                self.triggered.add(oid)
+            else:
+                return
+        if _within_limit(o, self.price):
+            self.fill(oid, Decimal(o["qty"]) - Decimal(o["filled_qty"]), self.price)
 
     def app(self) -> applications.Starlette:
         def authorised(request: requests.Request) -> bool:
@@ -51,6 +85,9 @@ class FakeAlpaca:
             self.submissions += 1
             if any(o["client_order_id"] == body["client_order_id"] for o in self.orders.values()):
                 return error(422, "client_order_id must be unique")
+            invalid = _invalid_prices(body)
+            if invalid is not None:
+                return error(422, invalid)
             if Decimal(body["qty"]) > self.max_qty:
                 return error(403, "insufficient buying power")
             oid = str(uuid.uuid4())
@@ -62,8 +99,9 @@ class FakeAlpaca:
                 "filled_avg_price": None,
             }
             self.orders[oid] = order
-            if body["type"] == "market":
-                self.fill(oid, Decimal(body["qty"]), self.price)
+            self._match(oid)
+            if order["time_in_force"] in ("ioc", "fok") and order["status"] != "filled":
+                order["status"] = "canceled"
             return responses.JSONResponse(order)
 
         async def by_client_id(request: requests.Request) -> responses.Response:
@@ -93,3 +131,30 @@ class FakeAlpaca:
                 routing.Route("/v2/orders/{oid}", one, methods=["GET", "DELETE"]),
             ]
         )
+
+
+def _within_limit(order: dict[str, Any], price: Decimal) -> bool:
+    if order.get("limit_price") is None:
+        return True
+    limit = Decimal(order["limit_price"])
+    return price <= limit if order["side"] == "buy" else price >= limit
+
+
+def _invalid_prices(body: dict[str, Any]) -> str | None:
+    kind = body["type"]
+    needs = {"limit_price": ("limit", "stop_limit"), "stop_price": ("stop", "stop_limit")}
+    for name, kinds in needs.items():
+        needed = kind in kinds
+        if needed and body.get(name) is None:
+            return f"{name} is required for {kind} orders"
+        if body.get(name) is None:
+            continue
+        price = Decimal(body[name])
+        if price <= 0:
+            return f"{name} must be positive"
+        if price % (Decimal("0.01") if price >= 1 else Decimal("0.0001")) != 0:
+            return (
+                f"invalid {name} {price}."
+                " sub-penny increment does not fulfill minimum pricing criteria"
+            )
+    return None

@@ -188,20 +188,25 @@ def test_a_reject_reason_on_an_order_not_rejected_rejects_nothing() -> None:
 
 
 def _limit_order() -> storage.OrderRecord:
+    return _record(OrderRequest("AAPL", OrderSide.BUY, OrderType.LIMIT, TimeInForce.DAY,
+                                Decimal(3), Decimal("99.00")), Decimal("99.00"))  # fmt: skip
+
+
+def _record(request: OrderRequest, price_cap: Decimal) -> storage.OrderRecord:
+    """An accepted order as the worker hands it to the broker."""
     now = dt.datetime.now(dt.UTC)
+    buy = request.side is OrderSide.BUY
     return storage.OrderRecord(
         id=OrderId(uuid.uuid4()),
         user_id=uuid.uuid4(),  # type: ignore[arg-type]
         client_order_id="c1",  # type: ignore[arg-type]
-        request=OrderRequest(
-            "AAPL", OrderSide.BUY, OrderType.LIMIT, TimeInForce.DAY, Decimal(3), Decimal("99.00")
-        ),
+        request=request,
         status=OrderStatus.RISK_CHECKED,
         filled_quantity=Decimal(0),
         avg_fill_price=None,
-        price_cap=Decimal("99.00"),
-        reserved_cash=Decimal(297),
-        reserved_quantity=Decimal(0),
+        price_cap=price_cap,
+        reserved_cash=request.quantity * price_cap if buy else Decimal(0),
+        reserved_quantity=Decimal(0) if buy else request.quantity,
         triggered=False,
         cancel_requested=False,
         reject_code=None,
@@ -221,9 +226,10 @@ async def test_a_fill_the_ledger_refuses_holds_back_only_its_own_order(
     alpaca_env: Any,
     redis: Any,
 ) -> None:
-    # A real broker can fill a stop far beyond what the order reserved (a gap): the ledger
-    # refuses to spend cash the account lacks. That used to fail every order re-matched in
-    # the same pass, on every pass, for every user.
+    # A stop goes out as a stop_limit at what it reserved, so only a broker error can fill
+    # it far beyond that (here a gap at 200): the ledger refuses to spend cash the account
+    # lacks. That used to fail every order re-matched in the same pass, on every pass, for
+    # every user.
     server, url = fake
     refused_before = _refused()
     gapped, other = await sign_up(api.client), await sign_up(api.client)
@@ -244,7 +250,7 @@ async def test_a_fill_the_ledger_refuses_holds_back_only_its_own_order(
         for user, oid in ((gapped, stop), (other, limit)):
             await wait_for_order(api.client, user.headers, oid, "Pending")
         remote = {o["client_order_id"]: rid for rid, o in server.orders.items()}
-        server.fill(remote[stop], Decimal(900), Decimal("200.00"))  # costs 180,000
+        server.fill(remote[stop], Decimal(900), Decimal("200.00"), beyond_limit=True)
         server.fill(remote[limit], Decimal(10), Decimal("99.40"))
         got = await wait_for_order(api.client, other.headers, limit, "Filled")
         assert Decimal(got["avg_fill_price"]) == Decimal("99.40")
@@ -259,3 +265,216 @@ def _refused() -> float:
         "starkmatter_orders_refused_by_database_total"
     )
     return value or 0.0
+
+
+# Price protection: what an order reserved is the worst price Alpaca may fill it at.
+# With the default market_protection of 2%, a market buy against an ask of 100.25 reserved
+# 102.255 a share: it goes out as a limit at 102.25 (down, inside the cap, where the
+# nearest cent is 102.26); a market sell against a bid of 99.99 has a floor of 97.9902 and
+# goes out at 98.00 (up, where the nearest cent is 97.99).
+
+
+async def _place(api: LiveServer, user: Any, **fields: Any) -> str:
+    body = {"symbol": "AAPL", "quantity": "10", "time_in_force": "day", **fields}
+    r = await api.client.post("/orders", headers=user.headers, json=body)
+    assert r.status_code == 201, r.text
+    oid: str = r.json()["id"]
+    return oid
+
+
+def _remote(server: FakeAlpaca, oid: str) -> dict[str, Any]:
+    (remote,) = (o for o in server.orders.values() if o["client_order_id"] == oid)
+    return remote
+
+
+def _sent(remote: dict[str, Any]) -> tuple[str | None, ...]:
+    """side, type, limit_price, stop_price, time_in_force, as the order reached Alpaca"""
+    keys = ("side", "type", "limit_price", "stop_price", "time_in_force")
+    return tuple(remote.get(k) for k in keys)
+
+
+async def _account(api: LiveServer, user: Any) -> dict[str, Decimal]:
+    got = (await api.client.get("/account", headers=user.headers)).json()
+    return {k: Decimal(got[k]) for k in ("cash", "reserved_cash")}
+
+
+async def _stays_unfilled(api: LiveServer, user: Any, oid: str) -> None:
+    await asyncio.sleep(0.3)  # several polls
+    got = (await api.client.get(f"/orders/{oid}", headers=user.headers)).json()
+    assert got["status"] == "Pending" and Decimal(got["filled_quantity"]) == 0, got
+
+
+async def _hold_ten(api: LiveServer, user: Any, server: FakeAlpaca) -> None:
+    """Buy the 10 shares a sell needs, at 100.00."""
+    server.price = Decimal("100.00")
+    oid = await _place(api, user, client_order_id="hold", side="buy")
+    await wait_for_order(api.client, user.headers, oid, "Filled")
+
+
+async def test_a_market_buy_goes_out_as_a_limit_at_its_cap_and_never_fills_beyond_it(
+    api: LiveServer,
+    config: settings.Settings,
+    fake: tuple[FakeAlpaca, str],
+    alpaca_env: Any,
+    redis: Any,
+) -> None:
+    server, url = fake
+    refused_before = _refused()
+    server.price = Decimal("103.00")  # the market is already past the cap
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="100.15", ask="100.25")
+    async with alpaca_worker(config, url):
+        oid = await _place(api, user, client_order_id="m", side="buy")
+        await wait_for_order(api.client, user.headers, oid, "Pending", "Filled")
+        remote = _remote(server, oid)
+        assert _sent(remote) == ("buy", "limit", "102.25", None, "day")
+        reserved = (await _account(api, user))["reserved_cash"]
+        assert reserved == 10 * Decimal("102.255") >= 10 * Decimal(remote["limit_price"])
+        await _stays_unfilled(api, user, oid)
+        server.trade(Decimal("104.00"))
+        await _stays_unfilled(api, user, oid)
+        server.trade(Decimal("101.90"))
+        got = await wait_for_order(api.client, user.headers, oid, "Filled")
+    assert Decimal(got["avg_fill_price"]) == Decimal("101.90")
+    assert await _account(api, user) == {"cash": 100_000 - 10 * Decimal("101.90"),
+                                         "reserved_cash": 0}  # fmt: skip
+    assert _refused() == refused_before
+
+
+async def test_a_market_sell_goes_out_as_a_limit_at_its_floor(
+    api: LiveServer,
+    config: settings.Settings,
+    fake: tuple[FakeAlpaca, str],
+    alpaca_env: Any,
+    redis: Any,
+) -> None:
+    server, url = fake
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    async with alpaca_worker(config, url):
+        await _hold_ten(api, user, server)
+        server.price = Decimal("97.00")  # below the floor
+        oid = await _place(api, user, client_order_id="s", side="sell", time_in_force="gtc")
+        await wait_for_order(api.client, user.headers, oid, "Pending", "Filled")
+        assert _sent(_remote(server, oid)) == ("sell", "limit", "98.00", None, "gtc")
+        await _stays_unfilled(api, user, oid)
+        server.trade(Decimal("97.50"))
+        await _stays_unfilled(api, user, oid)
+        server.trade(Decimal("98.50"))
+        got = await wait_for_order(api.client, user.headers, oid, "Filled")
+    assert Decimal(got["avg_fill_price"]) == Decimal("98.50")
+    positions = (await api.client.get("/portfolio/positions", headers=user.headers)).json()
+    assert all(Decimal(p["quantity"]) == 0 for p in positions), positions
+
+
+@pytest.mark.parametrize(("tif", "reason"), [("ioc", "ioc_remainder"), ("fok", "fok_unfillable")])
+async def test_an_immediate_market_order_beyond_its_cap_is_cancelled_not_filled(
+    api: LiveServer,
+    config: settings.Settings,
+    fake: tuple[FakeAlpaca, str],
+    alpaca_env: Any,
+    redis: Any,
+    tif: str,
+    reason: str,
+) -> None:
+    server, url = fake
+    server.price = Decimal("103.00")
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    async with alpaca_worker(config, url):
+        oid = await _place(api, user, client_order_id="i", side="buy", time_in_force=tif)
+        got = await wait_for_order(api.client, user.headers, oid, "Cancelled", "Filled")
+    assert _sent(_remote(server, oid)) == ("buy", "limit", "102.01", None, tif)
+    assert got["status"] == "Cancelled" and got["events"][-1]["reason"] == reason
+    assert await _account(api, user) == {"cash": 100_000, "reserved_cash": 0}
+
+
+async def test_a_stop_buy_goes_out_as_a_stop_limit_at_its_cap_and_a_gap_leaves_it_unfilled(
+    api: LiveServer,
+    config: settings.Settings,
+    fake: tuple[FakeAlpaca, str],
+    alpaca_env: Any,
+    redis: Any,
+) -> None:
+    server, url = fake
+    refused_before = _refused()
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    async with alpaca_worker(config, url):
+        oid = await _place(api, user, client_order_id="st", side="buy", type="stop",
+                           stop_price="105.00", time_in_force="gtc")  # fmt: skip
+        await wait_for_order(api.client, user.headers, oid, "Pending")
+        sent = _sent(_remote(server, oid))
+        assert sent == ("buy", "stop_limit", "107.10", "105.00", "gtc")
+        assert (await _account(api, user))["reserved_cash"] == 10 * Decimal("107.10")
+        server.trade(Decimal("110.00"))  # gaps through the stop and past the cap
+        await _stays_unfilled(api, user, oid)
+        server.trade(Decimal("106.00"))
+        got = await wait_for_order(api.client, user.headers, oid, "Filled")
+    assert Decimal(got["avg_fill_price"]) == Decimal("106.00")
+    assert await _account(api, user) == {"cash": 100_000 - 1060, "reserved_cash": 0}
+    assert _refused() == refused_before
+
+
+async def test_a_stop_sell_goes_out_as_a_stop_limit_at_its_floor(
+    api: LiveServer,
+    config: settings.Settings,
+    fake: tuple[FakeAlpaca, str],
+    alpaca_env: Any,
+    redis: Any,
+) -> None:
+    server, url = fake
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    async with alpaca_worker(config, url):
+        await _hold_ten(api, user, server)
+        oid = await _place(api, user, client_order_id="ss", side="sell", type="stop",
+                           stop_price="95.00")  # fmt: skip
+        await wait_for_order(api.client, user.headers, oid, "Pending")
+        sent = _sent(_remote(server, oid))
+        assert sent == ("sell", "stop_limit", "93.10", "95.00", "day")
+        server.trade(Decimal("90.00"))  # gaps through the stop and past the floor
+        await _stays_unfilled(api, user, oid)
+        server.trade(Decimal("94.00"))
+        got = await wait_for_order(api.client, user.headers, oid, "Filled")
+    assert Decimal(got["avg_fill_price"]) == Decimal("94.00")
+
+
+@pytest.mark.parametrize(
+    ("side", "kind", "cap", "sent", "limit"),
+    [
+        (OrderSide.BUY, OrderType.MARKET, "102.255", "limit", "102.25"),
+        (OrderSide.SELL, OrderType.MARKET, "97.9902", "limit", "98.00"),
+        (OrderSide.BUY, OrderType.MARKET, "1.00999", "limit", "1.00"),
+        (OrderSide.BUY, OrderType.MARKET, "0.465834", "limit", "0.4658"),
+        (OrderSide.SELL, OrderType.MARKET, "0.465834", "limit", "0.4659"),
+        (OrderSide.SELL, OrderType.MARKET, "0.99995", "limit", "1.00"),
+        (OrderSide.BUY, OrderType.STOP, "102.0000", "stop_limit", "102.00"),
+        (OrderSide.SELL, OrderType.STOP, "97.9999", "stop_limit", "98.00"),
+        (OrderSide.BUY, OrderType.LIMIT, "99.00", "limit", "99.00"),
+    ],
+)
+async def test_the_limit_sent_is_the_cap_on_alpacas_price_grid_inside_the_reservation(
+    fake: tuple[FakeAlpaca, str],
+    side: OrderSide,
+    kind: OrderType,
+    cap: str,
+    sent: str,
+    limit: str,
+) -> None:
+    server, url = fake
+    server.price = Decimal("500.00") if side is OrderSide.BUY else Decimal("0.01")  # no fill
+    stop = Decimal("100.00") if kind is OrderType.STOP else None
+    own_limit = Decimal(cap) if kind is OrderType.LIMIT else None
+    request = OrderRequest("AAPL", side, kind, TimeInForce.GTC, Decimal(3), own_limit, stop)
+    broker = alpaca.AlpacaBroker.from_config(alpaca_config(url))
+    try:
+        accepted = await broker.submit(_record(request, Decimal(cap)))
+    finally:
+        await broker.aclose()
+    assert isinstance(accepted, base.Accepted), accepted  # Alpaca took the price's format
+    remote = server.orders[accepted.broker_order_id]
+    assert (remote["type"], remote["limit_price"]) == (sent, limit)
+    assert remote.get("stop_price") == (None if stop is None else str(stop))
+    # inside the reservation: a buy's limit at most its cap, a sell's at least its floor
+    assert (Decimal(cap) - Decimal(limit)) * side.sign >= 0

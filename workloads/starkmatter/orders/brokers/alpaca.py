@@ -5,11 +5,18 @@ crash meets ``422 client_order_id must be unique``, the adapter fetches the orde
 the first time instead of making a second one. Fills are derived from the cumulative
 ``filled_qty`` and ``filled_avg_price`` the API reports; each delta becomes one execution
 whose id (``{alpaca id}:{cumulative qty}``) makes a replayed poll harmless.
+
+Price protection: a market order goes out as a marketable ``limit`` and a stop as a
+``stop_limit``, their limit the ``price_cap`` the reservation was made at (rounded onto
+Alpaca's price grid toward the inside), so Alpaca can never fill one beyond what it
+reserved. Sent as they are, a gap or a thin book filled them at any price, and the ledger
+had to refuse a fill the broker had booked.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -20,7 +27,7 @@ from starkmatter.core import logs
 from starkmatter.orders import fills, storage
 from starkmatter.orders.brokers import base
 from starkmatter.orders.config import OrdersConfig
-from starkmatter.orders.model import OrderId
+from starkmatter.orders.model import OrderId, OrderSide, OrderType, TimeInForce
 
 _log = logs.get_logger("starkmatter.orders.alpaca")
 _ENDED = {
@@ -28,6 +35,14 @@ _ENDED = {
     "expired": fills.CancelReason.EXPIRED,
     "done_for_day": fills.CancelReason.EXPIRED,
 }
+_IMMEDIATE = {
+    TimeInForce.IOC: fills.CancelReason.IOC_REMAINDER,
+    TimeInForce.FOK: fills.CancelReason.FOK_UNFILLABLE,
+}
+_PROTECTED = {OrderType.MARKET: OrderType.LIMIT, OrderType.STOP: OrderType.STOP_LIMIT}
+"""what an order type without a limit goes out as, with ``price_cap`` as its limit"""
+_PENNY = Decimal("0.01")
+_SUB_PENNY = Decimal("0.0001")
 
 
 class AlpacaError(Exception):
@@ -62,16 +77,22 @@ class AlpacaBroker:
     @staticmethod
     def _body(order: storage.OrderRecord) -> dict[str, Any]:
         r = order.request
+        kind, limit = r.type, r.limit_price
+        if kind in _PROTECTED:
+            assert order.price_cap is not None, "only accepted orders go to a broker"
+            kind, limit = _PROTECTED[kind], protective_limit(r.side, order.price_cap)
+        # Time in force goes as asked: Alpaca takes day, gtc, ioc and fok on limit orders,
+        # and validation lets stops have day or gtc only, which stop_limit takes too.
         body: dict[str, Any] = {
             "symbol": r.symbol,
             "qty": str(r.quantity),
             "side": r.side.value,
-            "type": r.type.value,
+            "type": kind.value,
             "time_in_force": r.time_in_force.value,
             "client_order_id": str(order.id),
         }
-        if r.limit_price is not None:
-            body["limit_price"] = str(r.limit_price)
+        if limit is not None:
+            body["limit_price"] = str(limit)
         if r.stop_price is not None:
             body["stop_price"] = str(r.stop_price)
         return body
@@ -117,6 +138,26 @@ class AlpacaBroker:
         return updates
 
 
+def protective_limit(side: OrderSide, price_cap: Decimal) -> Decimal:
+    """``price_cap`` on Alpaca's price grid (cents at or above $1, hundredths of a cent
+    below), rounded toward the inside: down for a buy's ceiling, up for a sell's floor,
+    so a fill at the limit never costs more (or yields less) than the reservation assumed.
+    """
+    step = _PENNY if price_cap >= 1 else _SUB_PENNY
+    rounding = decimal.ROUND_FLOOR if side is OrderSide.BUY else decimal.ROUND_CEILING
+    limit = price_cap.quantize(step, rounding=rounding)
+    # A sell's floor just under $1 can round up to 1.0000: from $1 on, prices go in cents.
+    return limit.quantize(_PENNY) if limit >= 1 else limit
+
+
+def _cancel_reason(order: storage.OrderRecord) -> fills.CancelReason:
+    """Alpaca says "canceled" whoever ended the order; say which, as the paper broker does.
+    An ioc or fok order ends so when its protective limit keeps it from filling at once."""
+    if order.cancel_requested:
+        return fills.CancelReason.USER
+    return _IMMEDIATE.get(order.request.time_in_force, fills.CancelReason.BROKER)
+
+
 def _message(response: httpx.Response) -> str:
     try:
         return str(response.json().get("message", response.text))
@@ -136,8 +177,8 @@ def _update(order: storage.OrderRecord, data: dict[str, Any]) -> base.Update | N
     status = data.get("status", "")
     rejected = (data.get("reject_reason") or "rejected by broker") if status == "rejected" else None
     cancelled = _ENDED.get(status)
-    if cancelled is fills.CancelReason.BROKER and order.cancel_requested:
-        cancelled = fills.CancelReason.USER
+    if cancelled is fills.CancelReason.BROKER:
+        cancelled = _cancel_reason(order)
     if not executions and cancelled is None and rejected is None:
         return None
     return base.Update(executions=executions, cancelled=cancelled, rejected=rejected)
