@@ -57,8 +57,9 @@ def _run(job: Callable[[asyncpg.Pool, aioredis.Redis], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-async def _once(conn: asyncpg.Connection[Any], key: str, task: str) -> bool:
-    """Claim an event key inside the caller's transaction; False if it was applied before."""
+async def _once(conn: asyncpg.Pool | asyncpg.Connection[Any], key: str, task: str) -> bool:
+    """Claim an event key (inside the caller's transaction, if any); False if it was
+    applied before."""
     status: str = await conn.execute(
         "INSERT INTO task_applied_events (event_key, task_name) VALUES ($1, $2)"
         " ON CONFLICT DO NOTHING",
@@ -206,6 +207,8 @@ async def handle_event(
     """Apply one event's triggers once; returns what was done (``duplicate`` on a replay)."""
     if event not in EVENTS:
         raise ValueError(f"unknown event {event!r}")
+    if event in ("MarketDataUpdate", "PortfolioChange"):
+        return await _recompute(pool, redis_conn, event, payload, f"{event}:{key}")
     async with pool.acquire() as conn, conn.transaction():
         if not await _once(conn, f"{event}:{key}", "on_event"):
             return "duplicate"
@@ -234,9 +237,26 @@ async def handle_event(
     if event == "NewsArticleReceived":
         alerts = await delivering.publish(redis_conn, news_alerts)
         return f"news: {len(alerts)} watcher alerts"
-    if event == "OrderPlaced":
-        await delivering.publish(redis_conn, stored)
-        return "order notification"
+    await delivering.publish(redis_conn, stored)
+    return "order notification"
+
+
+async def _recompute(
+    pool: asyncpg.Pool,
+    redis_conn: aioredis.Redis,
+    event: str,
+    payload: dict[str, Any],
+    claim: str,
+) -> str:
+    """Price alerts and a revaluation write in transactions of their own, which the claim
+    cannot join. So they claim after their work, never before: a retry after a failure (or
+    a crash) anywhere up to the claim finds none and does the work again. Both are
+    idempotent: a fired price alert is switched off and stored once by its fingerprint; a
+    revaluation marks to the live quotes again (one more snapshot, as every minute's does)."""
+    if await pool.fetchval(
+        "SELECT EXISTS (SELECT FROM task_applied_events WHERE event_key = $1)", claim
+    ):
+        return "duplicate"
     if event == "MarketDataUpdate":
         evaluator = evaluating.Evaluator(pool, redis_conn, rules_dir=None)
         try:
@@ -245,9 +265,12 @@ async def handle_event(
             )
         finally:
             await evaluator.aclose()
-        return f"{len(fired)} price alerts"
-    users = await recalculate(pool, redis_conn, str(payload["user_id"]))
-    return f"pnl for {users} users"
+        outcome = f"{len(fired)} price alerts"
+    else:
+        users = await recalculate(pool, redis_conn, str(payload["user_id"]))
+        outcome = f"pnl for {users} users"
+    await _once(pool, claim, "on_event")
+    return outcome
 
 
 @app.task(name="starkmatter.tasks.jobs.on_event", **RELIABLE)
