@@ -11,7 +11,8 @@ TICKS = prometheus_client.Counter(
 )
 REJECTED = prometheus_client.Counter(
     "starkmatter_ingest_rejected_total",
-    "Events refused by validation (written to market_rejections), by feed and reason.",
+    "Events refused by validation, or rows PostgreSQL refused (reason storage_refused), all "
+    "written to market_rejections, by feed and reason.",
     ["feed", "reason"],
 )
 LATENCY = prometheus_client.Histogram(
@@ -29,6 +30,13 @@ ROWS_STORED = prometheus_client.Counter(
     "starkmatter_ingest_rows_written_total",
     "Rows handed to PostgreSQL, by feed and table.",
     ["feed", "table"],
+)
+STORE_RETRIES = prometheus_client.Counter(
+    "starkmatter_ingest_store_retries_total",
+    "Batch writes that failed in a way a retry may cure (connection, server state or resources, "
+    "not the rows) and were retried, by feed: rising while rows_written stays flat is a storage "
+    "outage.",
+    ["feed"],
 )
 DEDUPLICATED_BATCHES = prometheus_client.Counter(
     "starkmatter_ingest_deduplicated_batches_total",

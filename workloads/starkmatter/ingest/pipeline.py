@@ -6,7 +6,10 @@ snapshot, and appends rows, rejections and Redis commands to buffers. :meth:`Pip
 drives it: one Redis pipeline per drained queue (publishes in order; the latest snapshot
 per symbol set once), and a writer task that COPYs buffered rows to PostgreSQL on size or
 time while processing goes on. Nothing is dropped: every message is stored, rejected to the
-dead-letter table with its reason, or (references, heartbeats) consumed as control data.
+dead-letter table with its reason, or (references, heartbeats) consumed as control data. A row
+that passed validation but that PostgreSQL refuses is found by bisecting its batch and
+dead-lettered as ``storage_refused`` (:mod:`.refusals`); only failures a retry can cure are
+retried, so one bad row never stops storage for the feed.
 
 Stored bars agree with stored ticks: :meth:`Pipeline.reseed` rebuilds, at start-up, the bars
 a killed predecessor had not stored from the ticks it had; a trade that arrives after its bar
@@ -18,22 +21,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from starkmatter.core import events, logs
-from starkmatter.ingest import metrics, publishing
+from starkmatter.ingest import metrics, publishing, refusals
 from starkmatter.ingest.providers import base
 from starkmatter.market import bars as bars_mod
 from starkmatter.market import indicators, models, normalizing, seeding, storing, validation
 
 log = logs.get_logger(__name__)
 _to_text = models.to_text
+_Row = TypeVar("_Row", models.Trade, models.Quote)
+_BarKey = tuple[str, str, int]
+"""(symbol, interval, start) of a bar."""
 _KIND_NAMES: dict[type, str] = {
     models.Trade: "trade", models.Quote: "quote", models.Depth: "depth", models.Bar: "bar"
 }  # fmt: skip
@@ -125,9 +133,12 @@ class _Batch:
     quotes: list[models.Quote] = dataclasses.field(default_factory=list)
     bars: list[models.Bar] = dataclasses.field(default_factory=list)
     rejections: list[storing.Rejection] = dataclasses.field(default_factory=list)
-    late: set[tuple[str, str, int]] = dataclasses.field(default_factory=set)
+    late: set[_BarKey] = dataclasses.field(default_factory=set)
     """(symbol, interval, start) of closed bars that a trade in this batch arrived too late
-    for: rebuilt from storage once this batch's trades are stored."""
+    for, or that hold a trade storage refused: rebuilt from storage once this batch's trades
+    are stored."""
+    carried: dict[_BarKey, dict[str, str]] = dataclasses.field(default_factory=dict)
+    """Indicators of the bars of ``late`` never stored yet (computed at their close)."""
     number: int = 0
     """Position in flush order: bars are stored in this order (see ``Pipeline._write``)."""
 
@@ -191,6 +202,9 @@ class Pipeline:
         self._flushed = 0
         self._bars_stored = 0
         self._bar_turn = asyncio.Condition()
+        self._tainted: set[_BarKey] = set()
+        """Bars, closed or still open, that hold a trade storage refused: when stored, they
+        are rebuilt from the stored trades instead (see ``_untaint``)."""
 
     # ---------------------------------------------------------------- the hot path (sync)
 
@@ -505,9 +519,12 @@ class Pipeline:
                         await self._write(batch)
                         break
                     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                        # Retried in place (never re-queued: a full queue would deadlock the
-                        # writers); rewriting is idempotent, so nothing is lost or doubled.
-                        log.error("ingest.store_failed", feed=self.feed, error=str(exc),
+                        # A failure of the connection or the server (rows the server refuses
+                        # were dead-lettered in ``_write``). Retried in place (never re-queued:
+                        # a full queue would deadlock the writers); rewriting is idempotent, so
+                        # nothing is lost or doubled.
+                        metrics.STORE_RETRIES.labels(feed=self.feed).inc()
+                        log.error("ingest.store_failed", feed=self.feed, error=repr(exc),
                                   rows=len(batch), retry_s=delay)  # fmt: skip
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 5.0)
@@ -515,11 +532,13 @@ class Pipeline:
                 self._store.task_done()
 
     async def _write(self, batch: _Batch) -> None:
+        # Each step leaves the batch as a retry after a later step's failure must see it:
+        # refused rows out of it (into its rejections), dead letters out once stored.
         async with self.pool.acquire() as conn:
             if batch.trades:
-                await self._copy(conn, "market_ticks", batch.trades)
+                batch.trades = await self._copy(conn, "market_ticks", batch.trades, batch)
             if batch.quotes:
-                await self._copy(conn, "market_quotes", batch.quotes)
+                batch.quotes = await self._copy(conn, "market_quotes", batch.quotes, batch)
             # Bars are stored in the order they closed, after every earlier batch's rows,
             # though writers finish out of order: then when a bar is stored, so are the
             # symbol's earlier bars and all of the bar's trades, which is what a successor's
@@ -527,38 +546,59 @@ class Pipeline:
             # the COPYs still overlap.
             async with self._bar_turn:
                 await self._bar_turn.wait_for(lambda: self._bars_stored >= batch.number - 1)
+            if self._tainted:
+                self._untaint(batch)
             if batch.bars:
-                await storing.upsert_bars(conn, batch.bars)
+                batch.bars = await self._upsert_bars(conn, batch.bars, batch)
             if batch.late:
-                await self._rebuild(conn, batch.late)
+                await self._rebuild(conn, batch)
             async with self._bar_turn:
                 self._bars_stored = max(self._bars_stored, batch.number)
                 self._bar_turn.notify_all()
             if batch.rejections:
-                await storing.insert_rejections(conn, batch.rejections)
+                await self._dead_letter(conn, batch.rejections)
+                batch.rejections = []
             await self._announce(conn, batch)
         batch.trades = []
         batch.quotes = []
         batch.bars = []
-        batch.rejections = []
         batch.late = set()
+        batch.carried = {}
 
-    async def _rebuild(
-        self, conn: asyncpg.Connection[Any], late: set[tuple[str, str, int]]
-    ) -> None:
-        """Rebuild from storage the closed bars that late trades belong to. Run in this
-        batch's turn: every earlier batch's trades and bars are stored, and so are this
-        batch's trades, so each bar is rebuilt from all of its trades (each once, as stored:
-        a late trade that is a duplicate does not count twice)."""
+    def _untaint(self, batch: _Batch) -> None:
+        """Take the bars that hold a trade storage refused out of ``batch.bars``: they are
+        rebuilt from the stored trades instead (``_rebuild``), so stored bars still agree
+        with stored ticks. Their indicators, computed at their close, are kept."""
+        kept = []
+        for bar in batch.bars:
+            key = (bar.symbol, bar.interval, bar.start_ns)
+            if key in self._tainted:
+                self._tainted.discard(key)
+                batch.late.add(key)
+                batch.carried[key] = bar.indicators
+            else:
+                kept.append(bar)
+        batch.bars = kept
+
+    async def _rebuild(self, conn: asyncpg.Connection[Any], batch: _Batch) -> None:
+        """Rebuild from storage the closed bars that late trades belong to, and those holding
+        a refused trade. Run in this batch's turn: every earlier batch's trades and bars are
+        stored, and so are this batch's trades, so each bar is rebuilt from all of its trades
+        (each once, as stored: a late trade that is a duplicate does not count twice). A bar
+        none of whose trades is stored is not stored."""
         rebuilt = []
-        for symbol, interval, start in sorted(late):
+        for symbol, interval, start in sorted(batch.late):
             bar = await seeding.rebuild_bar(conn, symbol, interval, start)
             if bar is not None:
+                if not bar.indicators:
+                    bar.indicators = batch.carried.get((symbol, interval, start), {})
                 rebuilt.append(bar)
         if rebuilt:
-            await storing.upsert_bars(conn, rebuilt)
-        metrics.LATE_BARS_REBUILT.labels(feed=self.feed).inc(len(rebuilt))
-        log.info("ingest.late_trades_rebuilt", feed=self.feed, bars=len(rebuilt))
+            await self._upsert_bars(conn, rebuilt, batch)
+        late = sum((b.symbol, b.interval, b.start_ns) not in batch.carried for b in rebuilt)
+        metrics.LATE_BARS_REBUILT.labels(feed=self.feed).inc(late)
+        log.info("ingest.late_trades_rebuilt", feed=self.feed, bars=late,
+                 without_refused_trades=len(rebuilt) - late)  # fmt: skip
 
     async def _announce(self, conn: asyncpg.Connection[Any], batch: _Batch) -> None:
         """Queue ``MarketDataUpdate`` for the symbols stored since the last one, at most once
@@ -581,9 +621,25 @@ class Pipeline:
         self,
         conn: asyncpg.Connection[Any],
         table: str,
-        rows: list[models.Trade] | list[models.Quote],
-    ) -> None:
+        rows: list[_Row],
+        batch: _Batch,
+    ) -> list[_Row]:
+        """COPY ``rows`` into ``table``; returns those stored (the refused are dead-lettered
+        in ``batch``)."""
         await self._partitions.ensure(conn, table, storing.days_of(rows))
+        refused = await refusals.store_all(rows, functools.partial(self._copy_part, conn, table))
+        if not refused:
+            return rows
+        self._refused(batch, table, refused)
+        for r in refused:
+            if isinstance(r.row, models.Trade):
+                self._taint(r.row, batch)
+        gone = {id(r.row) for r in refused}
+        return [row for row in rows if id(row) not in gone]
+
+    async def _copy_part(
+        self, conn: asyncpg.Connection[Any], table: str, rows: Sequence[_Row]
+    ) -> None:
         if table == "market_ticks":
             data = storing.encode_trades(rows)  # type: ignore[arg-type]
             columns: tuple[str, ...] = storing.TICK_COLUMNS
@@ -594,6 +650,54 @@ class Pipeline:
         metrics.ROWS_STORED.labels(feed=self.feed, table=table).inc(len(rows))
         if result.fallback:
             metrics.DEDUPLICATED_BATCHES.labels(feed=self.feed, table=table).inc()
+
+    def _taint(self, trade: models.Trade, batch: _Batch) -> None:
+        """Mark the bars of a refused trade, which the bar builders counted it in."""
+        for builder in self._builders:
+            key = (trade.symbol, builder.interval, trade.ts_ns - trade.ts_ns % builder.step)
+            if key not in batch.late:  # a late trade's bar is rebuilt with this batch anyway
+                self._tainted.add(key)
+
+    async def _upsert_bars(
+        self, conn: asyncpg.Connection[Any], bars: list[models.Bar], batch: _Batch
+    ) -> list[models.Bar]:
+        refused = await refusals.store_all(bars, functools.partial(storing.upsert_bars, conn))
+        if not refused:
+            return bars
+        self._refused(batch, "market_bars", refused)
+        gone = {id(r.row) for r in refused}
+        return [bar for bar in bars if id(bar) not in gone]
+
+    def _refused(
+        self,
+        batch: _Batch,
+        table: str,
+        refused: Sequence[refusals.Refused[models.Trade | models.Quote | models.Bar]],
+    ) -> None:
+        """Dead-letter rows PostgreSQL refused, with this batch's rejections."""
+        reason = validation.Reason.STORAGE_REFUSED
+        now = self.clock()
+        for r in refused:
+            raw = refusals.payload(r.row)
+            origin = f"storage:{table}:{hashlib.sha256(raw.encode()).hexdigest()[:24]}"
+            batch.rejections.append(storing.Rejection(
+                self.feed, reason.value, raw, r.row.symbol, r.detail(table), now, origin
+            ))  # fmt: skip
+        self.rejected += len(refused)
+        metrics.REJECTED.labels(feed=self.feed, reason=reason.value).inc(len(refused))
+        log.error("ingest.storage_refused", feed=self.feed, table=table, rows=len(refused),
+                  detail=refused[0].detail(table))  # fmt: skip
+
+    async def _dead_letter(
+        self, conn: asyncpg.Connection[Any], rejections: list[storing.Rejection]
+    ) -> None:
+        insert = functools.partial(storing.insert_rejections, conn)
+        for r in await refusals.store_all(rejections, insert):
+            # Text is made storable first (storing.insert_rejections): nothing known is left
+            # that the table refuses. Should something be, it is logged whole, not retried
+            # for ever with the rows of its batch.
+            log.error("ingest.dead_letter_refused", feed=self.feed, reason=r.row.reason,
+                      raw=r.row.raw, detail=r.detail("market_rejections"))  # fmt: skip
 
     async def drain(self, *, close_bars: bool = False) -> None:
         """Wait until everything submitted so far is processed, published and stored.

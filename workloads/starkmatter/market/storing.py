@@ -276,8 +276,24 @@ class Rejection:
     """Where the source can find this message again (replay: file, line, line hash)."""
 
 
+def _storable(text: str) -> str:
+    """``text`` as PostgreSQL can hold it: a dead letter must store whatever arrived, but
+    ``text`` refuses NUL, and a lone surrogate (JSON's ``"\\ud800"``) is no UTF-8 at all.
+    Either is spelt out as an escape instead."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
 async def insert_rejections(conn: asyncpg.Connection[Any], rejections: Sequence[Rejection]) -> None:
-    """Dead-letter rows; one with a known origin is stored once however often it is replayed."""
+    """Dead-letter rows; one with a known origin is stored once however often it is replayed.
+
+    Text fields go through :func:`_storable`: a raw symbol with a NUL in it once made the
+    whole batch's insert fail, every time it was retried."""
     await conn.execute(
         """INSERT INTO market_rejections (received_at, feed, reason, symbol, detail, raw, origin)
            SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[],
@@ -286,10 +302,10 @@ async def insert_rejections(conn: asyncpg.Connection[Any], rejections: Sequence[
         [models.to_datetime(r.received_ns) for r in rejections],
         [r.feed for r in rejections],
         [r.reason for r in rejections],
-        [r.symbol for r in rejections],
-        [r.detail for r in rejections],
-        [r.raw.replace("\x00", "\\u0000") for r in rejections],
-        [r.origin for r in rejections],
+        [None if r.symbol is None else _storable(r.symbol) for r in rejections],
+        [_storable(r.detail) for r in rejections],
+        [_storable(r.raw) for r in rejections],
+        [None if r.origin is None else _storable(r.origin) for r in rejections],
     )
 
 

@@ -1,7 +1,9 @@
 """Validation: the seed's market-data rules, on normalized events, as pure functions.
 
 A rejected event gets one stable :class:`Reason` (a client and a dashboard can switch on
-it); the ingest worker writes it, with the raw payload, to the dead-letter table.
+it); the ingest worker writes it, with the raw payload, to the dead-letter table. One reason,
+``storage_refused``, is given after these rules, by the ingest writer, to a row the database
+would not store.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ class Reason(enum.StrEnum):
     CROSSED_QUOTE = "crossed_quote"
     INCONSISTENT_BAR = "inconsistent_bar"
     DUPLICATE = "duplicate"
+    STORAGE_REFUSED = "storage_refused"
+    """Passed these rules, but PostgreSQL refused the row (a value out of a column's range, a
+    constraint the rules do not know): set by the ingest writer, never by :class:`Validator`."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
