@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from starkmatter.core import db, logs, migrating, probes, redis_client, settings
+from starkmatter.core import db, heap, logs, migrating, probes, redis_client, settings
 from starkmatter.ingest import metrics, pipeline
 from starkmatter.ingest.providers import base
 from starkmatter.market import models, validation
@@ -255,6 +255,7 @@ async def run(config: settings.Settings, feed: str, *, spec_path: str | None = N
             )
         async with pool.acquire() as conn:
             await migrating.apply(conn)
+        heap.settle()
         await run_feed(spec, pool, redis, idle_when_finished=True)
     finally:
         if probe_task is not None:
