@@ -21,11 +21,11 @@ import aiohttp
 
 from starkmatter_operator import config, metrics
 
-# (apiVersion, kind) -> plural. Only what the operator reads or writes.
+# (apiVersion, kind) -> plural. Only what the operator reads or writes (never Secrets: its
+# role grants no access to them).
 PLURALS: dict[tuple[str, str], str] = {
     ("v1", "ConfigMap"): "configmaps",
     ("v1", "Service"): "services",
-    ("v1", "Secret"): "secrets",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
     ("v1", "Namespace"): "namespaces",
     ("apps/v1", "Deployment"): "deployments",

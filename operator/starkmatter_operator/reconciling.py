@@ -23,8 +23,10 @@ from starkmatter_operator.builders import alertrule, common
 
 log = logging.getLogger(__name__)
 
-# Problems that go away without a spec change, so a spec-triggered reconcile retries.
-RETRYABLE = frozenset({"SecretMissing", "Forbidden"}) | sources.BLOCKING
+# Problems that go away without a spec change, so a spec-triggered reconcile retries. (A
+# missing Secret is not one: the operator cannot read Secrets, so it applies the children
+# and reports what the kubelet says about their pods; see pods.py.)
+RETRYABLE = frozenset({"Forbidden"}) | sources.BLOCKING
 RETRY_DELAY_S = 10
 
 
@@ -39,26 +41,6 @@ def _change(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> str |
     if before is None:
         return "Created" if _recent(after["metadata"].get("creationTimestamp")) else None
     return "Updated" if state.spec_drifted(before, after) else None
-
-
-async def _missing_secrets(
-    rt: state.Runtime, body: Mapping[str, Any], info: state.KindInfo
-) -> list[str]:
-    namespace = common.namespace_of(body)
-    problems = []
-    for ref in info.builder.required_secrets(body, rt.cfg):
-        secret = await rt.secret(namespace, ref.name)
-        if secret is None:
-            problems.append(
-                f"Secret {namespace}/{ref.name} ({ref.field}) not found: create it"
-                + (f" with key {ref.key!r}" if ref.key else "")
-                + " or point the reference at an existing Secret"
-            )
-        elif ref.key and ref.key not in (secret.get("data") or {}):
-            problems.append(
-                f"Secret {namespace}/{ref.name} ({ref.field}) has no key {ref.key!r}: add it"
-            )
-    return problems
 
 
 async def _source_verdict(rt: state.Runtime, body: Mapping[str, Any]) -> sources.Verdict | None:
@@ -162,11 +144,8 @@ async def reconcile(
                     "monitoring.coreos.com/v1", "prometheusrules"
                 )
                 manifests = _build(rt, body, prometheus)
-                missing = await _missing_secrets(rt, body, info)
                 source = await _source_verdict(rt, body)
-                if missing:
-                    problem = conditions.Problem("SecretMissing", "; ".join(missing))
-                elif source is not None and source.blocking:
+                if source is not None and source.blocking:
                     problem = conditions.Problem(source.reason, source.message)
                 elif apply:
                     changes = await _apply_all(rt, body, manifests, trigger)
@@ -223,7 +202,7 @@ async def reconcile(
                 and problem.reason in RETRYABLE
                 and trigger not in ("child", "timer")
             ):
-                # Fixable outside the CR (create the Secret or the ConfigMap, grant the
+                # Fixable outside the CR (create the ConfigMap or the claim, grant the
                 # role): look again later without a spec change. The operator never crashes.
                 raise kopf.TemporaryError(problem.message, delay=RETRY_DELAY_S)
             return status

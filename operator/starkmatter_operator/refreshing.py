@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from starkmatter_operator import peering, reconciling, sources
+from starkmatter_operator import conditions, peering, pods, reconciling, reporting, sources
 from starkmatter_operator.state import Runtime, key_of
 
 log = logging.getLogger(__name__)
@@ -17,9 +17,10 @@ log = logging.getLogger(__name__)
 
 async def refresh_periodically(rt: Runtime) -> None:
     """Refresh what no watch event announces: feed heartbeats, alert states, the
-    shared alert-rules ConfigMap (not watched, so re-applied to correct drift), and whether
+    shared alert-rules ConfigMap (not watched, so re-applied to correct drift), whether
     a csv feed's ConfigMap or claim exists (not watched either: the operator would have to
-    watch every ConfigMap in the cluster).
+    watch every ConfigMap in the cluster), and why a CR's pods do not start (the kubelet
+    says so in pod status, and pods are not watched either).
 
     One loop for all objects rather than a Kopf timer per object: timers would also make
     Kopf put a finalizer on every resource.
@@ -52,10 +53,28 @@ async def refresh_periodically(rt: Runtime) -> None:
             # An object being deleted is left alone: re-applying a deleted AlertRule would
             # put its key back into the evaluator's ConfigMap.
             if not b["metadata"].get("deletionTimestamp")
-            and (b["kind"] == "AlertRule" or (b["kind"] == "MarketFeed" and _refreshed(rt, b)))
+            and (
+                b["kind"] == "AlertRule"
+                or (b["kind"] == "MarketFeed" and _refreshed(rt, b))
+                or _waiting(rt, b)
+            )
         ]
         await asyncio.gather(*(one(b) for b in bodies))
 
 
 def _refreshed(rt: Runtime, feed: dict[str, Any]) -> bool:
     return rt.heartbeats is not None or sources.reference(feed.get("spec") or {}) is not None
+
+
+# Ready=False reasons that the pods may explain (or stop explaining): not the problems a
+# status-only pass cannot see again, such as a child the apiserver refused.
+_POD_REASONS = frozenset({"RollingOut", pods.SECRET_MISSING, pods.CONFIG_ERROR})
+
+
+def _waiting(rt: Runtime, body: dict[str, Any]) -> bool:
+    """Rolling out, or running a Job: its pods may wait on something only they tell."""
+    status = body.get("status") or {}
+    ready = conditions.find(status.get("conditions"), conditions.READY)
+    if ready is not None and ready.get("status") != "True":
+        return ready.get("reason") in _POD_REASONS
+    return any((job.get("status") or {}).get("active") for job in reporting.owner_jobs(rt, body))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from starkmatter_operator import conditions, replays, reports, sources
+from starkmatter_operator import conditions, kube, pods, replays, reports, sources, state
 from starkmatter_operator.builders import alertrule, common
 from starkmatter_operator.state import Runtime, key_of
+
+log = logging.getLogger(__name__)
 
 
 def alert_enabled(body: Mapping[str, Any]) -> bool:
@@ -87,6 +90,13 @@ async def status_for(
             if firing and not old.get("firing"):
                 extra["lastFiredTime"] = conditions.now_iso()
             extra["firing"] = firing
+    if problem is None and waits_on_pods(rt, body, health):
+        stuck = await pods_blocked(rt, body)
+        if stuck is not None:
+            # The cause, more precise than "not ready" or a progress deadline.
+            health = dataclasses.replace(
+                health, failure_reason=stuck.reason, failure_message=stuck.message
+            )
     new_conditions = conditions.compute(generation, health, problem, ready_message=ready_message)
     if source is not None:
         new_conditions.append(sources.condition(source, generation))
@@ -99,6 +109,45 @@ async def status_for(
     }
 
 
+def owner_jobs(rt: Runtime, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The CR's Jobs (made by its CronJob, or by hand from it), as last seen by the watch."""
+    namespace, name = common.namespace_of(body), common.name_of(body)
+    return [
+        job
+        for (kind, ns, _), job in list(rt.observed.items())
+        if kind == "Job" and ns == namespace and job["metadata"].get("owner") == name
+    ]
+
+
+def waits_on_pods(rt: Runtime, body: Mapping[str, Any], health: conditions.Health) -> bool:
+    """Whether some of the CR's pods are not running yet, so the kubelet may be saying why.
+
+    Only then are its pods listed: a healthy CR costs no extra request.
+    """
+    if body["kind"] not in state.KINDS or body["kind"] == "AlertRule":
+        return False
+    if health.ready < health.desired:
+        return True
+    return any((job.get("status") or {}).get("active") for job in owner_jobs(rt, body))
+
+
+async def pods_blocked(rt: Runtime, body: Mapping[str, Any]) -> pods.Blocked | None:
+    """What the kubelet says keeps the CR's containers from being created, if anything."""
+    kind, namespace = str(body["kind"]), common.namespace_of(body)
+    selector = (
+        f"starkmatter.io/owner-kind={kind.lower()},starkmatter.io/owner-name={common.name_of(body)}"
+    )
+    try:
+        found = await rt.kube.list("v1", "Pod", namespace, selector)
+    except kube.ApiError as e:
+        # Best effort: without the pods the conditions still say what the workloads say.
+        log.info("event=pods.unreadable namespace=%s status=%s", namespace, e.status)
+        return None
+    live = [p for p in found if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    refs = state.KINDS[kind].builder.required_secrets(body, rt.cfg)
+    return pods.blocked(namespace, refs, pods.config_errors(live))
+
+
 async def archive_outcome(
     rt: Runtime,
     body: Mapping[str, Any],
@@ -107,12 +156,8 @@ async def archive_outcome(
     health: conditions.Health,
 ) -> tuple[dict[str, Any], conditions.Health]:
     """Last run, rows archived and failures, from the policy's Jobs (manual runs too)."""
-    namespace, name = common.namespace_of(body), common.name_of(body)
-    jobs = [
-        job
-        for (kind, ns, _), job in list(rt.observed.items())
-        if kind == "Job" and ns == namespace and job["metadata"].get("owner") == name
-    ]
+    namespace = common.namespace_of(body)
+    jobs = owner_jobs(rt, body)
     for field in ("rowsArchived", "lastJob"):
         if field in old:
             extra[field] = old[field]
@@ -134,10 +179,20 @@ async def archive_outcome(
     if done and done > str(extra.get("lastSuccessfulRunTime", "")):
         extra["lastSuccessfulRunTime"] = done
     if old.get("lastJob") != job_name:
+        try:
+            rows = await reports.job_rows_archived(rt.kube, namespace, job_name)
+        except kube.ApiError as e:
+            # Left for the next pass (lastJob unchanged), which reads the pods again.
+            log.info("event=archive_report.unreadable job=%s status=%s", job_name, e.status)
+            return extra, health
         extra["lastJob"] = job_name
-        rows = await reports.job_rows_archived(rt.kube, namespace, job_name)
         if rows is not None:
             extra["rowsArchived"] = rows
+        elif "rowsArchived" in extra:
+            # A count from an earlier run must not pass for this one's (this run's pod is
+            # gone, or an image from before the termination-message summary ran it): null
+            # removes it in the merge patch.
+            extra["rowsArchived"] = None
     return extra, health
 
 

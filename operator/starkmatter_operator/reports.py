@@ -1,21 +1,25 @@
-"""What an archival Job reports: `starkmatter archive` logs one JSON line per data set
-(``{"dataset": ..., "archived": N, "purged": M, ...}``); the operator sums them."""
+"""What an archival Job reports: `starkmatter archive` ends by writing a one-line JSON
+summary (``{"archived": N, "purged": M, ...}``) as its container's termination message,
+which the kubelet puts into the pod's status; the operator reads it with the pod list it
+already has. (Reading the job's log instead would take `get pods/log`, and that grant
+cannot be limited to our pods: it would let the operator read every pod's log.)"""
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starkmatter_operator import kube
 
-log = logging.getLogger(__name__)
+# The container of an archival Job's pod that runs `starkmatter archive` (builders).
+ARCHIVE_CONTAINER = "archive"
 
 
-def rows_archived(log_text: str) -> int | None:
+def rows_archived(text: str) -> int | None:
+    """The rows a report counts: the sum of the ``archived`` of its JSON lines."""
     total, seen = 0, False
-    for line in log_text.splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if not line.startswith("{"):
             continue
@@ -48,23 +52,28 @@ def failed(job: Mapping[str, Any]) -> str | None:
     return None
 
 
-async def job_rows_archived(client: kube.Kube, namespace: str, job: str) -> int | None:
-    """Best effort: a Job whose pods are gone, or whose logs cannot be read, reports None."""
-    try:
-        pods = await client.list("v1", "Pod", namespace, f"job-name={job}")
-        for pod in pods:
-            phase = (pod.get("status") or {}).get("phase")
-            if phase != "Succeeded":
-                continue
-            text = await client.request(
-                "GET",
-                f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}/log",
-                params={"container": "archive", "tailLines": "500"},
-                text=True,
-            )
-            found = rows_archived(str(text))
-            if found is not None:
-                return found
-    except kube.ApiError as e:
-        log.info("event=archive_report.unreadable job=%s status=%s", job, e.status)
+def termination_message(pod: Mapping[str, Any], container: str) -> str:
+    """What a container that has ended left in the pod's status ("" if nothing)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == container:
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            return str(terminated.get("message") or "")
+    return ""
+
+
+def pods_rows_archived(pods: Sequence[Mapping[str, Any]]) -> int | None:
+    """The rows the Job's successful pod reports; None when none says (its pods are gone,
+    or an image from before the summary ran it). Only a successful pod counts: a failed
+    one's message is the tail of its log (terminationMessagePolicy FallbackToLogsOnError)."""
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") != "Succeeded":
+            continue
+        found = rows_archived(termination_message(pod, ARCHIVE_CONTAINER))
+        if found is not None:
+            return found
     return None
+
+
+async def job_rows_archived(client: kube.Kube, namespace: str, job: str) -> int | None:
+    """Raises kube.ApiError when the pods cannot be listed (the caller tries again later)."""
+    return pods_rows_archived(await client.list("v1", "Pod", namespace, f"job-name={job}"))

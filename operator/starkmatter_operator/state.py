@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -58,36 +57,9 @@ class Runtime:
     # The generation whose children this process last applied, per CR: a status-only pass
     # reports it, whatever an older cached body's status says.
     applied: dict[Key, int] = dataclasses.field(default_factory=dict)
-    # Secret look-ups, briefly cached: hundreds of CRs in one namespace share a few Secrets.
-    secrets: dict[tuple[str, str], tuple[float, Any]] = dataclasses.field(default_factory=dict)
-    secret_ttl_s: float = 5.0
-
-    # Secret look-ups in flight: concurrent reconciles in one namespace share one request.
-    secret_lookups: dict[tuple[str, str], asyncio.Future[Any]] = dataclasses.field(
-        default_factory=dict
-    )
 
     def lock(self, key: Key) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
-
-    async def secret(self, namespace: str, name: str) -> Any:
-        key = (namespace, name)
-        cached = self.secrets.get(key)
-        if cached is not None and time.monotonic() - cached[0] < self.secret_ttl_s:
-            return cached[1]
-        pending = self.secret_lookups.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._fetch_secret(namespace, name))
-            self.secret_lookups[key] = pending
-            pending.add_done_callback(lambda _: self.secret_lookups.pop(key, None))
-        return await asyncio.shield(pending)
-
-    async def _fetch_secret(self, namespace: str, name: str) -> Any:
-        found = await self.kube.get("v1", "Secret", namespace, name)
-        # Only the key names are kept: values never stay in the operator's memory.
-        keys = None if found is None else {"data": dict.fromkeys(found.get("data") or {}, "")}
-        self.secrets[(namespace, name)] = (time.monotonic(), keys)
-        return keys
 
 
 def key_of(obj: Mapping[str, Any]) -> Key:

@@ -30,6 +30,10 @@ ADMIN = "admin"
 # kwok pods run no code; in this namespace kwok serves ControlPlane.pod_log_file as the log
 # of every container, so `kubectl logs` and the pods/log API answer like a kubelet would.
 POD_LOGS_NAMESPACE = "kwok-logs"
+# kwok pods run no code, so none writes a termination message: a Job's pod with this
+# annotation completes with its value as every container's termination message, as the
+# kubelet would report what the container wrote to its terminationMessagePath.
+TERMINATION_MESSAGE_ANNOTATION = "testing.starkmatter.io/termination-message"
 
 
 def bin_dir() -> Path:
@@ -253,6 +257,7 @@ class ControlPlane:
                     f"--tls-private-key-file={certs / 'apiserver.key'}",
                     *(f"--config={p}" for p in sorted(stages.glob("*.yaml"))),
                     f"--config={self._pod_logs_config()}",
+                    f"--config={self._termination_message_stage()}",
                 ],
             )
             self.kubectl("apply", "-f", "-", input=json.dumps(_node("kwok-node-0")))
@@ -272,6 +277,58 @@ class ControlPlane:
         }
         path = self.workdir / "kwok-pod-logs.yaml"
         path.write_text(json.dumps(logs))
+        return path
+
+    def _termination_message_stage(self) -> Path:
+        # kwok's own pod-complete stage with the message added; weight 1 against that
+        # stage's 0, so kwok always picks this one for the pods it selects.
+        template = """
+{{ $now := Now }}
+{{ $message := index .metadata.annotations "ANNOTATION" }}
+containerStatuses:
+{{ range $index, $item := .spec.containers }}
+- image: {{ $item.image | Quote }}
+  name: {{ $item.name | Quote }}
+  ready: false
+  restartCount: 0
+  started: false
+  state:
+    terminated:
+      exitCode: 0
+      finishedAt: {{ $now | Quote }}
+      message: {{ $message | Quote }}
+      reason: Completed
+      startedAt: {{ $now | Quote }}
+{{ end }}
+phase: Succeeded
+""".replace("ANNOTATION", TERMINATION_MESSAGE_ANNOTATION)
+        stage = {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "Stage",
+            "metadata": {"name": "pod-complete-with-termination-message"},
+            "spec": {
+                "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+                "weight": 1,
+                "selector": {
+                    "matchExpressions": [
+                        {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                        {"key": ".status.phase", "operator": "In", "values": ["Running"]},
+                        {
+                            "key": ".metadata.ownerReferences.[].kind",
+                            "operator": "In",
+                            "values": ["Job"],
+                        },
+                        {
+                            "key": f'.metadata.annotations["{TERMINATION_MESSAGE_ANNOTATION}"]',
+                            "operator": "Exists",
+                        },
+                    ]
+                },
+                "next": {"statusTemplate": template},
+            },
+        }
+        path = self.workdir / "kwok-termination-message.yaml"
+        path.write_text(json.dumps(stage))
         return path
 
     def _write_kubeconfig(self, path: Path, user: str, token: str, namespace: str) -> None:

@@ -2,15 +2,17 @@
 
 The real `starkmatter archive --policy` runs as a local process (kwok pods run no code)
 with the configuration the operator wrote into the policy's ConfigMap, against the real
-PostgreSQL; its report becomes the log of the archive Job's pod (kwok serves it as the
-kubelet would), and the operator, reading `pods/log` as its own ServiceAccount, puts the
-rows archived into the policy's status.
+PostgreSQL; the summary it writes to its termination-message file becomes the termination
+message of the archive Job's pod (kwok reports it as the kubelet would), and the operator,
+listing pods as its own ServiceAccount (no `pods/log`: it cannot read logs), puts the rows
+archived into the policy's status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -108,18 +110,30 @@ def test_rows_archived_by_the_archive_job_reach_the_policy_status(
     env = {e["name"]: local.get(e["name"], e.get("value")) for e in container["env"]}
     assert None not in env.values(), f"a Secret-sourced variable has no local stand-in: {env}"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}
+    # The kubelet makes the container's terminationMessagePath file, empty, before it starts.
+    termination_log = tmp_path / "termination-log"
+    termination_log.touch()
     run = subprocess.run(
         [str(Path(sys.executable).parent / "starkmatter"), *container["args"]],
-        env={**clean, **env}, capture_output=True, text=True, timeout=180, check=False,
+        env={**clean, **env, "STARKMATTER_TERMINATION_MESSAGE_PATH": str(termination_log)},
+        capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert list(archive.rglob("*")), "the archive run wrote nothing"
+    summary = termination_log.read_text()
+    assert json.loads(summary)["archived"] == OLD_ARTICLES
+    # Its log too, so that the operator's refusal below is RBAC's, not a missing log's.
     cluster.write_pod_log(run.stdout)
 
-    # The Job the CronJob would start; kwok completes its pod and serves the log above.
-    cluster.kubectl(
-        "create", "job", "report-run", f"--from=cronjob/{NAME}-archive", "-n", namespace
-    )
+    # The Job the CronJob would start; kwok completes its pod with the run's summary as the
+    # termination message, as the kubelet would from the file the container wrote.
+    job = json.loads(cluster.kubectl(
+        "create", "job", "report-run", f"--from=cronjob/{NAME}-archive", "-n", namespace,
+        "--dry-run=client", "-o", "json",
+    ).stdout)  # fmt: skip
+    template = job["spec"]["template"]["metadata"]
+    template.setdefault("annotations", {})[testing.TERMINATION_MESSAGE_ANNOTATION] = summary
+    cluster.kubectl("create", "-f", "-", input=json.dumps(job))
 
     def reported() -> Any:
         found = cluster.get_json("rtp", NAME, "-n", namespace)
@@ -128,5 +142,30 @@ def test_rows_archived_by_the_archive_job_reach_the_policy_status(
 
     status = wait_for(reported, 120, f"rows archived in status; operator:\n{operator.log_tail()}")
     assert status["rowsArchived"] == OLD_ARTICLES
-    logs = cluster.kubectl("logs", "job/report-run", "-n", namespace).stdout
-    assert '"archived": 7' in logs
+    (pod,) = cluster.get_json("pods", "-n", namespace, "-l", "job-name=report-run")["items"]
+    (archive_status,) = pod["status"]["containerStatuses"]
+    assert archive_status["state"]["terminated"]["message"] == summary
+    # The operator never asked for the log, and could not have had it.
+    assert 'resource="pods/log"' not in operator.metrics()
+    assert (
+        '"archived": 7' in cluster.kubectl("logs", pod["metadata"]["name"], "-n", namespace).stdout
+    )
+    refused = cluster.kubectl(
+        "logs", pod["metadata"]["name"], "-n", namespace,
+        kubeconfig=operator.kubeconfig, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "Forbidden" in refused.stderr
+
+    # A later run that leaves no summary (an image from before it): its count is unknown,
+    # and the previous run's must not pass for it.
+    cluster.kubectl(
+        "create", "job", "silent-run", f"--from=cronjob/{NAME}-archive", "-n", namespace
+    )
+
+    def unknown() -> Any:
+        status = cluster.get_json("rtp", NAME, "-n", namespace).get("status") or {}
+        return status.get("lastJob") == "silent-run" and status
+
+    status = wait_for(unknown, 120, f"the silent run in status; operator:\n{operator.log_tail()}")
+    assert "rowsArchived" not in status
+    assert operator.healthy()

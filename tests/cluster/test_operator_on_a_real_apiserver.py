@@ -170,29 +170,129 @@ def test_csv_feed_status_says_when_its_replay_finished(
         client.close()
 
 
+def _kubelet_says(cluster: testing.ControlPlane, namespace: str, pod: str, **state: Any) -> None:
+    """Write a pod's status as a kubelet would (kwok pods run no code and read no Secret).
+    The phase stays Running: a Pending pod would be made ready again by kwok."""
+    spec = cluster.get_json("pod", pod, "-n", namespace)["spec"]
+    ready = "running" in state
+    status = {
+        "phase": "Running",
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            *({"type": t, "status": str(ready)} for t in ("Ready", "ContainersReady")),
+        ],
+        "containerStatuses": [
+            {"name": c["name"], "image": c["image"], "imageID": "", "ready": ready,
+             "restartCount": 0, "state": state}
+            for c in spec["containers"]
+        ],
+    }  # fmt: skip
+    cluster.kubectl(
+        "patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
 def test_missing_secret_is_degraded_with_a_message_that_says_what_to_fix(
     cluster, operator, namespace
 ):
+    """The operator cannot read Secrets: it applies the children, and the kubelet's
+    CreateContainerConfigError on their pods (read with the pods list it has) becomes the
+    feed's condition, naming the CR field the Secret comes from."""
     cluster.kubectl("delete", "secret", "starkmatter-redis", "-n", namespace)
     apply_sample(cluster, namespace, "marketfeed")
+    wait_for(lambda: ready(cluster, "mf", namespace, "us-equities"), 60, "feed Ready on kwok")
+    ingest = "app.kubernetes.io/component=ingest"
+    (pod,) = cluster.get_json("pods", "-n", namespace, "-l", ingest)["items"]
+    name = pod["metadata"]["name"]
+    # What a kubelet says first; the feed's Deployment then counts the pod as not ready.
+    _kubelet_says(cluster, namespace, name, waiting={"reason": "ContainerCreating"})
+    wait_for(
+        lambda: (
+            condition(get(cluster, "mf", namespace, "us-equities"), "Ready")["status"] == "False"
+        ),
+        30,
+        "feed not Ready",
+    )
+    # Then why: no Deployment or ReplicaSet changes any more (the pod was already not
+    # ready), so only the operator's periodic look at a not-Ready feed's pods can see it.
+    message = 'secret "starkmatter-redis" not found'  # the kubelet's own words
+    _kubelet_says(
+        cluster, namespace, name,
+        waiting={"reason": "CreateContainerConfigError", "message": message},
+    )  # fmt: skip
 
     def degraded() -> Any:
         feed = get(cluster, "mf", namespace, "us-equities")
         return feed if condition(feed, "Degraded").get("status") == "True" else None
 
-    feed = wait_for(degraded, 30, "Degraded condition")
+    feed = wait_for(degraded, 30, f"Degraded condition; operator:\n{operator.log_tail()}")
     cond = condition(feed, "Degraded")
     assert cond["reason"] == "SecretMissing"
-    assert f"Secret {namespace}/starkmatter-redis" in cond["message"]
-    assert "create it" in cond["message"]
+    assert cond["message"] == (
+        f"Secret {namespace}/starkmatter-redis (spec.redisSecretRef) not found: create it with"
+        " key 'url' or point the reference at an existing Secret"
+    )
     assert condition(feed, "Ready")["status"] == "False"
-    assert get(cluster, "deployment", namespace, "us-equities-ingest") is None
     events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     assert "SecretMissing" in events
-    # Fixing the input is enough: the operator notices on its next pass.
+    # Fixing the input is enough: the kubelet starts the container once the Secret exists,
+    # and the feed follows.
     cluster.kubectl("apply", "-f", "-", input=platform_secrets(namespace))
-    cluster.kubectl("annotate", "mf", "us-equities", "-n", namespace, "touched=yes")
+    _kubelet_says(cluster, namespace, name, running={"startedAt": "2026-01-01T00:00:00Z"})
     wait_for(lambda: ready(cluster, "mf", namespace, "us-equities"), 60, "Ready after fix")
+    assert operator.healthy()
+    assert 'resource="secrets"' not in operator.metrics()
+
+
+def test_a_missing_key_that_only_the_kubelet_sees_reaches_a_streaming_newssource(
+    cluster, operator, namespace
+):
+    """No watch announces a pod's waiting reason, and a NewsSource has no heartbeat to
+    refresh it by: the operator looks again at the pods of a source that is not Ready."""
+    # The database Secret holds its URL under another key than the one the source names.
+    cluster.kubectl("delete", "secret", "starkmatter-database", "-n", namespace)
+    cluster.kubectl(
+        "create", "secret", "generic", "starkmatter-database", "-n", namespace,
+        "--from-literal=dsn=postgresql://u:p@db.invalid/sm",
+    )  # fmt: skip
+    source = {
+        "apiVersion": "starkmatter.io/v1alpha1",
+        "kind": "NewsSource",
+        "metadata": {"name": "wire", "namespace": namespace},
+        "spec": {"mode": "streaming", "format": "sse", "url": "https://news.example.com/sse"},
+    }
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(source))
+    wait_for(lambda: ready(cluster, "nsrc", namespace, "wire"), 60, "source Ready on kwok")
+    (pod,) = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/instance=wire")[
+        "items"
+    ]
+    name = pod["metadata"]["name"]
+    _kubelet_says(cluster, namespace, name, waiting={"reason": "ContainerCreating"})
+    wait_for(
+        lambda: (
+            condition(get(cluster, "nsrc", namespace, "wire"), "Ready")["reason"] == "RollingOut"
+        ),
+        30,
+        "source rolling out",
+    )
+    message = f"couldn't find key url in Secret {namespace}/starkmatter-database"
+    _kubelet_says(
+        cluster, namespace, name,
+        waiting={"reason": "CreateContainerConfigError", "message": message},
+    )  # fmt: skip
+
+    def degraded() -> Any:
+        found = get(cluster, "nsrc", namespace, "wire")
+        return found if condition(found, "Degraded").get("status") == "True" else None
+
+    found = wait_for(degraded, 30, f"Degraded condition; operator:\n{operator.log_tail()}")
+    assert condition(found, "Degraded")["reason"] == "SecretMissing"
+    assert condition(found, "Degraded")["message"] == (
+        f"Secret {namespace}/starkmatter-database (spec.databaseSecretRef) has no key 'url': add it"
+    )
+    _kubelet_says(cluster, namespace, name, running={"startedAt": "2026-01-01T00:00:00Z"})
+    wait_for(lambda: ready(cluster, "nsrc", namespace, "wire"), 60, "Ready after fix")
     assert operator.healthy()
 
 

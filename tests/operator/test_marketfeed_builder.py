@@ -316,3 +316,26 @@ def test_ingest_and_gateway_listen_on_the_pod_address_so_kubelet_probes_reach_th
         assert container["livenessProbe"]["httpGet"]["port"] in {
             p["name"] for p in container["ports"]
         }
+
+
+def test_the_gateway_takes_the_jwt_key_from_its_environment_so_a_missing_one_is_reported(cfg):
+    """A Secret the kubelet puts into the environment stops the container with
+    CreateContainerConfigError naming it (what the feed's status reports); a Secret volume
+    would only leave a FailedMount event that the operator cannot see."""
+    body = sample("MarketFeed")
+    (gateway,) = [
+        d
+        for d in by_kind(marketfeed.build(body, cfg), "Deployment")
+        if d["metadata"]["name"] == "us-equities-gateway"
+    ]
+    pod = gateway["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["STARKMATTER_JWT_PUBLIC_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": cfg.jwt_secret,
+        "key": cfg.jwt_public_key,
+    }
+    assert not [v for v in pod["volumes"] if "secret" in v]
+    refs = marketfeed.required_secrets(body, cfg)
+    assert (
+        common.SecretKeyRef(cfg.jwt_secret, cfg.jwt_public_key, "the operator's JWT secret") in refs
+    )

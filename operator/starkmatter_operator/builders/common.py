@@ -31,7 +31,8 @@ class InvalidSpec(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class SecretKeyRef:
-    """A key of a Secret in the CR's namespace that a child needs; checked before applying."""
+    """A key of a Secret in the CR's namespace that a child needs: what the Degraded message
+    names when the kubelet reports it missing (the operator cannot read Secrets)."""
 
     name: str
     key: str | None

@@ -135,30 +135,23 @@ def build(body: common.Body, cfg: config.OperatorConfig) -> list[common.Manifest
                 args=["gateway"],
                 env=[
                     *shared_env,
-                    {
-                        "name": "STARKMATTER_JWT_PUBLIC_KEY_FILE",
-                        "value": f"/etc/starkmatter/jwt/{cfg.jwt_public_key}",
-                    },
+                    # From the environment, not a volume: a missing Secret or key then
+                    # stops the container with the kubelet's CreateContainerConfigError,
+                    # naming it, which is what the feed's status reports (the operator
+                    # cannot read Secrets); a volume would only leave a FailedMount event.
+                    common.secret_env(
+                        "STARKMATTER_JWT_PUBLIC_KEY",
+                        {"name": cfg.jwt_secret, "key": cfg.jwt_public_key},
+                        cfg.jwt_secret,
+                    ),
                 ],
                 resources_spec=gateway.get("resources"),
                 ports=[{"name": "http", "containerPort": GATEWAY_PORT}],
                 probes=common.http_probes("http"),
-                mounts=[
-                    common.config_mount(),
-                    {"name": "jwt", "mountPath": "/etc/starkmatter/jwt", "readOnly": True},
-                ],
+                mounts=[common.config_mount()],
             )
         ],
-        [
-            common.config_volume(n["config"]),
-            {
-                "name": "jwt",
-                "secret": {
-                    "secretName": cfg.jwt_secret,
-                    "items": [{"key": cfg.jwt_public_key, "path": cfg.jwt_public_key}],
-                },
-            },
-        ],
+        [common.config_volume(n["config"])],
     )
 
     manifests = [
