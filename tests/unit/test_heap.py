@@ -17,12 +17,13 @@ class Node:
 
 
 @pytest.fixture
-def unfrozen() -> Iterator[None]:
+def unsettled(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(heap, "_settled", False)
     yield
     gc.unfreeze()  # hand pytest's own heap back to the collector
 
 
-@pytest.mark.usefixtures("unfrozen")
+@pytest.mark.usefixtures("unsettled")
 def test_settle_collects_garbage_cycles_then_freezes_what_is_alive() -> None:
     garbage, kept = Node(), Node()
     garbage.other = garbage  # a cycle: only the collector frees it
@@ -36,3 +37,14 @@ def test_settle_collects_garbage_cycles_then_freezes_what_is_alive() -> None:
     assert dead() is None
     assert gc.get_freeze_count() > before
     assert not any(o is kept for o in gc.get_objects())  # frozen: no collection scans it
+
+
+@pytest.mark.usefixtures("unsettled")
+def test_settle_freezes_once_per_process() -> None:
+    heap.settle()
+    later = Node()
+    later.other = later
+
+    heap.settle()
+
+    assert any(o is later for o in gc.get_objects())  # not frozen by the second call

@@ -130,14 +130,15 @@ def _cmd_gateway(args: argparse.Namespace, config: settings.Settings) -> int:
     from starkmatter.gateway import server
 
     return _until_stopped(
-        server.run(config, host=args.host, port=args.port), loop_factory=loops.new_event_loop
+        server.run(config, host=args.host, port=args.port, settle=True),
+        loop_factory=loops.new_event_loop,
     )
 
 
 def _cmd_ingest(args: argparse.Namespace, config: settings.Settings) -> int:
     from starkmatter.ingest import worker
 
-    return _until_stopped(worker.run(config, args.feed, spec_path=args.config))
+    return _until_stopped(worker.run(config, args.feed, spec_path=args.config, settle=True))
 
 
 def _cmd_simulate(args: argparse.Namespace, config: settings.Settings) -> int:
@@ -154,7 +155,8 @@ def _cmd_orders(args: argparse.Namespace, config: settings.Settings) -> int:
     from starkmatter.orders import service
 
     return _until_stopped(
-        service.run(config, probes_port=config.metrics_port), loop_factory=loops.new_event_loop
+        service.run(config, probes_port=config.metrics_port, settle=True),
+        loop_factory=loops.new_event_loop,
     )
 
 

@@ -617,8 +617,10 @@ async def run(
     host: str | None = None,
     port: int | None = None,
     started: asyncio.Event | None = None,
+    settle: bool = False,
 ) -> None:
-    """Serve until cancelled or SIGTERM, then shut down gracefully (``starkmatter gateway``)."""
+    """Serve until cancelled or SIGTERM, then shut down gracefully (``starkmatter gateway``;
+    ``settle``: freeze the heap once started, :func:`starkmatter.core.heap.settle`)."""
     import signal
 
     from starkmatter.core import redis_client
@@ -626,7 +628,8 @@ async def run(
     redis = redis_client.create_redis(config)
     gateway = Gateway(fanout.Hub(redis), token_verifier(config, redis), redis=redis)
     await gateway.start(host or config.api_host, config.gateway_port if port is None else port)
-    heap.settle()
+    if settle:
+        heap.settle()
     loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info("gateway.started", port=gateway.port, loop=loop_kind)
     stop = asyncio.Event()
@@ -658,4 +661,4 @@ def main(argv: list[str] | None = None) -> None:
         contextlib.suppress(KeyboardInterrupt),
         asyncio.Runner(loop_factory=loops.new_event_loop) as runner,
     ):
-        runner.run(run(config, host=args.host, port=args.port))
+        runner.run(run(config, host=args.host, port=args.port, settle=True))

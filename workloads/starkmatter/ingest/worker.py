@@ -234,7 +234,9 @@ async def _replay_finished(pipe: pipeline.Pipeline, redis: aioredis.Redis, deliv
     )
 
 
-async def run(config: settings.Settings, feed: str, *, spec_path: str | None = None) -> None:
+async def run(
+    config: settings.Settings, feed: str, *, spec_path: str | None = None, settle: bool = False
+) -> None:
     """Entry point used by the CLI and dev mode: connect, migrate, ingest until cancelled.
 
     A finished replay does not end the process (see run_feed). The probes (/healthz,
@@ -255,7 +257,8 @@ async def run(config: settings.Settings, feed: str, *, spec_path: str | None = N
             )
         async with pool.acquire() as conn:
             await migrating.apply(conn)
-        heap.settle()
+        if settle:
+            heap.settle()
         await run_feed(spec, pool, redis, idle_when_finished=True)
     finally:
         if probe_task is not None:
@@ -277,4 +280,4 @@ def main(argv: list[str] | None = None) -> None:
     config = settings.get_settings()
     logs.configure(config.log_level, json=config.log_json)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config, args.feed, spec_path=args.config))
+        asyncio.run(run(config, args.feed, spec_path=args.config, settle=True))

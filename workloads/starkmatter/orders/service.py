@@ -33,8 +33,10 @@ async def run(
     *,
     orders_config: OrdersConfig | None = None,
     probes_port: int | None = None,
+    settle: bool = False,
 ) -> None:
-    """Run the order worker until cancelled; serve probes when ``probes_port`` is given."""
+    """Run the order worker until cancelled; serve probes when ``probes_port`` is given;
+    ``settle``: freeze the heap once started (:func:`starkmatter.core.heap.settle`)."""
     oc = orders_config or OrdersConfig()
     pool = await db.create_pool(config)
     redis = redis_client.create_redis(config)
@@ -49,7 +51,8 @@ async def run(
             probe_task = asyncio.create_task(
                 probes.serve(config.api_host, probes_port, probes.storage_check(pool, redis))
             )
-        heap.settle()
+        if settle:
+            heap.settle()
         try:
             await worker.run(asyncio.Event())
         finally:
@@ -70,7 +73,7 @@ def main() -> None:
         contextlib.suppress(KeyboardInterrupt),
         asyncio.Runner(loop_factory=loops.new_event_loop) as runner,
     ):
-        runner.run(run(config, probes_port=None))
+        runner.run(run(config, probes_port=None, settle=True))
     sys.exit(0)
 
 
