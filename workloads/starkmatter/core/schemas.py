@@ -28,6 +28,44 @@ Amount = Annotated[
 """A quantity or price a client sends: finite, at most 10 digits before the point and 8
 after it (what the order tables and the risk arithmetic are sized for)."""
 
+SHOWN_PLACES = 8
+"""The most decimal places a price, amount, P&L or portfolio metric is shown with: as many
+as :data:`Amount` takes, so no price or quantity a client can send is ever rounded."""
+
+_SHOWN_QUANTUM = decimal.Decimal(1).scaleb(-SHOWN_PLACES)
+# Enough digits for any value PostgreSQL's numeric holds: quantizing in the default
+# 28-digit context raises InvalidOperation above 10**20.
+_SHOWING = decimal.Context(prec=decimal.MAX_PREC, rounding=decimal.ROUND_HALF_EVEN)
+
+
+def shown(value: decimal.Decimal) -> decimal.Decimal:
+    """``value`` as a trader sees it: rounded half-even to :data:`SHOWN_PLACES` places.
+
+    Presentation only: what is stored and computed with (average costs, P&L, reservations,
+    risk) stays exact; only responses and messages go through this.
+    """
+    if not value.is_finite():
+        return value
+    return value.quantize(_SHOWN_QUANTUM, context=_SHOWING)
+
+
+def shown_text(value: decimal.Decimal) -> str:
+    """The text of :func:`shown`: plain digits, never an exponent (``"1E-8"``), no trailing
+    zeros and no ``-0``, as the market API prints prices: ``"100.25"``, ``"3"``,
+    ``"100.33333333"``."""
+    text = format(shown(value), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+Shown = Annotated[
+    decimal.Decimal,
+    pydantic.PlainSerializer(shown_text, return_type=str, when_used="json"),
+]
+"""A price, amount, P&L or metric in a response: the exact value in the model, shown in
+JSON by :func:`shown_text` (at most 8 places, rounded half-even)."""
+
 PrintableText = pydantic.StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")
 """Text without control characters (PostgreSQL refuses NUL in text)."""
 

@@ -33,6 +33,7 @@ from starkmatter.orders.brokers import base
 from starkmatter.orders.config import OrdersConfig
 from starkmatter.orders.model import OrderId, OrderStatus
 from starkmatter.portfolio import ledger as ledgers
+from starkmatter.portfolio import valuation
 
 S = OrderStatus
 ZERO = Decimal(0)
@@ -443,7 +444,10 @@ class Worker:
                         ACTOR, "portfolio.changed", "executions", "portfolio", str(user), after=view
                     )
                 )
-                messages.append((f"portfolio:{user}", {"event": "portfolio", "snapshot": view}))
+                # The holder sees it as the REST API shows it; the audit row and the event
+                # keep the exact values, which reconciliation reads.
+                shown = valuation.shown_snapshot(snap)
+                messages.append((f"portfolio:{user}", {"event": "portfolio", "snapshot": shown}))
                 if user in filled:
                     announce.append(
                         triggers.Event(

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from starkmatter.portfolio import ledger
+from starkmatter.portfolio import ledger, valuation
 
 BATCH_USERS = 200
 """Accounts locked per transaction: small enough not to hold up order workers."""
@@ -63,7 +63,7 @@ async def revalue(
             break
     async with redis.pipeline(transaction=False) as pipe:
         for uid, snap in snapshots.items():
-            view = {k: (str(v) if v is not None else None) for k, v in snap.items()}
+            view = valuation.shown_snapshot(snap)
             pipe.delete(f"cache:portfolio:{uid}")
             pipe.publish(
                 f"portfolio:{uid}",

@@ -5,6 +5,9 @@
 orders or portfolio change, and the API when it cancels an order, so the cache outlives a
 change only by the moments between a placement and the worker taking it up (the TTL only
 bounds mark staleness).
+
+Values are exact in these models and rounded only when sent (``schemas.Shown``: at most 8
+decimal places, half-even); the equity is sent as cash plus positions value, as shown.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from decimal import Decimal
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import fastapi
 
@@ -29,44 +32,44 @@ router = fastapi.APIRouter(tags=["portfolio"])
 
 class PositionPublic(schemas.ResponseModel):
     symbol: str
-    quantity: Decimal
-    reserved_quantity: Decimal
-    avg_cost: Decimal
-    mark_price: Decimal | None
-    market_value: Decimal
-    unrealized_pnl: Decimal
-    realized_pnl: Decimal
+    quantity: schemas.Shown
+    reserved_quantity: schemas.Shown
+    avg_cost: schemas.Shown
+    mark_price: schemas.Shown | None
+    market_value: schemas.Shown
+    unrealized_pnl: schemas.Shown
+    realized_pnl: schemas.Shown
 
 
 class PortfolioPublic(schemas.ResponseModel):
     user_id: uuid.UUID
-    cash: Decimal
-    reserved_cash: Decimal
-    positions_value: Decimal
-    equity: Decimal
-    realized_pnl: Decimal
-    unrealized_pnl: Decimal
-    starting_cash: Decimal
-    daily_return: Decimal | None
-    cumulative_return: Decimal | None
-    volatility: Decimal | None
-    max_drawdown: Decimal
-    sharpe: Decimal | None
+    cash: schemas.Shown
+    reserved_cash: schemas.Shown
+    positions_value: schemas.Shown
+    equity: schemas.Shown
+    realized_pnl: schemas.Shown
+    unrealized_pnl: schemas.Shown
+    starting_cash: schemas.Shown
+    daily_return: schemas.Shown | None
+    cumulative_return: schemas.Shown | None
+    volatility: schemas.Shown | None
+    max_drawdown: schemas.Shown
+    sharpe: schemas.Shown | None
     as_of: dt.datetime
 
 
 class SnapshotPublic(schemas.ResponseModel):
     ts: dt.datetime
-    cash: Decimal
-    positions_value: Decimal
-    equity: Decimal
-    realized_pnl: Decimal
-    unrealized_pnl: Decimal
-    daily_return: Decimal | None
-    cumulative_return: Decimal | None
-    volatility: Decimal | None
-    max_drawdown: Decimal
-    sharpe: Decimal | None
+    cash: schemas.Shown
+    positions_value: schemas.Shown
+    equity: schemas.Shown
+    realized_pnl: schemas.Shown
+    unrealized_pnl: schemas.Shown
+    daily_return: schemas.Shown | None
+    cumulative_return: schemas.Shown | None
+    volatility: schemas.Shown | None
+    max_drawdown: schemas.Shown
+    sharpe: schemas.Shown | None
 
 
 class HistoryPage(schemas.ResponseModel):
@@ -109,6 +112,12 @@ async def _positions(
     return out
 
 
+def _snapshot(row: Mapping[str, Any]) -> SnapshotPublic:
+    fields = {k: row[k] for k in SnapshotPublic.model_fields}
+    fields["equity"] = valuation.shown_equity(row["cash"], row["positions_value"])
+    return SnapshotPublic(**fields)
+
+
 @router.get("/portfolio", response_model=PortfolioPublic)
 async def get_portfolio(
     principal: deps.CurrentUser, pool: deps.DbDep, redis: deps.RedisDep
@@ -144,7 +153,7 @@ async def get_portfolio(
         cash=value.cash,
         reserved_cash=account["reserved_cash"],
         positions_value=value.positions_value,
-        equity=value.equity,
+        equity=valuation.shown_equity(value.cash, value.positions_value),
         realized_pnl=value.realized_pnl,
         unrealized_pnl=value.unrealized_pnl,
         starting_cash=account["starting_cash"],
@@ -186,8 +195,7 @@ async def get_history(
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    fields = SnapshotPublic.model_fields
     return HistoryPage(
-        items=[SnapshotPublic(**{k: r[k] for k in fields}) for r in rows],
+        items=[_snapshot(r) for r in rows],
         next_cursor=str(rows[-1]["id"]) if more else None,
     )
