@@ -6,6 +6,8 @@ or inside its limit; a stop first waits for ``trade()`` to reach its stop price.
 cannot fill rests (an ``ioc`` or ``fok`` order is cancelled instead) until ``trade()``
 moves the market or the test calls ``fill(order_id, qty, price)``. As at an exchange, no
 fill is beyond an order's limit: ``fill()`` refuses one unless told to play a broker error.
+``filled_avg_price`` is exact unless ``avg_places`` rounds it, as Alpaca's decimal string may
+be, to that many places.
 
 It refuses what Alpaca refuses: a quantity above ``max_qty`` as beyond buying power (403),
 a reused ``client_order_id`` (422), a missing price and a sub-penny price (prices from $1
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from starlette import applications, requests, responses, routing
@@ -33,6 +35,10 @@ class FakeAlpaca:
     submissions: int = 0
     triggered: set[str] = dataclasses.field(default_factory=set)
     """ids of stop orders the market reached"""
+    avg_places: int | None = None
+    """decimal places ``filled_avg_price`` is reported to (half up); None: exact"""
+    notional: dict[str, Decimal] = dataclasses.field(default_factory=dict)
+    """what each order's fills cost in all, exactly, whatever the reported average says"""
 
     def fill(
         self, order_id: str, qty: Decimal, price: Decimal, *, beyond_limit: bool = False
@@ -42,10 +48,12 @@ class FakeAlpaca:
         o = self.orders[order_id]
         if not beyond_limit and not _within_limit(o, price):
             raise ValueError(f"{price} is beyond the limit {o['limit_price']} of this {o['side']}")
-        done = Decimal(o["filled_qty"])
-        avg = Decimal(o["filled_avg_price"] or 0)
-        total = done + qty
-        o["filled_avg_price"] = str((avg * done + price * qty) / total)
+        total = Decimal(o["filled_qty"]) + qty
+        self.notional[order_id] = self.notional.get(order_id, Decimal(0)) + price * qty
+        avg = self.notional[order_id] / total
+        if self.avg_places is not None:
+            avg = avg.quantize(Decimal(1).scaleb(-self.avg_places), rounding=ROUND_HALF_UP)
+        o["filled_avg_price"] = str(avg)
         o["filled_qty"] = str(total)
         o["status"] = "filled" if total == Decimal(o["qty"]) else "partially_filled"
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import prometheus_client
 import pydantic
 import pytest
+import structlog
 
 from starkmatter.core import embedded, serving, settings
 from starkmatter.orders import config as orders_config
@@ -180,10 +183,11 @@ def test_a_reject_reason_on_an_order_not_rejected_rejects_nothing() -> None:
     order = _limit_order()
     data = {"id": "r1", "status": "partially_filled", "filled_qty": "1",
             "filled_avg_price": "98.50", "reject_reason": "informational"}  # fmt: skip
-    update = alpaca._update(order, data)
+    now = dt.datetime.now(dt.UTC)
+    update = alpaca._update(order, data, now)
     assert update is not None and update.rejected is None
     assert [e.quantity for e in update.executions] == [Decimal(1)]
-    rejected = alpaca._update(order, {"id": "r1", "status": "rejected", "filled_qty": "0"})
+    rejected = alpaca._update(order, {"id": "r1", "status": "rejected", "filled_qty": "0"}, now)
     assert rejected is not None and rejected.rejected == "rejected by broker"
 
 
@@ -478,3 +482,108 @@ async def test_the_limit_sent_is_the_cap_on_alpacas_price_grid_inside_the_reserv
     assert remote.get("stop_price") == (None if stop is None else str(stop))
     # inside the reservation: a buy's limit at most its cap, a sell's at least its floor
     assert (Decimal(cap) - Decimal(limit)) * side.sign >= 0
+
+
+async def test_a_day_order_our_worker_cancels_at_its_close_is_labelled_expired(
+    api: LiveServer,
+    config: settings.Settings,
+    fake: tuple[FakeAlpaca, str],
+    alpaca_env: Any,
+    redis: Any,
+    database_url: str,
+) -> None:
+    # At the close the worker DELETEs the order and Alpaca reports "canceled", which was
+    # taken as the broker's own cancel (broker_cancelled); the paper broker says expired.
+    server, url = fake
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    async with alpaca_worker(config, url):
+        oid = await _place(api, user, client_order_id="d", side="buy", type="limit",
+                           limit_price="95.00")  # fmt: skip
+        await wait_for_order(api.client, user.headers, oid, "Pending")
+        await _reach_close(database_url, oid)
+        got = await wait_for_order(api.client, user.headers, oid, "Cancelled")
+    assert _remote(server, oid)["status"] == "canceled"  # by our DELETE
+    assert got["events"][-1]["reason"] == "expired"
+    assert await _account(api, user) == {"cash": 100_000, "reserved_cash": 0}
+
+
+async def _reach_close(database_url: str, order_id: str) -> None:
+    """The order's session close arrives: its expiry moves into the past."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE trading_orders SET expires_at = now() - interval '1 second' WHERE id = $1",
+            order_id,
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_fill_price_a_rounded_average_puts_beyond_the_limit_is_taken_at_the_limit(
+    api: LiveServer,
+    config: settings.Settings,
+    fake: tuple[FakeAlpaca, str],
+    alpaca_env: Any,
+    redis: Any,
+) -> None:
+    # Buy 10,000 at a limit of 10.00 with all the cash: 1 @ 9.99, 2 @ 10.00, 9,997 @ 10.00.
+    # Alpaca reports the average to 4 places ("9.9967" for 9.99666...), from which the 2
+    # came out at 10.00005 and the 9,997 at 10.00000099..., beyond the limit no exchange
+    # fills past: the last cost a hair more than the cash left, and the ledger refused it.
+    server, url = fake
+    server.avg_places, server.max_qty, server.price = 4, Decimal(10_000), Decimal("10.50")
+    refused_before = _refused()
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="10.49", ask="10.51")
+    with structlog.testing.capture_logs() as logged:
+        async with alpaca_worker(config, url):
+            oid = await _place(api, user, client_order_id="r", side="buy", type="limit",
+                               limit_price="10.00", quantity="10000",
+                               time_in_force="gtc")  # fmt: skip
+            await wait_for_order(api.client, user.headers, oid, "Pending")
+            assert await _account(api, user) == {"cash": 100_000, "reserved_cash": 100_000}
+            remote = _remote(server, oid)["id"]
+            for qty, price, total in (("1", "9.99", "1"), ("2", "10.00", "3"),
+                                      ("9997", "10.00", "10000")):  # fmt: skip
+                server.fill(remote, Decimal(qty), Decimal(price))
+                await _wait_filled(api, user, oid, Decimal(total))
+            assert server.orders[remote]["filled_avg_price"] == "10.0000"
+            got = await wait_for_order(api.client, user.headers, oid, "Filled")
+    prices = [Decimal(e["details"]["price"]) for e in got["events"] if e["reason"] == "fill"]
+    assert prices == [Decimal("9.99"), Decimal("10.00"), Decimal("10.00")]
+    assert await _account(api, user) == {"cash": Decimal("0.01"), "reserved_cash": 0}
+    assert _refused() == refused_before
+    assert not [e for e in logged if e["event"] == "alpaca.fill_beyond_limit"]
+
+
+async def _wait_filled(api: LiveServer, user: Any, oid: str, quantity: Decimal) -> None:
+    for _ in range(500):
+        got = (await api.client.get(f"/orders/{oid}", headers=user.headers)).json()
+        if Decimal(got["filled_quantity"]) == quantity:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"filled {got['filled_quantity']}, wanted {quantity}")
+
+
+async def test_a_fill_beyond_the_limit_by_more_than_rounding_is_kept_and_logged(
+    fake: tuple[FakeAlpaca, str],
+) -> None:
+    # A broker error, not rounding: booked as Alpaca reports it (the ledger refuses it if
+    # the cash is lacking), and logged for a person to look at.
+    server, url = fake
+    server.price = Decimal("500.00")
+    broker = alpaca.AlpacaBroker.from_config(alpaca_config(url))
+    order = _limit_order()
+    try:
+        accepted = await broker.submit(order)
+        assert isinstance(accepted, base.Accepted)
+        order = dataclasses.replace(order, broker_order_id=accepted.broker_order_id)
+        server.fill(accepted.broker_order_id, Decimal(1), Decimal("99.50"), beyond_limit=True)
+        with structlog.testing.capture_logs() as logged:
+            updates = await broker.poll([order], dt.datetime.now(dt.UTC))
+    finally:
+        await broker.aclose()
+    assert [e.price for e in updates[order.id].executions] == [Decimal("99.50")]
+    (line,) = [e for e in logged if e["event"] == "alpaca.fill_beyond_limit"]
+    assert (line["price"], line["limit"]) == ("99.50", "99.00")

@@ -4,7 +4,9 @@ Idempotent submission: our order id is Alpaca's ``client_order_id``. When a retr
 crash meets ``422 client_order_id must be unique``, the adapter fetches the order it made
 the first time instead of making a second one. Fills are derived from the cumulative
 ``filled_qty`` and ``filled_avg_price`` the API reports; each delta becomes one execution
-whose id (``{alpaca id}:{cumulative qty}``) makes a replayed poll harmless.
+whose id (``{alpaca id}:{cumulative qty}``) makes a replayed poll harmless. Alpaca reports
+the average as a rounded decimal, so a delta's derived price can land a hair beyond the limit
+that was sent; as no exchange fills beyond its limit, such a price is moved onto the limit.
 
 Price protection: a market order goes out as a marketable ``limit`` and a stop as a
 ``stop_limit``, their limit the ``price_cap`` the reservation was made at (rounded onto
@@ -43,6 +45,8 @@ _PROTECTED = {OrderType.MARKET: OrderType.LIMIT, OrderType.STOP: OrderType.STOP_
 """what an order type without a limit goes out as, with ``price_cap`` as its limit"""
 _PENNY = Decimal("0.01")
 _SUB_PENNY = Decimal("0.0001")
+_RELATIVE_SLACK = Decimal("0.0001")
+"""0.01%: a derived fill price this far beyond its limit is still taken as rounding"""
 
 
 class AlpacaError(Exception):
@@ -77,10 +81,7 @@ class AlpacaBroker:
     @staticmethod
     def _body(order: storage.OrderRecord) -> dict[str, Any]:
         r = order.request
-        kind, limit = r.type, r.limit_price
-        if kind in _PROTECTED:
-            assert order.price_cap is not None, "only accepted orders go to a broker"
-            kind, limit = _PROTECTED[kind], protective_limit(r.side, order.price_cap)
+        kind, limit = _PROTECTED.get(r.type, r.type), sent_limit(order)
         # Time in force goes as asked: Alpaca takes day, gtc, ioc and fok on limit orders,
         # and validation lets stops have day or gtc only, which stop_limit takes too.
         body: dict[str, Any] = {
@@ -132,10 +133,20 @@ class AlpacaBroker:
             if response.status_code != 200:
                 _log.warning("alpaca.poll_failed", status=response.status_code)
                 continue
-            update = _update(order, response.json())
+            update = _update(order, response.json(), now)
             if update is not None:
                 updates[order.id] = update
         return updates
+
+
+def sent_limit(order: storage.OrderRecord) -> Decimal | None:
+    """The limit Alpaca got for this order: the protective one for a market or stop order,
+    the user's own for a limit or stop_limit."""
+    r = order.request
+    if r.type in _PROTECTED:
+        assert order.price_cap is not None, "only accepted orders go to a broker"
+        return protective_limit(r.side, order.price_cap)
+    return r.limit_price
 
 
 def protective_limit(side: OrderSide, price_cap: Decimal) -> Decimal:
@@ -150,12 +161,46 @@ def protective_limit(side: OrderSide, price_cap: Decimal) -> Decimal:
     return limit.quantize(_PENNY) if limit >= 1 else limit
 
 
-def _cancel_reason(order: storage.OrderRecord) -> fills.CancelReason:
+def _cancel_reason(order: storage.OrderRecord, now: dt.datetime) -> fills.CancelReason:
     """Alpaca says "canceled" whoever ended the order; say which, as the paper broker does.
+    A day order past its session close was cancelled by our worker's DELETE, so it expired.
     An ioc or fok order ends so when its protective limit keeps it from filling at once."""
     if order.cancel_requested:
         return fills.CancelReason.USER
+    if order.expires_at is not None and order.expires_at <= now:
+        return fills.CancelReason.EXPIRED
     return _IMMEDIATE.get(order.request.time_in_force, fills.CancelReason.BROKER)
+
+
+def _inside_limit(
+    order: storage.OrderRecord, price: Decimal, explained: Decimal, execution_id: str
+) -> Decimal:
+    """``price`` moved back onto the limit sent when only rounding can have put it beyond.
+
+    ``explained`` is how far the rounding of Alpaca's average can move a derived price (and
+    0.01% of the limit covers our own Decimal arithmetic). A price further beyond than that
+    is a broker error, not rounding: it is kept as Alpaca booked it and logged, so the
+    ledger books what the broker did, or refuses it when the account lacks the cash.
+    """
+    limit = sent_limit(order)
+    if limit is None or (price - limit) * order.request.side.sign <= 0:
+        return price
+    if abs(price - limit) <= max(explained, limit * _RELATIVE_SLACK):
+        return limit
+    _log.warning(
+        "alpaca.fill_beyond_limit",
+        order_id=str(order.id),
+        execution_id=execution_id,
+        price=str(price),
+        limit=str(limit),
+    )
+    return price
+
+
+def _half_unit(reported: Decimal) -> Decimal:
+    """Half a unit of the last digit ``reported`` was given with ("9.9967": 0.00005)."""
+    exponent = reported.adjusted() - len(reported.as_tuple().digits) + 1
+    return Decimal(5).scaleb(exponent - 1)
 
 
 def _message(response: httpx.Response) -> str:
@@ -165,7 +210,9 @@ def _message(response: httpx.Response) -> str:
         return response.text
 
 
-def _update(order: storage.OrderRecord, data: dict[str, Any]) -> base.Update | None:
+def _update(
+    order: storage.OrderRecord, data: dict[str, Any], now: dt.datetime
+) -> base.Update | None:
     total = Decimal(str(data.get("filled_qty") or 0))
     executions: tuple[base.Execution, ...] = ()
     delta = total - order.filled_quantity
@@ -173,12 +220,18 @@ def _update(order: storage.OrderRecord, data: dict[str, Any]) -> base.Update | N
         avg = Decimal(str(data["filled_avg_price"]))
         ours = (order.avg_fill_price or Decimal(0)) * order.filled_quantity
         price = (avg * total - ours) / delta
-        executions = (base.Execution(delta, price, f"{data['id']}:{total}"),)
+        # Each average reported is off by up to half a unit of its last digit; this one and
+        # the one before (what ``ours`` came from) move the delta's price by that times
+        # (total + filled before) / delta.
+        explained = _half_unit(avg) * (total + order.filled_quantity) / delta
+        execution_id = f"{data['id']}:{total}"
+        price = _inside_limit(order, price, explained, execution_id)
+        executions = (base.Execution(delta, price, execution_id),)
     status = data.get("status", "")
     rejected = (data.get("reject_reason") or "rejected by broker") if status == "rejected" else None
     cancelled = _ENDED.get(status)
     if cancelled is fills.CancelReason.BROKER:
-        cancelled = _cancel_reason(order)
+        cancelled = _cancel_reason(order, now)
     if not executions and cancelled is None and rejected is None:
         return None
     return base.Update(executions=executions, cancelled=cancelled, rejected=rejected)
