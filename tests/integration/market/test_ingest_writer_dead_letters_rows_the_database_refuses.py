@@ -226,3 +226,94 @@ async def test_sigterm_stores_a_feed_whose_rows_the_database_partly_refuses_then
     # The bars (the open ones stored at the stop included) hold exactly the stored trades:
     # none of the refused ones.
     await bar_checks.assert_bars_agree_with_ticks(db)
+
+
+async def test_ticks_for_a_day_retention_dropped_from_under_the_cache_are_stored_again(
+    pool: asyncpg.Pool, redis: aioredis.Redis, db: asyncpg.Connection[Any]
+) -> None:
+    feed = "dropped_day"
+    retries_before = _counted("starkmatter_ingest_store_retries_total", feed)
+    async with _running(feed, pool, redis) as pipe:
+        await _store(pipe, [_trade(i * 10, 10, f"a{i}") for i in range(5)])
+        # Retention drops the day the writer has cached as created.
+        dropped = await db.fetchval(
+            "SELECT market_drop_partitions_before('market_ticks', $1::date + 1)",
+            await db.fetchval("SELECT (min(ts) AT TIME ZONE 'UTC')::date FROM market_ticks"),
+        )
+        assert dropped == 1
+        await _store(pipe, [_trade(1_000 + i * 10, 10, f"b{i}") for i in range(5)])
+        assert pipe.rejected == 0
+    # The day's partition was created again; the later ticks were stored, none dead-lettered.
+    assert await db.fetchval("SELECT count(*) FROM market_ticks") == 5
+    assert await db.fetchval("SELECT count(*) FROM market_rejections") == 0
+    assert _counted("starkmatter_ingest_store_retries_total", feed) == retries_before + 1
+
+
+async def test_a_check_refusing_every_row_is_retried_and_the_rows_stored_once_it_is_dropped(
+    pool: asyncpg.Pool, redis: aioredis.Redis, db: asyncpg.Connection[Any]
+) -> None:
+    # A DBA's CHECK that refuses everything is the table's fault, not the rows': dead-lettering
+    # would turn the whole feed into dead letters.
+    await db.execute("ALTER TABLE market_ticks ADD CONSTRAINT frozen CHECK (size < 0)")
+    feed = "frozen"
+    retries_before = _counted("starkmatter_ingest_store_retries_total", feed)
+    async with _running(feed, pool, redis) as pipe:
+        await pipe.submit([base.Incoming(_trade(i * 10, 10, f"f{i}")) for i in range(30)])
+        async with asyncio.timeout(STORE_S):
+            while _counted("starkmatter_ingest_store_retries_total", feed) < retries_before + 3:  # noqa: ASYNC110 - counted by the writer task
+                await asyncio.sleep(0.05)
+        assert await db.fetchval("SELECT count(*) FROM market_rejections") == 0
+        assert await db.fetchval("SELECT count(*) FROM market_ticks") == 0
+        await db.execute("ALTER TABLE market_ticks DROP CONSTRAINT frozen")
+        async with asyncio.timeout(STORE_S):
+            await pipe.drain(close_bars=True)
+        assert pipe.rejected == 0
+    assert await db.fetchval("SELECT count(*) FROM market_ticks") == 30
+    assert await db.fetchval("SELECT count(*) FROM market_rejections") == 0
+    await bar_checks.assert_bars_agree_with_ticks(db)
+
+
+async def test_two_bad_rows_among_fifty_are_dead_lettered_and_nothing_is_retried(
+    pool: asyncpg.Pool, redis: aioredis.Redis, db: asyncpg.Connection[Any]
+) -> None:
+    # The first and the last row are bad: whichever rows are probed alone, not all three fail.
+    await db.execute("ALTER TABLE market_ticks ADD CONSTRAINT no_lot_of_13 CHECK (size <> 13)")
+    feed = "two_bad"
+    retries_before = _counted("starkmatter_ingest_store_retries_total", feed)
+    trades = [_trade(i * 10, 13 if i in (0, 49) else 10, f"t{i}") for i in range(50)]
+    async with _running(feed, pool, redis) as pipe:
+        await _store(pipe, trades, close_bars=True)
+        assert pipe.rejected == 2
+    assert await db.fetchval("SELECT count(*) FROM market_ticks") == 48
+    dead = await db.fetch("SELECT reason, raw FROM market_rejections")
+    assert {r["reason"] for r in dead} == {"storage_refused"}
+    assert sorted(json.loads(r["raw"])["trade_id"] for r in dead) == ["t0", "t49"]
+    assert _counted("starkmatter_ingest_store_retries_total", feed) == retries_before
+    await bar_checks.assert_bars_agree_with_ticks(db)
+
+
+async def test_a_row_refused_like_a_missing_partition_while_its_day_exists_is_not_retried_for_ever(
+    pool: asyncpg.Pool, redis: aioredis.Redis, db: asyncpg.Connection[Any]
+) -> None:
+    # A trigger refusing a row with a check violation that names no constraint reads like a
+    # row that found no partition: retried once (with the cache forgotten), then, its day
+    # just checked, dead-lettered.
+    await db.execute("""
+        CREATE FUNCTION no_13() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.size = 13 THEN
+                RAISE EXCEPTION 'lot of 13' USING ERRCODE = 'check_violation';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER no_13 BEFORE INSERT ON market_ticks FOR EACH ROW EXECUTE FUNCTION no_13();
+    """)  # fmt: skip
+    feed = "no_13"
+    async with _running(feed, pool, redis) as pipe:
+        await _store(pipe, [_trade(i * 10, 13 if i == 2 else 10, f"a{i}") for i in range(5)])
+        later = [_trade(1_000 + i * 10, 13 if i == 3 else 10, f"b{i}") for i in range(5)]
+        await _store(pipe, later)
+        assert pipe.rejected == 2
+    assert await db.fetchval("SELECT count(*) FROM market_ticks") == 8
+    dead = await db.fetch("SELECT raw FROM market_rejections")
+    assert sorted(json.loads(r["raw"])["trade_id"] for r in dead) == ["a2", "b3"]

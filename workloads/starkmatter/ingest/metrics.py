@@ -34,8 +34,8 @@ ROWS_STORED = prometheus_client.Counter(
 STORE_RETRIES = prometheus_client.Counter(
     "starkmatter_ingest_store_retries_total",
     "Batch writes that failed in a way a retry may cure (connection, server state or resources, "
-    "not the rows) and were retried, by feed: rising while rows_written stays flat is a storage "
-    "outage.",
+    "a day partition retention dropped, a table refusing every row alike: not the rows) and "
+    "were retried, by feed: rising while rows_written stays flat is a storage outage.",
     ["feed"],
 )
 DEDUPLICATED_BATCHES = prometheus_client.Counter(

@@ -9,7 +9,8 @@ time while processing goes on. Nothing is dropped: every message is stored, reje
 dead-letter table with its reason, or (references, heartbeats) consumed as control data. A row
 that passed validation but that PostgreSQL refuses is found by bisecting its batch and
 dead-lettered as ``storage_refused`` (:mod:`.refusals`); only failures a retry can cure are
-retried, so one bad row never stops storage for the feed.
+retried, so one bad row never stops storage for the feed. A failure of every row alike (the
+table refuses, not the rows: a DBA's CHECK, a day partition retention dropped) is retried too.
 
 Stored bars agree with stored ticks: :meth:`Pipeline.reseed` rebuilds, at start-up, the bars
 a killed predecessor had not stored from the ticks it had; a trade that arrives after its bar
@@ -147,6 +148,10 @@ class _Batch:
 
     def empty(self) -> bool:
         return not (self.trades or self.quotes or self.bars or self.rejections)
+
+
+def _transient_or_partition_missing(exc: BaseException) -> bool:
+    return refusals.transient(exc) or refusals.partition_missing(exc)
 
 
 class Pipeline:
@@ -518,14 +523,22 @@ class Pipeline:
                     try:
                         await self._write(batch)
                         break
-                    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                        # A failure of the connection or the server (rows the server refuses
-                        # were dead-lettered in ``_write``). Retried in place (never re-queued:
-                        # a full queue would deadlock the writers); rewriting is idempotent, so
-                        # nothing is lost or doubled.
+                    except (
+                        asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
+                        refusals.TableRefused,
+                    ) as exc:  # fmt: skip
+                        # A failure of the connection, the server or the table (rows the
+                        # server refuses were dead-lettered in ``_write``). Retried in place
+                        # (never re-queued: a full queue would deadlock the writers);
+                        # rewriting is idempotent, so nothing is lost or doubled.
                         metrics.STORE_RETRIES.labels(feed=self.feed).inc()
-                        log.error("ingest.store_failed", feed=self.feed, error=repr(exc),
-                                  rows=len(batch), retry_s=delay)  # fmt: skip
+                        event = (
+                            "ingest.table_refuses_every_row"
+                            if isinstance(exc, refusals.TableRefused)
+                            else "ingest.store_failed"
+                        )
+                        log.error(event, feed=self.feed, error=repr(exc), rows=len(batch),
+                                  retry_s=delay)  # fmt: skip
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 5.0)
             finally:
@@ -626,8 +639,20 @@ class Pipeline:
     ) -> list[_Row]:
         """COPY ``rows`` into ``table``; returns those stored (the refused are dead-lettered
         in ``batch``)."""
-        await self._partitions.ensure(conn, table, storing.days_of(rows))
-        refused = await refusals.store_all(rows, functools.partial(self._copy_part, conn, table))
+        checked = await self._partitions.ensure(conn, table, storing.days_of(rows))
+        write = functools.partial(self._copy_part, conn, table)
+        # A row that finds no partition is retried, its day created again, unless every
+        # partition of the batch was just checked: then it is not retention's doing, and is
+        # judged as any other refusal (so a retry is not repeated for ever).
+        retried = refusals.transient if checked else _transient_or_partition_missing
+        try:
+            refused = await refusals.store_all(rows, write, retried)
+        except asyncpg.CheckViolationError as exc:
+            if refusals.partition_missing(exc):
+                self._partitions.forget(table)
+                log.warning("ingest.partition_missing", feed=self.feed, table=table,
+                            error=str(exc))  # fmt: skip
+            raise
         if not refused:
             return rows
         self._refused(batch, table, refused)

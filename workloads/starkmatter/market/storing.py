@@ -155,16 +155,30 @@ class CopyResult:
 
 
 class PartitionKeeper:
-    """Creates day partitions on first sight of a day (cached per process)."""
+    """Creates day partitions on first sight of a day (cached per process).
+
+    Retention drops days behind the cache's back (``market_drop_partitions_before``): a row
+    for a dropped day then finds no partition, and the writer has the cache :meth:`forget` the
+    table's days so that the next :meth:`ensure` creates them again."""
 
     def __init__(self) -> None:
         self._known: set[tuple[str, int]] = set()
 
-    async def ensure(self, conn: asyncpg.Connection[Any], table: str, days: set[int]) -> None:
+    async def ensure(self, conn: asyncpg.Connection[Any], table: str, days: set[int]) -> bool:
+        """Create the partitions of ``days`` not seen yet. Returns whether each was checked
+        in the database just now (none taken on trust from the cache)."""
+        checked = True
         for day in sorted(days):
-            if (table, day) not in self._known:
-                await conn.execute("SELECT market_ensure_partition($1, $2)", table, _day(day))
-                self._known.add((table, day))
+            if (table, day) in self._known:
+                checked = False
+                continue
+            await conn.execute("SELECT market_ensure_partition($1, $2)", table, _day(day))
+            self._known.add((table, day))
+        return checked
+
+    def forget(self, table: str) -> None:
+        """Drop ``table``'s days from the cache: the next :meth:`ensure` checks them again."""
+        self._known = {known for known in self._known if known[0] != table}
 
 
 async def copy_rows(
