@@ -25,7 +25,7 @@ class CancelOrder:
 class CancelAllOrders:
     user_id: UserId | None
     """None: every user's orders (the kill switch)"""
-    reason: str = fills.CancelReason.CANCEL_ALL
+    reason: fills.CancelReason = fills.CancelReason.CANCEL_ALL
 
 
 @dataclasses.dataclass(frozen=True)

@@ -326,7 +326,7 @@ async def _cancel_locked(
     config: OrdersConfig,
     actor: audit.Actor,
     order: storage.OrderRecord,
-    reason: str,
+    reason: fills.CancelReason,
     now: dt.datetime,
 ) -> bool:
     """Cancel now if we can; otherwise flag it for the worker. True if cancelled now."""
@@ -337,9 +337,15 @@ async def _cancel_locked(
         done = True
     else:
         # Not yet working at the broker (the graph has no way to cancel it there), or
-        # held by a real broker that must confirm first: the worker finishes the cancel.
+        # held by a real broker that must confirm first: the worker finishes the cancel,
+        # with the reason stored beside the flag. The first cancel asked for decides it,
+        # as it does for an order that ends at once: a later one finds it ending already.
         await conn.execute(
-            "UPDATE trading_orders SET cancel_requested = true WHERE id = $1", order.id
+            "UPDATE trading_orders SET cancel_requested = true,"
+            " cancel_reason = CASE WHEN cancel_requested THEN cancel_reason ELSE $2 END"
+            " WHERE id = $1",
+            order.id,
+            reason.value,
         )
         event = events.CancelRequested(order.id, now)
         await storage.enqueue(conn, event.topic, {**event.payload(), "reason": reason})

@@ -312,8 +312,13 @@ class Worker:
             if w.status not in lifecycle.OPEN:
                 continue
             expired = w.record.expires_at is not None and w.record.expires_at <= now
-            if (w.record.cancel_requested or expired) and await self.broker.cancel(w.record):
-                reason = fills.CancelReason.EXPIRED if expired else fills.CancelReason.USER
+            # A cancel asked for (by the user, cancel-all or the kill switch) names the
+            # reason even when the expiry has passed since: it was asked first, and the
+            # Alpaca adapter reads its own cancels the same way.
+            reason = w.record.requested_cancel_reason or (
+                fills.CancelReason.EXPIRED if expired else None
+            )
+            if reason is not None and await self.broker.cancel(w.record):
                 self._cancel(book, w, reason)
         live = [w for w in work if w.status in lifecycle.OPEN]
         if updates is None:

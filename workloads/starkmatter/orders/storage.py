@@ -49,6 +49,8 @@ class OrderRecord:
     expires_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    cancel_reason: fills.CancelReason | None = None
+    """why the cancel flagged by ``cancel_requested`` was asked for (migration 0218)"""
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> OrderRecord:
@@ -80,7 +82,17 @@ class OrderRecord:
             expires_at=row["expires_at"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            cancel_reason=_cancel_reason(row["cancel_reason"]),
         )
+
+    @property
+    def requested_cancel_reason(self) -> fills.CancelReason | None:
+        """The reason to end the order with for the cancel flagged on it; None if none was
+        asked for. A flag set before migration 0218 has no reason: it was always ended as
+        the user's cancel, and still is."""
+        if not self.cancel_requested:
+            return None
+        return self.cancel_reason or fills.CancelReason.USER
 
     @property
     def remaining(self) -> Decimal:
@@ -123,6 +135,10 @@ class OrderRecord:
             "filled_quantity": str(self.filled_quantity),
             "reject_code": self.reject_code,
         }
+
+
+def _cancel_reason(value: str | None) -> fills.CancelReason | None:
+    return None if value is None else fills.CancelReason(value)
 
 
 async def fetch_order(conn: Conn, order_id: uuid.UUID) -> OrderRecord | None:

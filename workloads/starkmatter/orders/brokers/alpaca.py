@@ -163,10 +163,13 @@ def protective_limit(side: OrderSide, price_cap: Decimal) -> Decimal:
 
 def _cancel_reason(order: storage.OrderRecord, now: dt.datetime) -> fills.CancelReason:
     """Alpaca says "canceled" whoever ended the order; say which, as the paper broker does.
-    A day order past its session close was cancelled by our worker's DELETE, so it expired.
-    An ioc or fok order ends so when its protective limit keeps it from filling at once."""
-    if order.cancel_requested:
-        return fills.CancelReason.USER
+    A cancel we asked for ends with the reason it was asked for (the user's, cancel-all's or
+    the kill switch's). A day order past its session close was cancelled by our worker's
+    DELETE, so it expired. An ioc or fok order ends so when its protective limit keeps it
+    from filling at once."""
+    requested = order.requested_cancel_reason
+    if requested is not None:
+        return requested
     if order.expires_at is not None and order.expires_at <= now:
         return fills.CancelReason.EXPIRED
     return _IMMEDIATE.get(order.request.time_in_force, fills.CancelReason.BROKER)
