@@ -40,7 +40,7 @@ def test_user_hold_applies_only_where_rows_have_a_user() -> None:
     holds = [datasets.Hold("u1", None)]
     assert datasets.hold_filter(TICKS, holds, 3) == ("true", [])
     sql, params = datasets.hold_filter(ALERTS, holds, 3)
-    assert sql == "user_id::text <> ALL($3::text[])" and params == [["u1"]]
+    assert sql == "(user_id IS NULL OR user_id::text <> ALL($3::text[]))" and params == [["u1"]]
 
 
 def test_resumed_chunk_starts_after_the_last_key_in_key_order() -> None:

@@ -4,8 +4,11 @@ For each rule, in parts of ``part_rows`` rows ordered by the data set's key:
 1. select the next rows older than the cutoff (not under legal hold) after the last key;
 2. write them as gzip'd JSON lines to ``{dataset}/{run}/part-NNNNN.jsonl.gz`` (the
    object name is fixed by the part number, so a retried part overwrites itself);
-3. in one transaction: delete exactly those rows (if the rule purges), record the part
-   and move the run's last key.
+3. in one transaction: delete those rows (if the rule purges), record the part and move
+   the run's last key. The transaction first locks the legal holds against change (SHARE
+   mode: a hold being placed waits for it, or it waits for the hold) and reads them again,
+   so a hold placed while the run is under way keeps its rows, even ones already archived
+   (an archived copy is harmless; they are counted as ``kept``).
 A crash between 2 and 3 leaves the rows in place and the part is written again on resume;
 a crash after 3 resumes after the last key. Either way no row is lost or archived twice.
 Finally a manifest (parts, row counts, SHA-256 of each object and of its content) is
@@ -38,7 +41,7 @@ ACTOR = audit.Actor(id="retention", service="archive", endpoint="starkmatter arc
 
 
 class ArchiveMismatch(Exception):
-    """A purge would remove a different number of rows than were archived."""
+    """An archive's objects do not match its manifest."""
 
 
 @dataclasses.dataclass
@@ -51,6 +54,8 @@ class DatasetReport:
     held: int = 0
     archived: int = 0
     purged: int = 0
+    kept: int = 0
+    """Rows the run took but did not purge: a legal hold placed on them during the run."""
     parts: int = 0
     resumed: bool = False
     manifest_key: str | None = None
@@ -68,14 +73,19 @@ async def _holds(conn: asyncpg.Connection[Any], dataset: str) -> list[datasets.H
 
 async def _dry_run(
     conn: asyncpg.Connection[Any], spec: datasets.Dataset, report: DatasetReport,
-    holds: list[datasets.Hold],
+    holds: list[datasets.Hold], since: dt.datetime | None,
 ) -> None:  # fmt: skip
+    """Counts what the run would take: the same bounds as ``chunk_query``, so an archive-only
+    rule counts only the rows that aged since the previous run's cutoff."""
     base = f"{spec.ts_column} < $1" + (f" AND ({spec.extra_where})" if spec.extra_where else "")
-    held_sql, params = datasets.hold_filter(spec, holds, 2)
+    if since is not None:
+        base += f" AND {spec.ts_column} >= $2"
+    held_sql, params = datasets.hold_filter(spec, holds, 3 if since is not None else 2)
     row = await conn.fetchrow(
         f"""SELECT count(*) AS eligible, count(*) FILTER (WHERE NOT ({held_sql})) AS held
             FROM {spec.table} AS t WHERE {base}""",
         report.cutoff,
+        *([since] if since is not None else []),
         *params,
     )
     assert row is not None
@@ -90,22 +100,30 @@ def encode_part(docs: list[str]) -> tuple[bytes, str, str]:
     return packed, hashlib.sha256(packed).hexdigest(), hashlib.sha256(content).hexdigest()
 
 
+async def _since(
+    conn: asyncpg.Connection[Any], policy: str, rule: policies.Rule
+) -> dt.datetime | None:
+    """The time from which a run takes rows. An archive-only run takes the rows that became
+    old enough since the previous run's cutoff, since their older ones stay in place,
+    archived. (Not after the previous run's last key: most keys do not grow with time, a
+    random id or a symbol first, so rows that aged later behind that key were never
+    archived.)"""
+    if rule.action != "archive":
+        return None
+    since: dt.datetime | None = await conn.fetchval(
+        """SELECT cutoff FROM retention_runs WHERE policy = $1 AND dataset = $2
+             AND status = 'done' ORDER BY finished_at DESC LIMIT 1""",
+        policy,
+        rule.dataset,
+    )
+    return since
+
+
 async def _start_run(
     conn: asyncpg.Connection[Any], policy: str, rule: policies.Rule, cutoff: dt.datetime
 ) -> tuple[uuid.UUID, dt.datetime, list[str] | None, bool, dt.datetime | None]:
-    """Resume the unfinished run of (policy, dataset), or start one; also the time from
-    which it takes rows. An archive-only run takes the rows that became old enough since
-    the previous run's cutoff, since their older ones stay in place, archived. (Not after
-    the previous run's last key: most keys do not grow with time, a random id or a symbol
-    first, so rows that aged later behind that key were never archived.)"""
-    since = None
-    if rule.action == "archive":
-        since = await conn.fetchval(
-            """SELECT cutoff FROM retention_runs WHERE policy = $1 AND dataset = $2
-                 AND status = 'done' ORDER BY finished_at DESC LIMIT 1""",
-            policy,
-            rule.dataset,
-        )
+    """Resume the unfinished run of (policy, dataset), or start one; also ``_since``."""
+    since = await _since(conn, policy, rule)
     running = await conn.fetchrow(
         """SELECT id, cutoff, last_key FROM retention_runs
            WHERE policy = $1 AND dataset = $2 AND status = 'running'""",
@@ -137,15 +155,13 @@ async def archive_dataset(
     dry_run: bool = False,
 ) -> DatasetReport:
     spec = datasets.DATASETS[rule.dataset]
-    report = DatasetReport(
-        rule.dataset, rule.action, datasets.cutoff(now, rule.older_than_days), dry_run
-    )
+    report = DatasetReport(rule.dataset, rule.action, rule.cutoff(now), dry_run)
     if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", spec.table):
         report.skipped = f"table {spec.table} does not exist"
         return report
-    holds = await _holds(conn, rule.dataset)
     if dry_run:
-        await _dry_run(conn, spec, report, holds)
+        holds = await _holds(conn, rule.dataset)
+        await _dry_run(conn, spec, report, holds, await _since(conn, policy.name, rule))
         return report
     archives = rule.action in ("archive", "archiveThenDelete")
     purges = rule.action in ("delete", "archiveThenDelete") and spec.purgeable
@@ -158,6 +174,7 @@ async def archive_dataset(
         "SELECT coalesce(max(seq), 0) FROM retention_parts WHERE run_id = $1", run_id
     )
     while True:
+        holds = await _holds(conn, rule.dataset)
         sql, first_hold = datasets.chunk_query(
             spec, holds, resume=last_key is not None, since=since is not None
         )
@@ -183,15 +200,9 @@ async def archive_dataset(
             packed, sha, content_sha = encode_part([r["doc"] for r in rows])
             await store.put(object_key, packed)
         async with conn.transaction():
+            deleted = kept = 0
             if purges:
-                status = await conn.execute(
-                    datasets.delete_query(spec), *[list(col) for col in zip(*keys, strict=True)]
-                )
-                deleted = int(status.split()[-1])
-                if deleted != len(rows):
-                    raise ArchiveMismatch(
-                        f"{rule.dataset}: archived {len(rows)} rows but would delete {deleted}"
-                    )
+                deleted, kept = await _purge_part(conn, spec, keys)
             if archives:
                 await conn.execute(
                     """INSERT INTO retention_parts (run_id, seq, object_key, rows, bytes, sha256,
@@ -202,19 +213,22 @@ async def archive_dataset(
                 )  # fmt: skip
             await conn.execute(
                 """UPDATE retention_runs SET last_key = $2::text::jsonb,
-                          rows_archived = rows_archived + $3, rows_purged = rows_purged + $4
+                          rows_archived = rows_archived + $3, rows_purged = rows_purged + $4,
+                          rows_kept = rows_kept + $5
                    WHERE id = $1""",
                 run_id,
                 last_json,
                 len(rows) if archives else 0,
-                len(rows) if purges else 0,
+                deleted,
+                kept,
             )
         last_key = json.loads(last_json)
     totals = await conn.fetchrow(
-        "SELECT rows_archived, rows_purged FROM retention_runs WHERE id = $1", run_id
+        "SELECT rows_archived, rows_purged, rows_kept FROM retention_runs WHERE id = $1", run_id
     )
     assert totals is not None
     report.archived, report.purged = totals["rows_archived"], totals["rows_purged"]
+    report.kept = totals["rows_kept"]
     parts = await conn.fetch(
         """SELECT object_key, rows, bytes, sha256, content_sha256, first_key, last_key
            FROM retention_parts WHERE run_id = $1 ORDER BY seq""",
@@ -248,13 +262,30 @@ async def archive_dataset(
         )
         await audit.record(
             conn, ACTOR, action="retention.archived",
-            reason=f"policy {policy.name}: {rule.action} older than {rule.older_than_days} days",
+            reason=f"policy {policy.name}: {rule.action} older than {rule.age}",
             entity_type="dataset", entity_id=rule.dataset,
             after={"run_id": str(run_id), "archived": report.archived, "purged": report.purged,
-                   "manifest": report.manifest_key, "cutoff": report.cutoff.isoformat()},
+                   "kept_under_hold": report.kept, "manifest": report.manifest_key,
+                   "cutoff": report.cutoff.isoformat()},
         )  # fmt: skip
     log.info("retention.dataset_done", **{k: str(v) for k, v in dataclasses.asdict(report).items()})
     return report
+
+
+async def _purge_part(
+    conn: asyncpg.Connection[Any], spec: datasets.Dataset, keys: list[list[Any]]
+) -> tuple[int, int]:
+    """Deletes one part's rows but those under a hold as it stands now; returns (deleted,
+    kept). Runs inside the part's transaction, which the lock keeps until it commits: a
+    hold inserted concurrently is either visible here or waits until this part is done.
+    Rows of the part already gone (deleted by someone else) are neither."""
+    await conn.execute("LOCK TABLE retention_legal_holds IN SHARE MODE")
+    holds = await _holds(conn, spec.name)
+    columns = [list(col) for col in zip(*keys, strict=True)]
+    _, hold_params = datasets.hold_filter(spec, holds, len(spec.key) + 1)
+    status = await conn.execute(datasets.delete_query(spec, holds), *columns, *hold_params)
+    kept: int = await conn.fetchval(datasets.count_query(spec), *columns)
+    return int(status.split()[-1]), kept
 
 
 def _part_json(part: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,8 @@ class Dataset:
     key: tuple[tuple[str, str], ...]
     """(column, PostgreSQL type) in index order."""
     default_days: int
+    """The seed's age in days; for a year-based class, the nominal ``365 * years``, shown only:
+    its cutoff is ``default_years`` calendar years (see ``cutoff_years``)."""
     data_class: str
     """The seed's retention class: trade data, user activity, market data, logs, sessions."""
     purgeable: bool = True
@@ -33,6 +35,8 @@ class Dataset:
     table is aliased ``t``."""
     document: str = "row_to_json(t)::text"
     """The archived JSON of one row ``t``: rows that a purge would cascade to travel in it."""
+    default_years: int | None = None
+    """The seed's age in calendar years (trade data 7, user activity 3, market data 2)."""
 
     @property
     def key_columns(self) -> list[str]:
@@ -54,21 +58,21 @@ DATASETS: dict[str, Dataset] = {
     for d in (
         Dataset("orders", "trading_orders", "created_at", (("id", "uuid"),), 7 * _D,
                 "trade data", user_column="user_id", symbol_column="symbol",
-                extra_where=_ORDER_DONE, document=_ORDER_WITH_EVENTS),
+                extra_where=_ORDER_DONE, document=_ORDER_WITH_EVENTS, default_years=7),
         Dataset("executions", "trading_executions", "ts_event", (("id", "uuid"),), 7 * _D,
-                "trade data", user_column="user_id", symbol_column="symbol"),
+                "trade data", user_column="user_id", symbol_column="symbol", default_years=7),
         Dataset("portfolio_snapshots", "portfolio_snapshots", "ts", (("id", "bigint"),),
-                7 * _D, "trade data", user_column="user_id"),
+                7 * _D, "trade data", user_column="user_id", default_years=7),
         Dataset("audit", "audit_log", "ts", (("seq", "bigint"),), 3 * _D, "user activity",
-                purgeable=False),
+                purgeable=False, default_years=3),
         Dataset("ticks", "market_ticks", "ts",
                 (("symbol", "text"), ("ts", "timestamptz"), ("uid", "bigint")), 2 * _D,
-                "market data", symbol_column="symbol"),
+                "market data", symbol_column="symbol", default_years=2),
         Dataset("bars", "market_bars", "ts",
                 (("symbol", "text"), ("interval", "text"), ("ts", "timestamptz")), 2 * _D,
-                "market data", symbol_column="symbol"),
+                "market data", symbol_column="symbol", default_years=2),
         Dataset("news", "news_articles", "published_at", (("id", "bigint"),), 2 * _D,
-                "market data"),
+                "market data", default_years=2),
         Dataset("ai_analyses", "ai_analyses", "created_at", (("id", "uuid"),), 90, "logs",
                 user_column="user_id"),
         Dataset("alert_events", "alert_events", "created_at", (("id", "bigint"),), 90, "logs",
@@ -88,7 +92,9 @@ class Hold:
 def hold_filter(dataset: Dataset, holds: Sequence[Hold], first_param: int) -> tuple[str, list[Any]]:
     """SQL excluding held rows, and its parameters. A hold on a column the data set does not
     have (a user hold on ticks) cannot match any of its rows and is ignored; a hold naming
-    neither holds the whole data set."""
+    neither holds the whole data set. A row whose user (or symbol) is NULL, such as an
+    operational alert event, belongs to no one on hold: ``NULL <> ALL(...)`` is NULL, not
+    true, so it is tested for explicitly or such rows would never be purged."""
     if any(h.user_id is None and h.symbol is None for h in holds):
         return "false", []
     users = sorted({h.user_id for h in holds if h.user_id and h.symbol is None})
@@ -97,17 +103,21 @@ def hold_filter(dataset: Dataset, holds: Sequence[Hold], first_param: int) -> tu
     params: list[Any] = []
     n = first_param
     if users and dataset.user_column:
-        clauses.append(f"{dataset.user_column}::text <> ALL(${n}::text[])")
+        col = dataset.user_column
+        clauses.append(f"({col} IS NULL OR {col}::text <> ALL(${n}::text[]))")
         params.append(users)
         n += 1
     if symbols and dataset.symbol_column:
-        clauses.append(f"{dataset.symbol_column} <> ALL(${n}::text[])")
+        col = dataset.symbol_column
+        clauses.append(f"({col} IS NULL OR {col} <> ALL(${n}::text[]))")
         params.append(symbols)
         n += 1
     for h in holds:
         if h.user_id and h.symbol and dataset.user_column and dataset.symbol_column:
+            user, symbol = dataset.user_column, dataset.symbol_column
             clauses.append(
-                f"NOT ({dataset.user_column}::text = ${n} AND {dataset.symbol_column} = ${n + 1})"
+                f"({user} IS NULL OR {symbol} IS NULL"
+                f" OR NOT ({user}::text = ${n} AND {symbol} = ${n + 1}))"
             )
             params += [h.user_id, h.symbol]
             n += 2
@@ -142,13 +152,23 @@ def chunk_query(
     return sql, n
 
 
-def delete_query(dataset: Dataset) -> str:
-    """DELETE of one part's rows by key: one array parameter per key column."""
+def _part_keys(dataset: Dataset) -> str:
     cols = dataset.key_columns
     arrays = ", ".join(f"${i + 1}::{t}[]" for i, (_, t) in enumerate(dataset.key))
-    return (
-        f"DELETE FROM {dataset.table} WHERE ({', '.join(cols)}) IN (SELECT * FROM unnest({arrays}))"
-    )
+    return f"({', '.join(cols)}) IN (SELECT * FROM unnest({arrays}))"
+
+
+def delete_query(dataset: Dataset, holds: Sequence[Hold] = ()) -> str:
+    """DELETE of one part's rows by key (one array parameter per key column) that are not
+    under ``holds`` (their parameters follow the keys', see ``hold_filter``): a hold placed
+    after the part was selected keeps its rows in place."""
+    held, _ = hold_filter(dataset, holds, len(dataset.key) + 1)
+    return f"DELETE FROM {dataset.table} WHERE {_part_keys(dataset)} AND {held}"
+
+
+def count_query(dataset: Dataset) -> str:
+    """How many of one part's rows (same parameters as ``delete_query``'s keys) remain."""
+    return f"SELECT count(*) FROM {dataset.table} WHERE {_part_keys(dataset)}"
 
 
 def key_json(values: Sequence[Any]) -> str:
@@ -157,3 +177,15 @@ def key_json(values: Sequence[Any]) -> str:
 
 def cutoff(now: dt.datetime, days: int) -> dt.datetime:
     return now - dt.timedelta(days=days)
+
+
+def cutoff_years(now: dt.datetime, years: int) -> dt.datetime:
+    """The same wall-clock instant ``years`` calendar years before ``now`` (7 years is not
+    7 * 365 days: that cutoff falls up to 2 leap days too late, so rows would be purged
+    before their anniversary). 29 February maps to the 28th, the earlier candidate, so a
+    row is never taken before it is ``years`` old."""
+    year = now.year - years
+    try:
+        return now.replace(year=year)
+    except ValueError:  # 29 February in a year that has none
+        return now.replace(year=year, day=28)

@@ -40,13 +40,29 @@ class LocalStore:
         return path
 
     async def put(self, key: str, data: bytes) -> None:
+        """Durable on return: the rows it holds are deleted next. A rename and a new
+        directory are entries in their parent directory, which is only on disk once that
+        directory is fsynced; without it a crash can lose an object whose rows are gone."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        created = self._make_parents(path.parent)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(data)
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         tmp.replace(path)
+        _fsync_dir(path.parent)
+        for folder in created:
+            _fsync_dir(folder.parent)
+
+    def _make_parents(self, folder: Path) -> list[Path]:
+        """Creates ``folder`` and its missing parents; returns those created, deepest first."""
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for created in reversed(missing):
+            created.mkdir(exist_ok=True)
+        return missing
 
     async def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
@@ -59,6 +75,14 @@ class LocalStore:
             str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()
             and not p.name.endswith(".tmp")
         )  # fmt: skip
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class S3Store:

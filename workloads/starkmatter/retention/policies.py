@@ -1,8 +1,13 @@
 """A RetentionPolicy spec (``STARKMATTER_RETENTION_CONFIG``), with the seed's table as the
-default: trade data 7 years, user activity 3, market data 2, logs 90 days, sessions 30."""
+default: trade data 7 years, user activity 3, market data 2, logs 90 days, sessions 30.
+
+A RetentionPolicy CR states ages in days (``olderThanDays``) and they are taken as days.
+The seed's year-based entries are calendar years: its rules carry the years (set only by
+``default``, never read from a spec) and their cutoff is the calendar anniversary."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -22,6 +27,24 @@ class Rule(pydantic.BaseModel):
     dataset: str
     older_than_days: Annotated[int, pydantic.Field(ge=1, le=36500, alias="olderThanDays")]
     action: Action = "archive"
+    _years: int | None = pydantic.PrivateAttr(default=None)
+
+    @classmethod
+    def in_years(cls, dataset: str, years: int, action: Action) -> Rule:
+        """A rule on calendar years; ``older_than_days`` is the nominal ``365 * years``."""
+        rule = cls(dataset=dataset, older_than_days=365 * years, action=action)
+        rule._years = years
+        return rule
+
+    @property
+    def age(self) -> str:
+        return f"{self._years} years" if self._years else f"{self.older_than_days} days"
+
+    def cutoff(self, now: dt.datetime) -> dt.datetime:
+        """Rows older than this are acted upon."""
+        if self._years:
+            return datasets.cutoff_years(now, self._years)
+        return datasets.cutoff(now, self.older_than_days)
 
     @pydantic.model_validator(mode="after")
     def _known(self) -> Rule:
@@ -65,15 +88,15 @@ def default(archive_url: str) -> Policy:
     return Policy(
         name="default",
         archive=Archive(url=archive_url),
-        rules=[
-            Rule(
-                dataset=d.name,
-                older_than_days=d.default_days,
-                action="archiveThenDelete" if d.purgeable else "archive",
-            )
-            for d in datasets.DATASETS.values()
-        ],
+        rules=[_seed_rule(d) for d in datasets.DATASETS.values()],
     )
+
+
+def _seed_rule(spec: datasets.Dataset) -> Rule:
+    action: Action = "archiveThenDelete" if spec.purgeable else "archive"
+    if spec.default_years is not None:
+        return Rule.in_years(spec.name, spec.default_years, action)
+    return Rule(dataset=spec.name, older_than_days=spec.default_days, action=action)
 
 
 def load(name: str, path: Path | None = None, *, data_dir: Path | None = None) -> Policy:
