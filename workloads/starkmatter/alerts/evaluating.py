@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import decimal
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -32,7 +33,44 @@ FIRING = prometheus_client.Gauge(
     "starkmatter_alerts_firing", "Operational alert rules currently firing.", ["rule", "severity"]
 )
 LATENCY_METRIC = "starkmatter_http_request_duration_seconds"
+MAX_BACKOFF_S = 60.0
+"""Longest pause between evaluations while they keep failing (doubling from the interval)."""
 _D = decimal.Decimal
+_SEVERITIES = ("info", "warning", "critical")
+
+
+@dataclasses.dataclass(frozen=True)
+class Freshness:
+    """How old a measurement may be and still decide an alert. Older reads as missing: a
+    ``quote:{SYMBOL}`` never expires, so a dead feed or a csv replay (historical prices
+    with their historical ``ts``) would otherwise fire alerts on prices that are not now."""
+
+    quote_max_age: dt.timedelta = dt.timedelta(seconds=60)
+    """Age of a quote's ``ts`` beyond which it is missing (``STARKMATTER_ALERTS_QUOTE_MAX_AGE_S``).
+    A live feed rewrites the quote on every tick; a minute without one is a stopped feed."""
+    bar_max_age: dt.timedelta = dt.timedelta(minutes=5)
+    """Age of the newest 1m bar's start beyond which its indicators are missing
+    (``STARKMATTER_ALERTS_BAR_MAX_AGE_S``): five bar intervals, room for a late bar."""
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str]) -> Freshness:
+        default = cls()
+        return cls(
+            quote_max_age=_seconds(
+                environ, "STARKMATTER_ALERTS_QUOTE_MAX_AGE_S", default.quote_max_age
+            ),
+            bar_max_age=_seconds(environ, "STARKMATTER_ALERTS_BAR_MAX_AGE_S", default.bar_max_age),
+        )
+
+
+def _seconds(environ: dict[str, str], name: str, default: dt.timedelta) -> dt.timedelta:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    value = float(raw)
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {raw!r}")
+    return dt.timedelta(seconds=value)
 
 
 def _bytes(value: bytes | str) -> bytes:
@@ -51,12 +89,33 @@ def _parse_ts(raw: bytes | str | None) -> dt.datetime | None:
 
 
 def _decimal(raw: Any) -> decimal.Decimal | None:
+    """A finite Decimal, or None: ``NaN`` and infinities are unknown values, since comparing
+    a NaN Decimal raises and one bad value must not stop the evaluator."""
     if raw is None:
         return None
     try:
-        return _D(raw.decode() if isinstance(raw, bytes) else str(raw))
-    except decimal.InvalidOperation:
+        value = _D(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except (decimal.InvalidOperation, UnicodeDecodeError):
         return None
+    return value if value.is_finite() else None
+
+
+def parse_quote(raw: bytes | str) -> tuple[decimal.Decimal | None, dt.datetime | None]:
+    """``last`` and ``ts`` of a ``quote:{SYMBOL}`` document; ValueError when it is not one.
+
+    A document without ``ts`` (the contract always has one) is judged on its price alone."""
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError(f"not a JSON object but {type(data).__name__}")
+    ts = data.get("ts")
+    moment = _parse_ts(ts) if isinstance(ts, str) else None
+    if ts is not None and moment is None:
+        raise ValueError(f"ts is not an ISO 8601 time: {str(ts)[:40]!r}")
+    return _decimal(data.get("last")), moment
+
+
+def _severity(text: Any) -> delivering.Severity:
+    return cast(delivering.Severity, text) if text in _SEVERITIES else "warning"
 
 
 def _last_sign_of_ingestion(beat: dict[bytes, bytes]) -> dt.datetime | None:
@@ -92,13 +151,19 @@ class Evaluator:
         *,
         rules_dir: Path | None,
         metrics_url: str | None = None,
+        freshness: Freshness | None = None,
     ) -> None:
         self.pool = pool
         self.redis = redis
         self.rules_dir = rules_dir
         self.metrics_url = metrics_url
+        self.freshness = freshness or Freshness()
         self._last_scrape: dict[float, float] | None = None
         self._http = httpx.AsyncClient(timeout=5)
+        self._bad_quotes: set[str] = set()
+        """Symbols whose quote was unreadable at the last look: logged once, not per cycle."""
+        self._gauged: dict[str, str] = {}
+        """Rule name -> the severity label this process set on FIRING for it."""
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -109,6 +174,36 @@ class Evaluator:
         with contextlib.suppress(redis.exceptions.RedisError):
             published += await self.evaluate_price_alerts(now)
         return published
+
+    def _last_price(
+        self, symbol: str, raw: bytes | str | None, now: dt.datetime
+    ) -> decimal.Decimal | None:
+        """The quote's ``last``; None when it is missing, unreadable or older than allowed."""
+        if not raw:
+            return None
+        try:
+            last, ts = parse_quote(raw)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if symbol not in self._bad_quotes:
+                self._bad_quotes.add(symbol)
+                log.warning("alerts.quote_unreadable", symbol=symbol, error=str(exc)[:200])
+            return None
+        self._bad_quotes.discard(symbol)
+        if ts is not None and now - ts > self.freshness.quote_max_age:
+            return None
+        return last
+
+    def _gauge(self, name: str, severity: str, firing: bool) -> None:
+        previous = self._gauged.get(name)
+        if previous is not None and previous != severity:
+            FIRING.remove(name, previous)
+        FIRING.labels(rule=name, severity=severity).set(firing)
+        self._gauged[name] = severity
+
+    def _ungauge(self, name: str) -> None:
+        severity = self._gauged.pop(name, None)
+        if severity is not None:
+            FIRING.remove(name, severity)
 
     # -- operational rules -------------------------------------------------------------
 
@@ -146,8 +241,10 @@ class Evaluator:
                 value: decimal.Decimal | None = cache["p99"]
                 return value
             if rule.condition in ("PriceAbove", "PriceBelow"):
-                raw = await self.redis.get(f"quote:{rule.symbol}")
-                return _decimal(json.loads(raw).get("last")) if raw else None
+                assert rule.symbol is not None
+                return self._last_price(
+                    rule.symbol, await self.redis.get(f"quote:{rule.symbol}"), now
+                )
             assert rule.feed is not None
             beat = await self._heartbeat(rule.feed)
         except (redis.exceptions.RedisError, OSError):
@@ -165,17 +262,50 @@ class Evaluator:
             return None
         return (rejected / (ticks + rejected) * 100).quantize(_D("0.01"))
 
-    async def _load_state(self) -> dict[str, rules.RuleState]:
-        out = {}
+    async def _load_state(self) -> tuple[dict[str, rules.RuleState], dict[str, str]]:
+        """Each rule's stored state, and the severity it was stored with."""
+        states, severities = {}, {}
         for row in await self.pool.fetch("SELECT rule, state, since, value FROM alert_rule_state"):
             extra = json.loads(row["value"]) if row["value"] else {}
-            out[row["rule"]] = rules.RuleState(
+            states[row["rule"]] = rules.RuleState(
                 row["state"],
                 row["since"],
                 _parse_ts(extra.get("clearing_since")),
                 _parse_ts(extra.get("fired_at")),
             )
-        return out
+            if "severity" in extra:
+                severities[row["rule"]] = extra["severity"]
+        return states, severities
+
+    def _forget(
+        self,
+        names: Sequence[str],
+        states: dict[str, rules.RuleState],
+        severities: dict[str, str],
+        now: dt.datetime,
+    ) -> list[delivering.AlertEvent]:
+        """Rules no longer loaded (their file deleted): a firing one resolves, since nothing
+        else ever would, and its gauge goes; the caller deletes their stored state."""
+        events = []
+        for name in names:
+            severity = _severity(severities.get(name) or self._gauged.get(name))
+            self._ungauge(name)
+            state = states[name]
+            if state.state != "firing" or state.fired_at is None:
+                continue
+            transition = rules.resolution(name, state.fired_at, now)
+            events.append(
+                delivering.AlertEvent(
+                    rule=name,
+                    kind="operational",
+                    severity=severity,
+                    state="resolved",
+                    fingerprint=transition.fingerprint,
+                    summary=f"{name} — resolved (rule removed)",
+                    details={"removed": True},
+                )
+            )
+        return events
 
     async def evaluate_operational(self, now: dt.datetime) -> list[dict[str, Any]]:
         if self.rules_dir is None or not self.rules_dir.is_dir():
@@ -183,16 +313,21 @@ class Evaluator:
         loaded, problems = rules.load_dir(self.rules_dir)
         for problem in problems:
             log.warning("alerts.rule_invalid", problem=problem)
-        states = await self._load_state()
+        states, severities = await self._load_state()
         cache: dict[str, Any] = {}
         events = []
         rows = []
         for rule in loaded:
-            value = await self.measure(rule, now, cache)
-            seen = rules.observe(rule, value)
-            current = states.get(rule.name, rules.RuleState("ok", now))
-            new, transition = rules.step(rule, current, seen, now)
-            FIRING.labels(rule=rule.name, severity=rule.severity).set(new.state == "firing")
+            try:
+                value = await self.measure(rule, now, cache)
+                seen = rules.observe(rule, value)
+                current = states.get(rule.name, rules.RuleState("ok", now))
+                new, transition = rules.step(rule, current, seen, now)
+            except Exception as exc:  # noqa: BLE001 - one bad rule must not silence the others
+                # It keeps its stored state until its data can be read again.
+                log.error("alerts.rule_failed", rule=rule.name, error=_describe(exc))
+                continue
+            self._gauge(rule.name, rule.severity, new.state == "firing")
             rows.append(
                 (
                     rule.name,
@@ -203,6 +338,7 @@ class Evaluator:
                             "value": None if value is None else str(value),
                             "clearing_since": new.clearing_since and new.clearing_since.isoformat(),
                             "fired_at": new.fired_at and new.fired_at.isoformat(),
+                            "severity": rule.severity,
                         }
                     ),
                 )
@@ -226,6 +362,10 @@ class Evaluator:
                         },
                     )
                 )
+        loaded_names = {rule.name for rule in loaded}
+        # An unreadable file may be a rule we still have: forget nothing until all load.
+        gone = [] if problems else sorted(set(states) - loaded_names)
+        events += self._forget(gone, states, severities, now)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.executemany(
                 """INSERT INTO alert_rule_state (rule, state, since, value, updated_at)
@@ -234,6 +374,10 @@ class Evaluator:
                        since = EXCLUDED.since, value = EXCLUDED.value, updated_at = now()""",
                 rows,
             )
+            if gone:
+                await conn.execute(
+                    "DELETE FROM alert_rule_state WHERE rule = ANY($1::text[])", gone
+                )
             stored = await delivering.store(conn, events)
         for event in stored:
             log.warning("alerts.transition", rule=event["rule"], state=event["state"])
@@ -258,14 +402,15 @@ class Evaluator:
             return []
         symbols = sorted({r["symbol"] for r in rows})
         quotes = await self.redis.mget([f"quote:{s}" for s in symbols])
-        last: dict[str, decimal.Decimal | None] = {}
-        for symbol, raw in zip(symbols, quotes, strict=True):
-            try:
-                last[symbol] = _decimal(json.loads(raw).get("last")) if raw else None
-            except ValueError:
-                last[symbol] = None
-        indicators = await latest_indicators(self.pool, symbols)
-        updates, events = [], []
+        last = {
+            symbol: self._last_price(symbol, raw, now)
+            for symbol, raw in zip(symbols, quotes, strict=True)
+        }
+        indicators = await latest_indicators(
+            self.pool, symbols, since=now - self.freshness.bar_max_age
+        )
+        updates: list[tuple[Any, bool, bool]] = []
+        events: list[tuple[Any, delivering.AlertEvent]] = []
         for row in rows:
             rule = pricing.PriceRule(
                 str(row["id"]), str(row["user_id"]), row["symbol"], row["condition"],
@@ -273,52 +418,78 @@ class Evaluator:
                 row["condition_held"],
             )  # fmt: skip
             price = last.get(rule.symbol)
-            held, fire = pricing.triggers(rule, price, indicators.get(rule.symbol, {}))
+            try:
+                held, fire = pricing.triggers(rule, price, indicators.get(rule.symbol, {}))
+                summary = pricing.describe(rule, price) if fire else ""
+            except Exception as exc:  # noqa: BLE001 - one bad alert must not stop the others
+                log.error("alerts.price_alert_failed", alert=rule.id, error=_describe(exc))
+                continue
             if held != rule.condition_held or fire:
                 updates.append((row["id"], held, fire))
             if fire:
-                events.append(
-                    delivering.AlertEvent(
-                        rule=f"price:{rule.id}",
-                        kind="price",
-                        severity="info",
-                        state="triggered",
-                        fingerprint=f"price:{rule.id}",
-                        summary=pricing.describe(rule, price),
-                        user_id=rule.user_id,
-                        details={
-                            "rule_id": rule.id,
-                            "symbol": rule.symbol,
-                            "condition": rule.condition,
-                            "threshold": str(rule.threshold),
-                            "price": None if price is None else str(price),
-                        },
-                    )
-                )
+                events.append((row["id"], _price_event(rule, price, summary)))
         if not updates:
             return []
+        ids, held_now, fired = zip(*updates, strict=True)
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
-                """UPDATE alert_rules SET condition_held = $2,
-                          active = active AND NOT $3,
-                          triggered_at = CASE WHEN $3 THEN now() ELSE triggered_at END
-                   WHERE id = $1 AND active""",
-                updates,
-            )
-            stored = await delivering.store(conn, events)
+            # Only the alerts still there and active notify: one deleted (or whose user was)
+            # since the SELECT above must neither notify nor fail the batch on its foreign key.
+            updated = await conn.fetch(
+                """UPDATE alert_rules r SET condition_held = u.held,
+                          active = r.active AND NOT u.fire,
+                          triggered_at = CASE WHEN u.fire THEN now() ELSE r.triggered_at END
+                   FROM unnest($1::uuid[], $2::bool[], $3::bool[]) AS u(id, held, fire)
+                   WHERE r.id = u.id AND r.active
+                   RETURNING r.id""",
+                list(ids), list(held_now), list(fired),
+            )  # fmt: skip
+            kept = {row["id"] for row in updated}
+            stored = await delivering.store(conn, [e for rid, e in events if rid in kept])
         return await delivering.publish(self.redis, stored)
 
 
+def _price_event(
+    rule: pricing.PriceRule, price: decimal.Decimal | None, summary: str
+) -> delivering.AlertEvent:
+    return delivering.AlertEvent(
+        rule=f"price:{rule.id}",
+        kind="price",
+        severity="info",
+        state="triggered",
+        fingerprint=f"price:{rule.id}",
+        summary=summary,
+        user_id=rule.user_id,
+        details={
+            "rule_id": rule.id,
+            "symbol": rule.symbol,
+            "condition": rule.condition,
+            "threshold": str(rule.threshold),
+            "price": None if price is None else str(price),
+        },
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
 async def latest_indicators(
-    pool: asyncpg.Pool | asyncpg.Connection[Any], symbols: list[str]
+    pool: asyncpg.Pool | asyncpg.Connection[Any],
+    symbols: list[str],
+    *,
+    since: dt.datetime | None = None,
 ) -> dict[str, dict[str, decimal.Decimal]]:
+    """The newest 1m bar's indicators per symbol; only a bar that began at ``since`` or
+    later, when given (an old bar's indicators describe a market that has moved on)."""
     if not await pool.fetchval("SELECT to_regclass('market_bars') IS NOT NULL"):
         return {}
     rows = await pool.fetch(
         """SELECT s.sym AS symbol, b.indicators FROM unnest($1::text[]) s(sym),
            LATERAL (SELECT indicators FROM market_bars WHERE symbol = s.sym AND interval = '1m'
+                      AND ($2::timestamptz IS NULL OR ts >= $2)
                     ORDER BY ts DESC LIMIT 1) b""",
         symbols,
+        since,
     )
     out: dict[str, dict[str, decimal.Decimal]] = {}
     for row in rows:
@@ -334,14 +505,23 @@ async def latest_indicators(
 async def run(
     evaluator: Evaluator, *, interval_s: float = 5.0, stop: asyncio.Event | None = None
 ) -> None:
+    """Evaluate every ``interval_s`` until ``stop``. A failed cycle is logged and the loop
+    goes on, waiting twice as long after each failure in a row (at most MAX_BACKOFF_S): a
+    crash would restart the pod into the same failure, and stop every other alert."""
     stop = stop or asyncio.Event()
+    failures = 0
     while not stop.is_set():
         try:
             await evaluator.evaluate_once()
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.error("alerts.evaluation_failed", error=str(exc)[:300])
+            failures = 0
+        except Exception as exc:  # noqa: BLE001 - log, back off and go on, never crash-loop
+            failures += 1
+            log.error("alerts.evaluation_failed", error=_describe(exc), failures=failures)
+        delay = interval_s
+        if failures:
+            delay = min(interval_s * 2**failures, max(MAX_BACKOFF_S, interval_s))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+            await asyncio.wait_for(stop.wait(), timeout=delay)
 
 
 async def main() -> int:
@@ -362,6 +542,7 @@ async def main() -> int:
         metrics_url=os.environ.get(
             "STARKMATTER_ALERTS_METRICS_URL", f"http://{cfg.api_host}:{cfg.api_port}/metrics"
         ),
+        freshness=Freshness.from_env(dict(os.environ)),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

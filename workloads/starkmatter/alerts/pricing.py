@@ -29,13 +29,16 @@ class PriceRule:
 def holds(
     rule: PriceRule, last: decimal.Decimal | None, indicators: dict[str, decimal.Decimal]
 ) -> bool | None:
-    """Whether the condition is true now; None when the data to decide is missing."""
+    """Whether the condition is true now; None when the data to decide is missing.
+
+    A non-finite value (an indicator stored as ``NaN``) is missing too: comparing a NaN
+    Decimal raises, and one bad value must not stop every other alert."""
     if rule.condition == "indicator":
         value = indicators.get(rule.indicator or "")
-        if value is None:
+        if value is None or not value.is_finite():
             return None
         return value > rule.threshold if rule.comparison == "above" else value < rule.threshold
-    if last is None:
+    if last is None or not last.is_finite():
         return None
     if rule.condition == "price_above":
         return last >= rule.threshold

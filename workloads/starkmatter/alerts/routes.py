@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
-import json
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -116,10 +116,13 @@ async def create_alert(
 ) -> AlertPublic:
     symbol = body.symbol.upper()
     raw = await redis.get(f"quote:{symbol}")
+    now = dt.datetime.now(dt.UTC)
+    freshness = evaluating.Freshness()
     last = None
-    if raw:
-        value = json.loads(raw).get("last")
-        last = decimal.Decimal(str(value)) if value is not None else None
+    with contextlib.suppress(ValueError):  # an unreadable quote is no quote
+        last, ts = evaluating.parse_quote(raw) if raw else (None, None)
+        if ts is not None and now - ts > freshness.quote_max_age:
+            last = None  # a stale price is no reference for a move from now
     if body.condition == "pct_move" and last is None:
         raise errors.Conflict(
             f"no live quote for {symbol}: a percentage move needs a price to start from",
@@ -129,7 +132,9 @@ async def create_alert(
         "new", user.user_id, symbol, body.condition, body.threshold, body.indicator,
         body.comparison, last if body.condition == "pct_move" else None,
     )  # fmt: skip
-    indicators = await evaluating.latest_indicators(pool, [symbol])
+    indicators = await evaluating.latest_indicators(
+        pool, [symbol], since=now - freshness.bar_max_age
+    )
     # Crossing semantics: a condition already true at creation fires only after it clears.
     held = pricing.holds(rule, last, indicators.get(symbol, {})) or False
     actor = audit.Actor(user.user_id, "api", deps.endpoint_of(request))

@@ -150,6 +150,10 @@ def step(
 ) -> tuple[RuleState, Transition | None]:
     """Advance one evaluation. ``for`` applies to firing, ``clear_for`` to resolving."""
     if not rule.enabled:
+        # Switching off a firing rule ends its episode: whoever was told it fired is told
+        # it is over, rather than left with an alert that never resolves.
+        if current.state == "firing" and current.fired_at is not None:
+            return RuleState("ok", now), resolution(rule.name, current.fired_at, now)
         return RuleState("ok", now), None
     if current.state == "ok":
         if not seen.breached:
@@ -170,9 +174,14 @@ def step(
         return dataclasses.replace(current, clearing_since=None), None
     clearing = current.clearing_since or now
     if now - clearing >= rule.clear_for:
-        fingerprint = f"op:{rule.name}:{current.fired_at.isoformat()}:resolved"
-        return RuleState("ok", now), Transition("resolved", fingerprint, now)
+        return RuleState("ok", now), resolution(rule.name, current.fired_at, now)
     return dataclasses.replace(current, clearing_since=clearing), None
+
+
+def resolution(name: str, fired_at: dt.datetime, now: dt.datetime) -> Transition:
+    """The end of the episode that fired at ``fired_at``: one fingerprint however it ends
+    (cleared, disabled, or its rule deleted)."""
+    return Transition("resolved", f"op:{name}:{fired_at.isoformat()}:resolved", now)
 
 
 def p99_from_buckets(
