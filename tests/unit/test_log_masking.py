@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from starkmatter.core import logs
 
@@ -47,3 +49,100 @@ def test_a_rendered_log_line_is_json_without_the_secret(capsys: pytest.CaptureFi
     assert record["event"] == "login.attempt"
     assert "hunter2" not in line
     assert "jane@example.com" not in line
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("could not connect: host=db user=sm password=hunter2secret dbname=sm", "hunter2secret"),
+        ("login failed password: hunter2secret", "hunter2secret"),
+        ("login failed Password = 'hunter 2 secret'", "hunter 2 secret"),
+        ("Authorization: Basic dXNlcjpodW50ZXIy", "dXNlcjpodW50ZXIy"),
+        ("headers={'Authorization': 'Basic dXNlcjpodW50ZXIy'}", "dXNlcjpodW50ZXIy"),
+        ("x-api-key: abcd1234efgh5678", "abcd1234efgh5678"),
+        ("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI"),
+        ('{"client_secret": "s3cr3t-value", "region": "eu"}', "s3cr3t-value"),
+        ('body {"token":"opaque-refresh-value"}', "opaque-refresh-value"),
+        ("refresh_token=opaque-refresh-value", "opaque-refresh-value"),
+        ("api_key: abcd1234efgh5678", "abcd1234efgh5678"),
+        ("apikey=abcd1234efgh5678", "abcd1234efgh5678"),
+        ("access_key=abcd1234efgh5678 region=eu", "abcd1234efgh5678"),
+        ("secret: abcd1234efgh5678", "abcd1234efgh5678"),
+        ("fetching https://news.example/v2?client_secret=abcd1234efgh5678", "abcd1234efgh5678"),
+        # An unencoded '@' in a URL's password: no tail of it may pass for the host.
+        ("redis://default:p@ssw0rd@redis:6379/0", "ssw0rd"),
+        # A message some caller cut inside the credentials, before the '@'.
+        ("postgresql://sm:hunter2secret@db:5432/sm"[:29], "hunter2secret"),
+        ("OSError('connect postgresql://sm:hunter2secret@db:5432/sm')"[:45], "hunter2"),
+        # A JWT cut before its signature still names its subject.
+        ("token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1In0", "eyJzdWIiOiJ1In0"),
+    ],
+)
+def test_secrets_after_a_key_or_inside_a_url_are_masked(text: str, secret: str) -> None:
+    assert secret not in logs.mask_text(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Only the value after a secret's key goes: "token" inside a reason code stays.
+        (
+            "auth.refresh_failed reason=token_expired refresh_token=abc123 attempts=2",
+            "auth.refresh_failed reason=token_expired refresh_token=*** attempts=2",
+        ),
+        (
+            '{"input_tokens": 500, "api_key": "abcd1234", "model": "m"}',
+            '{"input_tokens": 500, "api_key": "***", "model": "m"}',
+        ),
+        ("Authorization: Basic dXNlcjpodW50ZXIy", "Authorization: Basic ***"),
+        (
+            "{'Authorization': 'Bearer abc.def', 'Accept': 'x'}",
+            "{'Authorization': '***', 'Accept': 'x'}",
+        ),
+        ("redis://default:p@ss@redis:6379/0 refused", "redis://default:***@redis:6379/0 refused"),
+        (
+            "host=db port=5432 password=hunter2 dbname=sm",
+            "host=db port=5432 password=*** dbname=sm",
+        ),
+        # A port at the end is no password cut short.
+        ("api_key=abcd1234 polling http://news:8080", "api_key=*** polling http://news:8080"),
+    ],
+)
+def test_masking_keeps_the_rest_of_the_text_readable(text: str, expected: str) -> None:
+    assert logs.mask_text(text) == expected
+
+
+def test_long_values_are_cut_after_masking(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure("INFO", json=True)
+    # The password straddles the cut: cut first, it would no longer look like a URL's.
+    dsn = "postgresql://sm:hunter2secret@db:5432/sm"
+    error = "x" * (logs.MAX_VALUE_CHARS - 20) + " " + dsn + " " + "y" * 500
+    try:
+        raise ConnectionError(error)
+    except ConnectionError:
+        logs.get_logger("test").exception("db.connect_failed", error=error, detail={"why": error})
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    record = json.loads(line)
+    assert "hunter2" not in line
+    assert len(record["error"]) < logs.MAX_VALUE_CHARS + 40
+    assert record["error"].startswith("x" * (logs.MAX_VALUE_CHARS - 20) + " postgresql://sm:***")
+    assert len(record["detail"]["why"]) < logs.MAX_VALUE_CHARS + 40
+    # A traceback is kept whole (masked all the same): its frames are what an operator reads.
+    assert "y" * 500 in record["exception"]
+
+
+def _every_pattern(text: str) -> str:
+    for pattern, replacement in logs._SENSITIVE_VALUES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+_PIECES = st.sampled_from(
+    ["eyJ", "hbG", ".", "-", "_", ":", "=", "@", "/", "//", "?", "&", " ", "\t", "'", '"',
+     "sk-ant-", "bearer", "Basic", "password", "token", "key", "x", "9", "host", "a.b"]
+)  # fmt: skip
+
+
+@given(st.lists(_PIECES, max_size=24).map("".join))
+def test_text_the_quick_check_passes_over_is_masked_as_by_every_pattern(text: str) -> None:
+    assert logs.mask_text(text) == _every_pattern(text)

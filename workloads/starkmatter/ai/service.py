@@ -350,7 +350,7 @@ class AnalysisService:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure must be recorded, not lost
-            log.error("ai.analysis_failed", error=str(exc)[:300])
+            log.error("ai.analysis_failed", error=str(exc))
             self._flights.pop(flight.key, None)
             await self._failed(flight, exc)
             return
@@ -370,7 +370,7 @@ class AnalysisService:
                 outcome.usage,
             )
         except Exception as exc:  # noqa: BLE001 - recorded as failed, never left pending
-            log.error("ai.analysis_not_stored", error=str(exc)[:300])
+            log.error("ai.analysis_not_stored", error=str(exc))
             await self._failed(flight, exc)
             return
         ANALYSES.labels(source=outcome.source, cached="false").inc()
@@ -381,7 +381,7 @@ class AnalysisService:
             """UPDATE ai_analyses SET status = 'failed', error_code = 'internal',
                       error_message = $2, completed_at = now() WHERE id = ANY($1::uuid[])""",
             flight.request_ids,
-            str(exc)[:300],
+            logs.mask_text(str(exc))[:300],  # read back by operators: masked before the cut
         )
         await self._publish(flight, {"type": "error", "code": "internal"})
 
@@ -501,7 +501,7 @@ class AnalysisService:
             try:
                 await self._renew(keys=[lock_key], args=[token, ttl_ms])
             except Exception as exc:  # noqa: BLE001 - a missed renewal only risks a duplicate call
-                log.warning("ai.inflight_renew_failed", error=str(exc)[:200])
+                log.warning("ai.inflight_renew_failed", error=str(exc))
 
     async def _produce(self, flight: Flight) -> Outcome:
         normalized = flight.normalized
@@ -570,7 +570,7 @@ async def _cancelled(task: asyncio.Task[None] | None) -> None:
     if not done:
         log.warning("ai.relay_stop_timeout")
     elif not task.cancelled() and task.exception() is not None:
-        log.warning("ai.relay_failed", error=str(task.exception())[:200])
+        log.warning("ai.relay_failed", error=str(task.exception()))
 
 
 def prompt(normalized: models.NormalizedRequest, packed: contexting.Packed) -> str:

@@ -150,7 +150,7 @@ class Upstream:
                     self.breaker.record_failure()
                 log.warning("ai.upstream_failed", outcome=outcome, attempt=attempt)
                 if not retryable:
-                    raise UpstreamError(outcome, str(exc)[:300]) from exc
+                    raise UpstreamError(outcome, logs.mask_text(str(exc))[:300]) from exc
                 wait = None
                 if isinstance(exc, anthropic.APIStatusError):
                     wait = retry_after_s(exc)

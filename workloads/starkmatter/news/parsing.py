@@ -57,7 +57,7 @@ def _struct_to_dt(value: Any) -> dt.datetime | None:
 def parse_feed(body: bytes) -> list[RawArticle]:
     feed = feedparser.parse(body)
     if feed.bozo and not feed.entries:
-        raise FeedError(f"not a feed: {feed.get('bozo_exception')!s:.200}")
+        raise FeedError(f"not a feed: {feed.get('bozo_exception')!s}")
     out = []
     for entry in feed.entries:
         link = entry.get("link") or entry.get("id")
@@ -121,7 +121,7 @@ def parse_json(body: bytes, fields: config.FieldMap) -> list[RawArticle]:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
-        raise FeedError(f"not JSON: {exc!s:.200}") from None
+        raise FeedError(f"not JSON: {exc!s}") from None
     items = _path(data, fields.items) if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise FeedError(f"no list at {fields.items!r}")

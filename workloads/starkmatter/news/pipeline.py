@@ -55,7 +55,7 @@ def analyse_all(
             articles.append(processing.process(raw, universe, now=now))
         except (ValueError, ArithmeticError, TypeError, RecursionError) as exc:
             ARTICLES.labels(source=source, outcome="unreadable").inc()
-            log.warning("news.article_skipped", url=raw.url[:200], error=f"{exc!r:.200}")
+            log.warning("news.article_skipped", url=raw.url, error=repr(exc))
     return articles
 
 
@@ -114,7 +114,7 @@ async def run(
                 except (asyncpg.PostgresError, OSError) as exc:
                     # The database refused the batch or was away: the next poll tries again
                     # (nothing was remembered, so it fetches the same items).
-                    log.error("news.store_failed", source=source.name, error=f"{exc!r:.300}")
+                    log.error("news.store_failed", source=source.name, error=repr(exc))
                     if once:
                         raise
             if once:
