@@ -66,6 +66,18 @@ def test_issued_token_decodes_to_its_principal(keypair: Keys) -> None:
     )
 
 
+def test_decoded_principal_carries_the_token_expiry(keypair: Keys) -> None:
+    # The gateway closes a connection at this instant (plus leeway): it must be exp itself.
+    issued = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    token, expires = tokens.issue(
+        keypair.private_pem, CONFIG, user_id="u1", roles=["trader"], session_id="s1", now=issued
+    )
+    for _ in range(2):  # verified, then from the cache of verified tokens
+        principal = tokens.decode(token, keypair.public_pem, CONFIG)
+        assert principal.expires_at == expires == issued + dt.timedelta(seconds=CONFIG.ttl_s)
+        assert principal.expires_at.tzinfo is not None
+
+
 def test_expired_token_is_rejected_as_expired(keypair: Keys) -> None:
     past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     token = jwt.encode(

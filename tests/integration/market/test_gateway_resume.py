@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 import httpx
+import jwt
 import prometheus_client
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio import client as ws_client
 
 from starkmatter.core import embedded, settings
+from starkmatter.core.auth import sessions
 from starkmatter.gateway import server
 from tests.integration.market.gateway_support import (
     SseStream,
@@ -181,6 +183,10 @@ async def test_the_gateway_reconnects_with_backoff_when_redis_restarts(
             backend.start()  # same port, empty data set
             await own.aclose()
             own = aioredis.Redis.from_url(backend.url)
+            # The session lives on (durable Redis keeps it; this one restarts empty): a
+            # session gone after the reconnect would end the connection as revoked.
+            session_id = jwt.decode(token, options={"verify_signature": False})["sid"]
+            await sessions.open_session(own, session_id, "u1", 600)
             await own.set("quote:MSFT", b'{"bid": "2"}')
             await _wait_for_reconnects(gateway, 1)
             snapshot = await recv_json(ws)

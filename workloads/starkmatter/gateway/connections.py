@@ -71,7 +71,11 @@ class Limits:
     """Longest a client may stay congested before it is disconnected."""
     auth_timeout_s: float = 10.0
     heartbeat_s: float = 15.0
-    """Heartbeat frame (and WebSocket ping) interval."""
+    """Heartbeat frame (and WebSocket ping) interval; also how often the sessions of open
+    connections are checked again in Redis (a revocation lost to pub/sub ends there)."""
+    token_leeway_s: float = 5.0
+    """Seconds past its token's expiry that a connection stays open: the clock skew that
+    token verification tolerates (``jwt_leeway_s``)."""
 
 
 class Client(abc.ABC):
@@ -93,6 +97,9 @@ class Client(abc.ABC):
         sends no update before every one of its topics has its snapshot or replay."""
         self._state = ConnectionState.HANDSHAKE
         self.principal: tokens.Principal | None = None
+        self.ended: str | None = None
+        """Why the login behind the connection ended (``session_revoked``,
+        ``token_expired``): it is closing, and nothing more may be granted to it."""
         self.topics: set[str] = set()
         self.warming: set[str] = set()
         """Topics whose snapshot is not sent yet: their updates wait in ``_latest``."""
@@ -116,6 +123,10 @@ class Client(abc.ABC):
     def closed(self) -> bool:
         """The socket has gone (a method, so that it is asked again after every await)."""
         return self._state is ConnectionState.CLOSED
+
+    def login_ended(self) -> bool:
+        """Its session or token has ended (a method, asked again after every await)."""
+        return self.ended is not None
 
     def _reflow(self) -> None:
         self.flowing = (

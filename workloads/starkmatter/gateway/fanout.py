@@ -22,6 +22,8 @@ import asyncio
 import collections
 import json
 import os
+from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
@@ -100,6 +102,9 @@ class Hub:
         self._reads = asyncio.Semaphore(16)
         self._resnapshots: set[asyncio.Task[None]] = set()
         self.dispatched = 0
+        self._controls: dict[str, Callable[[bytes], Any]] = {}
+        """Channels no client holds, followed for the gateway itself: channel -> handler."""
+        self._on_lost: list[Callable[[], Any]] = []
 
     @property
     def ready(self) -> bool:
@@ -119,6 +124,18 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self._resnapshots, return_exceptions=True)
         await self._subscriber.stop()
+
+    async def follow(
+        self, channel: str, on_message: Callable[[bytes], Any], on_lost: Callable[[], Any]
+    ) -> None:
+        """Hand each message of ``channel`` (a channel for the gateway itself, never a
+        client's topic) to ``on_message``, over the subscriber's one connection; call
+        ``on_lost`` whenever the subscriber has re-subscribed after losing its connection
+        (what was published meanwhile is lost). Returns once Redis has confirmed it."""
+        self._controls[channel] = on_message
+        self._on_lost.append(on_lost)
+        self._subscriber.subscribe(channel)
+        await self._subscriber.subscribed(channel)
 
     @property
     def redis_topics(self) -> frozenset[str]:
@@ -261,6 +278,8 @@ class Hub:
             self._history.pop(topic, None)
         metrics.REDIS_RECONNECTS.inc()
         log.info("gateway.redis_resubscribed", topics=len(self._redis_topics))
+        for on_lost in self._on_lost:
+            on_lost()
         task = asyncio.ensure_future(self.resnapshot())
         self._resnapshots.add(task)
         task.add_done_callback(self._resnapshot_done)
@@ -334,6 +353,7 @@ class Hub:
         for topic, payload in zip(channels, payloads, strict=True):
             holders = self.subscribers.get(topic)
             if not holders:
+                self._control(topic, payload)
                 continue
             body, event_id = self._record(topic, payload)
             conflatable = topics.conflatable(topic)
@@ -370,6 +390,7 @@ class Hub:
     def _dispatch_one(self, topic: str, payload: bytes) -> int:
         holders = self.subscribers.get(topic)
         if not holders:
+            self._control(topic, payload)
             return 0
         body, event_id = self._record(topic, payload)
         last_kind: type | None = None
@@ -388,6 +409,12 @@ class Hub:
                 client.deliver(topic, frame, topics.conflatable(topic))
         metrics.FRAMES_SENT.inc(len(holders))
         return len(holders)
+
+    def _control(self, channel: str, payload: bytes) -> None:
+        # Off the per-frame path: looked up only for a message that no client holds.
+        handler = self._controls.get(channel)
+        if handler is not None:
+            handler(payload)
 
     def _record(self, topic: str, payload: bytes) -> tuple[bytes, str]:
         """Number the message, keep it in the topic's history; its body and event id."""

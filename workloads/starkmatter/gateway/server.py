@@ -10,10 +10,13 @@ WebSocket protocol (JSON text frames):
 
 * client: ``{"op": "auth", "token": JWT}`` (unless ``?token=`` was given),
   ``{"op": "subscribe", "topics": [...]}``, ``{"op": "unsubscribe", "topics": [...]}``,
-  ``{"op": "ping"}``;
+  ``{"op": "ping"}``; ``auth`` again on an open connection, with a fresh token of the
+  same user, extends the connection to that token's expiry;
 * server: ``{"type": "snapshot" | "update", "topic", "data"}``,
   ``{"type": "error", "code", "message", "topic"?}``, ``{"type": "heartbeat", "ts"}``.
   On shutdown the server closes with 1012 (service restart): reconnect and resubscribe.
+  When the login ends (logout, session revoked, token expired: :mod:`.revoking`) the
+  server sends an error ``session_revoked`` or ``token_expired`` and closes with 1008.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from websockets import server as ws_server
 
 from starkmatter.core import errors, heap, logs, loops
 from starkmatter.core.auth import tokens
-from starkmatter.gateway import connections, fanout, metrics, topics
+from starkmatter.gateway import connections, fanout, metrics, revoking, topics
 
 log = logs.get_logger(__name__)
 
@@ -158,6 +161,7 @@ class _Connection(asyncio.Protocol):
                 client.state = connections.ConnectionState.CLOSED
                 metrics.CONNECTIONS.labels(transport=client.transport_name).dec()
             self.gateway.clients.discard(client)
+            self.gateway.logins.discard(client)
             self.gateway.spawn(self.gateway.hub.drop(client))
         self.inbox.put_nowait(None)
 
@@ -284,6 +288,8 @@ class _Connection(asyncio.Protocol):
             if client.principal is not None
             else connections.ConnectionState.UNAUTHENTICATED
         )
+        if client.principal is not None:
+            gateway.logins.add(client)
         if client.principal is None:
             deadline = asyncio.get_running_loop().call_later(
                 gateway.limits.auth_timeout_s, client.close, 1008, "authentication required"
@@ -355,6 +361,8 @@ class _Connection(asyncio.Protocol):
         client.transition(connections.ConnectionState.OPEN)
         gateway.clients.add(client)
         metrics.CONNECTIONS.labels(transport="sse").inc()
+        if not gateway.logins.add(client):
+            return  # revoked while its token was checked: ended already
         # No update goes out before every topic has its snapshot or replay, and what does
         # go out meanwhile names the position the client came with (or now, when new): a
         # client cut off halfway resumes from there, so that the topics it has not got
@@ -397,6 +405,9 @@ class Gateway:
         self.redis = redis
         self.limits = limits or connections.Limits()
         self.clients: set[connections.Client] = set()
+        self.logins = revoking.Logins(
+            redis, self.end, leeway_s=self.limits.token_leeway_s, recheck_s=self.limits.heartbeat_s
+        )
         self.sockets: set[_Connection] = set()
         self.closing = False
         self._server: asyncio.Server | None = None
@@ -424,6 +435,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=2048)
         self._heartbeat = asyncio.create_task(self._beat(), name="gateway-heartbeat")
+        await self.hub.follow(revoking.CHANNEL, self.logins.revoked, self.logins.missed)
+        self.spawn(self.logins.recheck_periodically())
 
     async def stop(self) -> None:
         """Graceful shutdown: refuse new clients, tell connected ones to reconnect, close."""
@@ -530,12 +543,27 @@ class Gateway:
         else:
             self.refuse(client, "bad_request", f"unknown op {op[:32]!r}")
 
-    async def _auth(self, client: connections.Client, token: Any) -> None:
-        if client.principal is not None:
-            self.refuse(client, "bad_request", "already authenticated")
+    def end(self, client: connections.Client, code: str, message: str) -> None:
+        """The client's login has ended (``code``: ``session_revoked``, ``token_expired``):
+        tell it why and close (WebSocket 1008; SSE an ``error`` event, then the stream ends)."""
+        if client.ended is not None or client.state in (
+            connections.ConnectionState.CLOSING, connections.ConnectionState.CLOSED
+        ):  # fmt: skip
             return
+        client.ended = code
+        metrics.DISCONNECTS.labels(reason=code).inc()
+        if isinstance(client, WebSocketClient):
+            client.send_now(
+                client.encode(_json({"type": "error", "code": code, "message": message}))
+            )
+        client.close(1008, code)
+
+    async def _auth(self, client: connections.Client, token: Any) -> None:
         if not isinstance(token, str):
             self.refuse(client, "unauthenticated", '"token" is required')
+            return
+        if client.principal is not None:
+            await self._reauth(client, token)
             return
         try:
             client.principal = await self.authenticate(token)
@@ -545,6 +573,25 @@ class Gateway:
             client.close(1008, "authentication failed")
             return
         client.transition(connections.ConnectionState.OPEN)
+        self.logins.add(client)
+
+    async def _reauth(self, client: connections.Client, token: str) -> None:
+        """A fresh token on an open connection (a page that refreshed its token): the
+        connection then lasts until that token expires, or its session ends. Only a token
+        of the same user: its subscriptions were granted to that user."""
+        try:
+            principal = await self.authenticate(token)
+        except errors.Unauthenticated as exc:
+            self.refuse(client, exc.code, exc.message)  # the current token still holds
+            return
+        current = client.principal
+        if client.ended is not None or current is None:
+            return
+        if principal.user_id != current.user_id:
+            self.refuse(client, "forbidden", "a token of another user: open a new connection")
+            return
+        client.principal = principal
+        self.logins.add(client)
 
     async def subscribe(
         self,
@@ -566,7 +613,13 @@ class Gateway:
         """
         principal = client.principal
         assert principal is not None
+        # The session may have ended since the connection's token was checked, its
+        # revocation not handled yet: private topics are granted only once Redis confirms.
+        if any(map(topics.private, wanted)) and not await self.logins.still_open(principal):
+            return
         for topic in dict.fromkeys(wanted):
+            if client.login_ended():
+                return  # ended meanwhile (it was told why): nothing more is granted
             if topic in client.topics:
                 continue
             if len(client.topics) >= self.limits.max_subscriptions:
@@ -578,6 +631,8 @@ class Gateway:
                 if topic.startswith("ai:analysis:"):
                     raw = await self.redis.get(topics.ai_owner_key(topic[len("ai:analysis:") :]))
                     owner = raw.decode() if isinstance(raw, bytes) else raw
+                    if client.login_ended():
+                        return
                 topics.authorize(topic, principal, owner)
             except topics.Refused as refused:
                 self.refuse(client, refused.code, refused.message, topic)
@@ -626,7 +681,8 @@ async def run(
     from starkmatter.core import redis_client
 
     redis = redis_client.create_redis(config)
-    gateway = Gateway(fanout.Hub(redis), token_verifier(config, redis), redis=redis)
+    limits = connections.Limits(token_leeway_s=config.jwt_leeway_s)
+    gateway = Gateway(fanout.Hub(redis), token_verifier(config, redis), redis=redis, limits=limits)
     await gateway.start(host or config.api_host, config.gateway_port if port is None else port)
     if settle:
         heap.settle()

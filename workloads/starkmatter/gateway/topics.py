@@ -57,6 +57,11 @@ def authorize(topic: str, principal: tokens.Principal, ai_owner: str | None = No
     return topic_kind
 
 
+def private(topic: str) -> bool:
+    """Whether the topic may be granted only to one user (own data, an AI analysis)."""
+    return topic.startswith(("portfolio:", "alerts:", "orders:", "ai:"))
+
+
 def snapshot_key(topic: str) -> str:
     """Redis key of the topic's latest state.
 

@@ -24,12 +24,15 @@ ROLES = frozenset({"trader", "admin", "service"})
 
 @dataclasses.dataclass(frozen=True)
 class Principal:
-    """Who is asking: the token's subject, roles and session."""
+    """Who is asking: the token's subject, roles and session, and until when."""
 
     user_id: str
     roles: frozenset[str]
     session_id: str
     token_id: str
+    expires_at: dt.datetime | None = None
+    """The token's ``exp`` (UTC): a connection that outlives it must end (None: unknown, a
+    principal made by hand rather than decoded)."""
 
     def has_role(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
@@ -129,5 +132,6 @@ def _verify(token: str, public_pem: str, config: TokenConfig) -> tuple[Principal
         roles=frozenset(roles),
         session_id=str(claims["sid"]),
         token_id=str(claims["jti"]),
+        expires_at=dt.datetime.fromtimestamp(float(claims["exp"]), dt.UTC),
     )
     return principal, claims

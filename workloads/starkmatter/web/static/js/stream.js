@@ -3,7 +3,11 @@
 // tells its listeners so they reload their REST snapshots.
 //
 // Wire protocol (gateway /ws): client ops {"op":"subscribe"|"unsubscribe","topics":[...]},
-// server frames {"type":"snapshot"|"update"|"error"|"heartbeat","topic":...,"data":...}.
+// {"op":"auth","token":...}; server frames
+// {"type":"snapshot"|"update"|"error"|"heartbeat","topic":...,"data":...}.
+//
+// The gateway closes the socket (1008) when the session ends or the token it was opened with
+// expires: whenever the page has refreshed its token, the open socket is handed the new one.
 
 const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000];
 const SILENCE_LIMIT_MS = 45000;
@@ -23,6 +27,7 @@ export class Stream {
     this.watchdog = null;
     this.lastFrameAt = 0;
     this.reconnects = 0;
+    this.token = null; // the token the gateway holds for the open socket
   }
 
   onState(listener) {
@@ -58,6 +63,7 @@ export class Stream {
     this.setState(this.everOpened ? "reconnecting" : "connecting", { attempt: this.attempt });
     const socket = new WebSocket(url);
     this.socket = socket;
+    this.token = token;
     socket.addEventListener("open", () => {
       if (socket !== this.socket) return;
       const wasReconnect = this.everOpened;
@@ -67,7 +73,10 @@ export class Stream {
       const topics = [...this.handlers.keys()];
       if (topics.length) this.send({ op: "subscribe", topics });
       clearInterval(this.watchdog);
-      this.watchdog = setInterval(() => this.checkSilence(), 5000);
+      this.watchdog = setInterval(() => {
+        this.checkSilence();
+        this.checkToken();
+      }, 5000);
       if (wasReconnect) this.reconnects += 1;
       this.setState("open", { reconnected: wasReconnect });
     });
@@ -109,6 +118,15 @@ export class Stream {
       socket.close(4000, "silent");
       this.scheduleReconnect("no heartbeat");
     }
+  }
+
+  /** Hand a refreshed token to the open socket, which would otherwise close at expiry. */
+  checkToken() {
+    const token = this.tokenProvider();
+    if (!token || token === this.token || !this.socket) return;
+    if (this.socket.readyState !== WebSocket.OPEN) return;
+    this.token = token;
+    this.send({ op: "auth", token });
   }
 
   /** Drop the connection as if the network had failed (used by the UI's reconnect button). */
