@@ -108,3 +108,23 @@ async def test_a_price_alert_is_created_from_the_form_and_deleted(
     await expect(rule).to_contain_text("400.00")
     await rule.get_by_role("button").click()
     await expect(page.page.locator("#alerts tbody tr")).to_have_count(0)
+
+
+async def test_the_live_connection_sends_its_token_in_a_message_not_in_its_url(
+    page: conftest.PageWatch,
+) -> None:
+    sockets: list[async_api.WebSocket] = []
+    sent: list[str] = []
+
+    def opened(ws: async_api.WebSocket) -> None:
+        sockets.append(ws)
+        ws.on("framesent", lambda frame: sent.append(str(frame)))
+
+    page.page.on("websocket", opened)
+
+    await flows.register_and_log_in(page.page)
+    await expect(page.page.locator("#conn")).to_have_attribute("data-state", "open")
+
+    assert sockets
+    assert all("token" not in ws.url for ws in sockets), [ws.url for ws in sockets]
+    assert json.loads(sent[0])["op"] == "auth"

@@ -59,9 +59,9 @@ export class Stream {
     const token = this.tokenProvider();
     const base = this.urlProvider();
     if (!token || !base) return;
-    const url = `${base}${base.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
     this.setState(this.everOpened ? "reconnecting" : "connecting", { attempt: this.attempt });
-    const socket = new WebSocket(url);
+    // The token goes in the first message, not the URL: proxies and ingresses log URLs.
+    const socket = new WebSocket(base);
     this.socket = socket;
     this.token = token;
     socket.addEventListener("open", () => {
@@ -70,6 +70,7 @@ export class Stream {
       this.everOpened = true;
       this.attempt = 0;
       this.lastFrameAt = Date.now();
+      this.send({ op: "auth", token });
       const topics = [...this.handlers.keys()];
       if (topics.length) this.send({ op: "subscribe", topics });
       clearInterval(this.watchdog);
