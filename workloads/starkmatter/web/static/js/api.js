@@ -68,6 +68,7 @@ export class Api {
 
   setTokens(body) {
     if (body) {
+      this.signedOut = false;
       const now = Date.now();
       this.tokens = {
         access_token: body.access_token,
@@ -133,6 +134,7 @@ export class Api {
 
   /** An authenticated request; an expired token is refreshed once, then the call retried. */
   async request(method, path, body) {
+    if (this.signedOut) throw new ApiError(401, "unauthenticated", "signed out");
     if (this.tokens && this.tokens.access_expires_at - Date.now() < 5000) {
       await this.refresh().catch(() => this.setTokens(null));
     }
@@ -175,6 +177,9 @@ export class Api {
   }
 
   async logout() {
+    // A request that starts meanwhile (a panel's scheduled reload) would carry the token
+    // being revoked and be refused by the server: it fails here instead, unsent.
+    this.signedOut = true;
     try {
       if (this.tokens) await this.raw("POST", "/auth/logout", undefined, true);
     } finally {
