@@ -57,6 +57,15 @@ async def recv_json(ws: ws_client.ClientConnection) -> dict[str, Any]:
     return frame
 
 
+async def recv_data(ws: ws_client.ClientConnection) -> dict[str, Any]:
+    """The next frame that is not a heartbeat (they come at any time, ``heartbeat_s``
+    apart, spread over the clients)."""
+    while True:
+        frame = await recv_json(ws)
+        if frame["type"] != "heartbeat":
+            return frame
+
+
 class SseEvent:
     def __init__(self, event_id: str | None, kind: str, data: dict[str, Any]) -> None:
         self.id = event_id

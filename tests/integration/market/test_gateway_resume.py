@@ -7,17 +7,16 @@ import json
 from pathlib import Path
 
 import httpx
-import jwt
 import prometheus_client
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio import client as ws_client
 
 from starkmatter.core import embedded, settings
-from starkmatter.core.auth import sessions
 from starkmatter.gateway import server
 from tests.integration.market.gateway_support import (
     SseStream,
+    recv_data,
     recv_json,
     running_gateway,
     sign_in,
@@ -156,9 +155,11 @@ async def test_the_gateway_resubscribes_when_redis_kills_its_subscriber_connecti
 async def test_the_gateway_reconnects_with_backoff_when_redis_restarts(
     config: settings.Settings, tmp_path: Path
 ) -> None:
-    backend = embedded.EmbeddedRedis(tmp_path / "redis", durable=False).start()
+    # Durable, as a production Redis is: the session outlives the restart (one gone after
+    # it would rightly end the connection as revoked, racing this test's steps).
+    backend = embedded.EmbeddedRedis(tmp_path / "redis", durable=True).start()
+    own = aioredis.Redis.from_url(backend.url)
     try:
-        own = aioredis.Redis.from_url(backend.url)
         token = await sign_in(config, own, "u1")
         await own.set("quote:MSFT", b'{"bid": "1"}')
         async with (
@@ -167,7 +168,7 @@ async def test_the_gateway_reconnects_with_backoff_when_redis_restarts(
             httpx.AsyncClient(timeout=5) as http,
         ):
             await ws.send(json.dumps({"op": "subscribe", "topics": ["market:quotes:MSFT"]}))
-            assert (await recv_json(ws))["data"] == {"bid": "1"}
+            assert (await recv_data(ws))["data"] == {"bid": "1"}
             backend.stop()
             async with asyncio.timeout(10):
                 while gateway.hub.ready:  # noqa: ASYNC110 - set by the subscriber
@@ -176,32 +177,28 @@ async def test_the_gateway_reconnects_with_backoff_when_redis_restarts(
             assert ready.status_code == 503
             # Subscribing meanwhile fails with an error frame, and leaves nothing behind.
             await ws.send(json.dumps({"op": "subscribe", "topics": ["market:quotes:IBM"]}))
-            error = await recv_json(ws)
+            error = await recv_data(ws)
             assert (error["type"], error["code"]) == ("error", "unavailable")
             assert "market:quotes:IBM" not in gateway.hub.subscribers
             await asyncio.sleep(1.0)  # a few failed attempts, backing off
-            backend.start()  # same port, empty data set
+            backend.start()  # same port, same data
             await own.aclose()
             own = aioredis.Redis.from_url(backend.url)
-            # The session lives on (durable Redis keeps it; this one restarts empty): a
-            # session gone after the reconnect would end the connection as revoked.
-            session_id = jwt.decode(token, options={"verify_signature": False})["sid"]
-            await sessions.open_session(own, session_id, "u1", 600)
             await own.set("quote:MSFT", b'{"bid": "2"}')
             await _wait_for_reconnects(gateway, 1)
-            snapshot = await recv_json(ws)
+            snapshot = await recv_data(ws)
             assert (snapshot["type"], snapshot["data"]) == ("snapshot", {"bid": "2"})
             await own.publish("market:quotes:MSFT", b'{"bid": "3"}')
-            update = await recv_json(ws)
+            update = await recv_data(ws)
             assert (update["type"], update["data"]) == ("update", {"bid": "3"})
             ready = await http.get(f"http://127.0.0.1:{gateway.port}/readyz")
             assert ready.status_code == 200
             # The subscription that failed during the outage works when retried.
             await ws.send(json.dumps({"op": "subscribe", "topics": ["market:quotes:IBM"]}))
-            retried = await recv_json(ws)
+            retried = await recv_data(ws)
             assert (retried["type"], retried["topic"]) == ("snapshot", "market:quotes:IBM")
-        await own.aclose()
     finally:
+        await own.aclose()  # also when failing: a client left open warns in the next test
         backend.stop()
 
 
