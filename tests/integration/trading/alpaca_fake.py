@@ -16,12 +16,17 @@ in cents, below $1 in hundredths of a cent, 422).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from starlette import applications, requests, responses, routing
+
+from starkmatter.core import embedded, serving
 
 KEY, SECRET = "test-key-id", "test-secret-key"
 _WORKING = ("accepted", "partially_filled")
@@ -166,3 +171,18 @@ def _invalid_prices(body: dict[str, Any]) -> str | None:
                 " sub-penny increment does not fulfill minimum pricing criteria"
             )
     return None
+
+
+@contextlib.asynccontextmanager
+async def running(state: FakeAlpaca) -> AsyncIterator[str]:
+    """Serve ``state`` on a loopback port; yields its base URL."""
+    port = embedded.free_port()
+    server = serving.server(state.app(), "127.0.0.1", port)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no started event
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -17,7 +17,7 @@ import pydantic
 import pytest
 import structlog
 
-from starkmatter.core import embedded, serving, settings
+from starkmatter.core import settings
 from starkmatter.orders import config as orders_config
 from starkmatter.orders import storage
 from starkmatter.orders.brokers import alpaca, base
@@ -30,6 +30,7 @@ from starkmatter.orders.model import (
     OrderType,
     TimeInForce,
 )
+from tests.integration.trading import alpaca_fake
 from tests.integration.trading.alpaca_fake import KEY, SECRET, FakeAlpaca
 from tests.integration.trading.conftest import publish_market, running_worker, wait_for_order
 from tests.support import LiveServer, sign_up
@@ -40,14 +41,8 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[FakeAlpaca, str]]:
     server_state = FakeAlpaca()
-    port = embedded.free_port()
-    server = serving.server(server_state.app(), "127.0.0.1", port)
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no started event
-        await asyncio.sleep(0.01)
-    yield server_state, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with alpaca_fake.running(server_state) as url:
+        yield server_state, url
 
 
 def alpaca_config(url: str) -> OrdersConfig:

@@ -18,9 +18,10 @@ import asyncpg
 import pydantic
 import pytest
 
-from starkmatter.core import embedded, serving, settings
+from starkmatter.core import settings
 from starkmatter.orders import config as orders_config
 from starkmatter.orders.config import OrdersConfig
+from tests.integration.trading import alpaca_fake
 from tests.integration.trading.alpaca_fake import KEY, SECRET, FakeAlpaca
 from tests.integration.trading.conftest import publish_market, running_worker, wait_for_order
 from tests.support import LiveServer, SignedIn, sign_up, sign_up_admin
@@ -35,14 +36,8 @@ HOW = ("cancel_all", "kill_switch")
 async def alpaca() -> collections.abc.AsyncIterator[tuple[FakeAlpaca, str]]:
     """A local server speaking the Alpaca API, and its URL."""
     state = FakeAlpaca()
-    port = embedded.free_port()
-    server = serving.server(state.app(), "127.0.0.1", port)
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no started event
-        await asyncio.sleep(0.01)
-    yield state, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with alpaca_fake.running(state) as url:
+        yield state, url
 
 
 @pytest.fixture
