@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +16,11 @@ import prometheus_client
 import pytest
 import redis.asyncio as aioredis
 
-from starkmatter.core import embedded, settings
-from starkmatter.ingest import pipeline, simulator
+from starkmatter.core import settings
+from starkmatter.ingest import pipeline
 from starkmatter.ingest.providers import base
 from starkmatter.market import validation
-from tests.integration.market import bar_checks
+from tests.integration.market import bar_checks, ingest_process
 from tests.support import LiveServer, sign_up_admin
 
 pytestmark = pytest.mark.timeout(90)
@@ -183,41 +180,11 @@ async def test_sigterm_stores_a_feed_whose_rows_the_database_partly_refuses_then
     # About one trade in seven is refused, in nearly every batch: the worker must keep
     # storing the rest, and still store what it holds when it is stopped.
     await db.execute("ALTER TABLE market_ticks ADD CONSTRAINT sevenths CHECK (uid % 7 <> 0)")
-    port = embedded.free_port()
     symbols = {"AAPL": "227.50", "MSFT": "415.20"}
-    sim = asyncio.create_task(
-        simulator.serve(port=port, rate=400.0, bad_share=0.0, seed=11, symbols=symbols)
+    code, log = await ingest_process.run_until_sigterm(
+        config, db, tmp_path, "sevenths", symbols, seed=11
     )
-    spec = tmp_path / "feed.json"
-    spec.write_text(json.dumps({"provider": "simulator", "url": f"ws://127.0.0.1:{port}/",
-                                "symbols": list(symbols)}))  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}
-    env.update(
-        STARKMATTER_ENV="dev",
-        STARKMATTER_DATABASE_URL=config.database_url or "",
-        STARKMATTER_REDIS_URL=config.redis_url or "",
-        STARKMATTER_DATA_DIR=str(tmp_path / "data"),
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "starkmatter.cli", "ingest", "--feed", "sevenths", "--config",
-        str(spec), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        async with asyncio.timeout(45):
-            while not await db.fetchval("SELECT count(*) > 200 FROM market_ticks"):  # noqa: ASYNC110 - rows written by another process
-                await asyncio.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            _, stderr = await proc.communicate()
-        log = stderr.decode()
-        assert proc.returncode == 0, log[-2000:]
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        sim.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sim
+    assert code == 0, log[-2000:]
     assert '"ingest.drained"' in log and "drain_on_stop_failed" not in log, log[-2000:]
     refused = await db.fetchval(
         "SELECT count(*) FROM market_rejections WHERE reason = 'storage_refused'"
