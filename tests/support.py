@@ -25,9 +25,15 @@ class LiveServer:
 
 
 @contextlib.asynccontextmanager
-async def serve_api(config: settings.Settings) -> AsyncIterator[LiveServer]:
+async def serve_api(
+    config: settings.Settings,
+    *,
+    probes_port: int | None = None,
+) -> AsyncIterator[LiveServer]:
+    """``probes_port``: the app's probe listener (``/metrics``) too, as ``starkmatter api``."""
     port = embedded.free_port()
-    server = serving.server(api_app.create_app(config), "127.0.0.1", port, lifespan="on")
+    app = api_app.create_app(config, probes_port=probes_port)
+    server = serving.server(app, "127.0.0.1", port, lifespan="on")
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

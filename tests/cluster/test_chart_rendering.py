@@ -158,6 +158,95 @@ def test_the_api_trusts_forwarded_addresses_only_from_the_proxies_given(tmp_path
     assert refused.returncode != 0 and "trustedProxies" in refused.stderr
 
 
+def test_prometheus_scrapes_only_metrics_ports_and_the_api_and_web_services_have_one():
+    objects = render(VALUES["full"])
+    (monitor,) = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    for name in ("sm-api", "sm-web"):
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        # the process serves /metrics on STARKMATTER_METRICS_PORT, and the Service reaches it
+        assert str(ports["metrics"]) == env["STARKMATTER_METRICS_PORT"], name
+        targets = {p["name"]: p["targetPort"] for p in services[name]["spec"]["ports"]}
+        assert targets == {"http": "http", "metrics": "metrics"}, name
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def _admits(
+    policies: list[dict[str, Any]],
+    pod: dict[str, str],
+    port: str,
+    source: tuple[dict[str, str], dict[str, str]] | None,
+) -> bool:
+    """Whether the NetworkPolicies let ``source`` ((namespace labels, pod labels); None: an
+    address outside the cluster) reach ``pod`` on the named ``port``."""
+    selecting = [p for p in policies if _selects(p["spec"]["podSelector"], pod)]
+    if not selecting:
+        return True
+    for policy in selecting:
+        own = {"kubernetes.io/metadata.name": policy["metadata"]["namespace"]}
+        for rule in policy["spec"].get("ingress") or []:
+            if rule.get("ports") and port not in {p["port"] for p in rule["ports"]}:
+                continue
+            if not rule.get("from"):
+                return True
+            for peer in rule["from"]:
+                assert "ipBlock" not in peer, peer
+                if source is None:
+                    continue
+                namespace, labels = source
+                if not _selects(peer.get("namespaceSelector", {"matchLabels": own}), namespace):
+                    continue
+                if _selects(peer.get("podSelector") or {}, labels):
+                    return True
+    return False
+
+
+def test_network_policies_open_metrics_ports_only_to_prometheus_and_the_platforms_scrapers():
+    objects = render(VALUES["full"])
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    pods = {
+        o["metadata"]["name"]: (o["spec"]["template"]["metadata"]["labels"], spec)
+        for o in objects
+        for spec in pod_specs(o)
+        if o["kind"] == "Deployment"
+    }
+    trading = {"kubernetes.io/metadata.name": "trading"}
+    monitoring = {"kubernetes.io/metadata.name": "monitoring"}
+    prometheus = (monitoring, {"app.kubernetes.io/name": "prometheus"})
+    neighbour = (trading, {"app": "something-else"})
+    alerts = (trading, pods["sm-alerts"][0])
+    operator = (trading, pods["sm-operator"][0])
+    scraped = set()
+    for name, (labels, spec) in pods.items():
+        ports = {p["name"] for c in spec["containers"] for p in c.get("ports", [])}
+        if "metrics" in ports:
+            scraped.add(name)
+            assert _admits(policies, labels, "metrics", prometheus), name
+            assert not _admits(policies, labels, "metrics", None), name
+            assert not _admits(policies, labels, "metrics", neighbour), name
+        if "http" in ports:
+            assert _admits(policies, labels, "http", None), name
+    assert {"sm-api", "sm-web", "sm-orders", "sm-alerts", "sm-operator"} <= scraped
+    api, web = pods["sm-api"][0], pods["sm-web"][0]
+    assert _admits(policies, api, "metrics", alerts)  # HighLatency reads the API's p99
+    assert not _admits(policies, web, "metrics", alerts)
+    assert not _admits(policies, api, "metrics", operator)
+    assert _admits(policies, pods["sm-alerts"][0], "metrics", operator)  # firing AlertRules
+
+
 def test_operator_rbac_is_least_privilege():
     (role,) = [o for o in render([]) if o["kind"] == "ClusterRole"]
     for rule in role["rules"]:

@@ -29,13 +29,14 @@ def test_make_run_runs_the_dev_command_after_its_own_setup() -> None:
 
 
 async def _start_dev(
-    data_dir: Path, port: int, gateway_port: int | None = None
+    data_dir: Path, port: int, gateway_port: int | None = None, metrics_port: int | None = None
 ) -> tuple[asyncio.subprocess.Process, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STARKMATTER_", "ANTHROPIC_"))}
     env.update(
         STARKMATTER_DATA_DIR=str(data_dir),
         STARKMATTER_API_PORT=str(port),
         STARKMATTER_GATEWAY_PORT=str(gateway_port or embedded.free_port()),
+        STARKMATTER_METRICS_PORT=str(metrics_port or embedded.free_port()),
     )
     started = time.monotonic()
     with _log_file(data_dir).open("ab") as log:  # the child keeps its own copy
@@ -158,5 +159,30 @@ async def test_dev_platform_streams_quotes_and_fills_a_market_order(data_dir: Pa
                     await asyncio.sleep(0.2)
             positions = (await client.get("/portfolio/positions", headers=user.headers)).json()
             assert [(p["symbol"], p["quantity"]) for p in positions] == [("AAPL", "5")]
+    finally:
+        assert await _stop(proc, data_dir) == 0
+
+
+@pytest.mark.timeout(300)
+async def test_dev_mode_serves_the_api_docs_and_the_metrics_of_its_services_apart(
+    data_dir: Path,
+) -> None:
+    port, gateway_port, metrics_port = (embedded.free_port() for _ in range(3))
+    proc, _ = await _start_dev(data_dir, port, gateway_port, metrics_port)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            public = f"http://127.0.0.1:{port}"
+            assert (await http.get(f"{public}/docs")).status_code == 200
+            assert "/orders" in (await http.get(f"{public}/openapi.json")).json()["paths"]
+            assert (await http.get(f"{public}/metrics")).status_code == 404
+            assert (await http.get(f"http://127.0.0.1:{gateway_port}/metrics")).status_code == 404
+            text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+            # one listener for the one process: the API's requests (the readiness polls of
+            # _start_dev) and the gateway's gauges
+            assert (
+                'starkmatter_http_request_duration_seconds_count{method="GET",route="/readyz"'
+                in text
+            )
+            assert "starkmatter_gateway_connections" in text
     finally:
         assert await _stop(proc, data_dir) == 0

@@ -93,6 +93,20 @@ def test_gateway_service_targets_the_gateway_pods_on_the_spec_port(cfg):
     assert svc["spec"]["selector"] == gateway["spec"]["selector"]["matchLabels"]
 
 
+def test_the_gateway_serves_metrics_on_a_port_of_its_own_that_its_service_leaves_out(cfg):
+    manifests = marketfeed.build(sample("MarketFeed"), cfg)
+    gateway = next(
+        d for d in by_kind(manifests, "Deployment") if "gateway" in d["metadata"]["name"]
+    )
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["STARKMATTER_METRICS_PORT"] == str(ports["metrics"])
+    assert ports["metrics"] != ports["http"]
+    (svc,) = by_kind(manifests, "Service")
+    assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"]
+
+
 def test_autoscaling_adds_an_hpa_and_leaves_replicas_to_it(cfg):
     body = sample("MarketFeed")
     body["spec"]["gateway"]["autoscaling"] = {"enabled": True, "minReplicas": 3, "maxReplicas": 7}

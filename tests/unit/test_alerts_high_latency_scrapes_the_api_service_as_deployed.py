@@ -1,4 +1,4 @@
-"""As deployed, the alert evaluator's HighLatency scrape reaches the API, not itself.
+"""As deployed, the alert evaluator's HighLatency scrape reaches the API's metrics, not itself.
 
 Reads the plain install rendered from the chart (a cluster test fails when it drifts)."""
 
@@ -22,13 +22,22 @@ def _object(kind: str, name: str) -> dict[str, Any]:
     return found
 
 
-def test_the_alerts_deployment_scrapes_the_metrics_of_the_api_service() -> None:
-    alerts = _object("Deployment", "starkmatter-alerts")
-    (container,) = alerts["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    api = _object("Service", "starkmatter-api")
-    port = api["spec"]["ports"][0]["port"]
-    namespace = api["metadata"]["namespace"]
-    assert env["STARKMATTER_ALERTS_METRICS_URL"] == (
-        f"http://starkmatter-api.{namespace}.svc:{port}/metrics"
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_the_alerts_deployment_scrapes_the_metrics_port_of_the_api_service() -> None:
+    """The API serves /metrics only on its probe listener (STARKMATTER_METRICS_PORT), which
+    the Service's metrics port reaches; its http port, the Ingress's, answers 404."""
+    (alerts,) = _object("Deployment", "starkmatter-alerts")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    (api,) = _object("Deployment", "starkmatter-api")["spec"]["template"]["spec"]["containers"]
+    service = _object("Service", "starkmatter-api")
+    (metrics,) = [p for p in service["spec"]["ports"] if p["name"] == "metrics"]
+    (target,) = [p for p in api["ports"] if p["name"] == metrics["targetPort"]]
+    assert str(target["containerPort"]) == _env(api)["STARKMATTER_METRICS_PORT"]
+    namespace = service["metadata"]["namespace"]
+    assert _env(alerts)["STARKMATTER_ALERTS_METRICS_URL"] == (
+        f"http://starkmatter-api.{namespace}.svc:{metrics['port']}/metrics"
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from starkmatter.core import settings
@@ -40,3 +42,16 @@ def test_environment_variables_configure_external_servers(monkeypatch: pytest.Mo
 def test_private_key_never_appears_in_the_settings_repr() -> None:
     config = settings.load(env="dev", jwt_private_key="-----BEGIN PRIVATE KEY-----abc")
     assert "BEGIN PRIVATE KEY" not in repr(config)
+
+
+def test_docs_are_off_by_default_and_on_in_dev_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith(settings.ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("STARKMATTER_DATABASE_URL", "postgresql://db.example/starkmatter")
+    monkeypatch.setenv("STARKMATTER_REDIS_URL", "redis://redis.example:6379/0")
+    assert settings.for_command("api").api_docs is False
+    assert settings.for_command("dev").api_docs is True
+    monkeypatch.setenv("STARKMATTER_API_DOCS", "false")
+    assert settings.for_command("dev").api_docs is False
+    monkeypatch.setenv("STARKMATTER_API_DOCS", "true")
+    assert settings.for_command("api").api_docs is True

@@ -28,9 +28,13 @@ def _cmd_api(args: argparse.Namespace, config: settings.Settings) -> int:
 
     from starkmatter.api import app
 
+    if args.host:
+        config = config.model_copy(update={"api_host": args.host})
+    # One uvicorn process: a second worker would bind the same probe port (and keep a
+    # metrics registry of its own).
     uvicorn.run(
-        app.create_app(config, settle=True),
-        host=args.host or config.api_host,
+        app.create_app(config, settle=True, probes_port=config.metrics_port),
+        host=config.api_host,
         port=config.api_port,
         log_config=None,
         access_log=False,
@@ -130,7 +134,9 @@ def _cmd_gateway(args: argparse.Namespace, config: settings.Settings) -> int:
     from starkmatter.gateway import server
 
     return _until_stopped(
-        server.run(config, host=args.host, port=args.port, settle=True),
+        server.run(
+            config, host=args.host, port=args.port, probes_port=config.metrics_port, settle=True
+        ),
         loop_factory=loops.new_event_loop,
     )
 
@@ -138,7 +144,15 @@ def _cmd_gateway(args: argparse.Namespace, config: settings.Settings) -> int:
 def _cmd_ingest(args: argparse.Namespace, config: settings.Settings) -> int:
     from starkmatter.ingest import worker
 
-    return _until_stopped(worker.run(config, args.feed, spec_path=args.config, settle=True))
+    return _until_stopped(
+        worker.run(
+            config,
+            args.feed,
+            spec_path=args.config,
+            probes_port=worker.probes_port(config),
+            settle=True,
+        )
+    )
 
 
 def _cmd_simulate(args: argparse.Namespace, config: settings.Settings) -> int:
@@ -207,7 +221,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         _cmd_dev,
         "run the whole platform locally on embedded PostgreSQL and Redis",
     )
-    api = add("api", _cmd_api, "serve the REST API gateway")
+    api = add("api", _cmd_api, "serve the REST API gateway (metrics on STARKMATTER_METRICS_PORT)")
     api.add_argument("--host", help="address to bind (default STARKMATTER_API_HOST)")
     gateway = add("gateway", _cmd_gateway, "serve the WebSocket (/ws) and SSE (/sse) gateway")
     gateway.add_argument("--host", help="address to bind (default STARKMATTER_API_HOST)")

@@ -86,7 +86,7 @@ async def _alerts(config: settings.Settings) -> None:
         pool,
         redis,
         rules_dir=None,
-        metrics_url=f"http://{config.api_host}:{config.api_port}/metrics",
+        metrics_url=f"http://{config.api_host}:{config.metrics_port}/metrics",
     )
     try:
         await evaluating.run(evaluator)
@@ -98,8 +98,13 @@ async def _alerts(config: settings.Settings) -> None:
 
 def _services(config: settings.Settings) -> tuple[list[uvicorn.Server], list[Service]]:
     """Every component of the platform, as HTTP servers and background loops."""
+    # The API's probe listener serves the metrics of every service here: they share one
+    # process and so one registry (the gateway and the workers run none of their own).
     api = serving.server(
-        api_app.create_app(config), config.api_host, config.api_port, lifespan="on"
+        api_app.create_app(config, probes_port=config.metrics_port),
+        config.api_host,
+        config.api_port,
+        lifespan="on",
     )
     simulator_port = embedded.free_port()
     feed_path = _write_dev_feed(config, simulator_port)
@@ -162,7 +167,9 @@ async def serve(config: settings.Settings) -> None:
         await asyncio.sleep(0.05)
     if all(s.started for s in servers):
         _say(f"\nStarkMatter is running: http://{config.api_host}:{config.api_port}/")
-        _say(f"  API docs  http://{config.api_host}:{config.api_port}/docs")
+        if config.api_docs:
+            _say(f"  API docs  http://{config.api_host}:{config.api_port}/docs")
+        _say(f"  metrics   http://{config.api_host}:{config.metrics_port}/metrics")
         _say(f"  stream    ws://{config.api_host}:{config.gateway_port}/ws (and /sse)")
         _say(f"  services  api, {', '.join(name for name, _ in loops)}")
         _say("  Ctrl-C stops everything; data is kept for the next run.\n")

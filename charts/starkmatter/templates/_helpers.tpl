@@ -101,7 +101,9 @@ readinessProbe:
 
 {{/*
 A platform Deployment. Arguments (a dict): root, component, args, values (replicas,
-resources), port and portName (the probed port), extraEnv, extraMounts, extraVolumes.
+resources), port and portName (the probed port), metrics (true: the process also serves
+/metrics on its own port 9100, named metrics, apart from the probed one), extraEnv,
+extraMounts, extraVolumes.
 */}}
 {{- define "starkmatter.deployment" -}}
 {{- $root := .root -}}
@@ -153,6 +155,11 @@ spec:
             - name: {{ .portName }}
               containerPort: {{ .port }}
               protocol: TCP
+            {{- if .metrics }}
+            - name: metrics
+              containerPort: 9100
+              protocol: TCP
+            {{- end }}
           {{- include "starkmatter.probes" (dict "port" .portName) | nindent 10 }}
           resources:
             {{- toYaml .values.resources | nindent 12 }}
@@ -242,6 +249,12 @@ spec:
       port: {{ .port }}
       targetPort: {{ .portName }}
       protocol: TCP
+    {{- if .metrics }}
+    - name: metrics
+      port: 9100
+      targetPort: metrics
+      protocol: TCP
+    {{- end }}
 {{- end -}}
 
 {{/*

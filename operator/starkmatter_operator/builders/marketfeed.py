@@ -144,9 +144,14 @@ def build(body: common.Body, cfg: config.OperatorConfig) -> list[common.Manifest
                         {"name": cfg.jwt_secret, "key": cfg.jwt_public_key},
                         cfg.jwt_secret,
                     ),
+                    # /metrics only here, apart from the port the Service exposes to clients.
+                    {"name": "STARKMATTER_METRICS_PORT", "value": str(common.METRICS_PORT)},
                 ],
                 resources_spec=gateway.get("resources"),
-                ports=[{"name": "http", "containerPort": GATEWAY_PORT}],
+                ports=[
+                    {"name": "http", "containerPort": GATEWAY_PORT},
+                    {"name": "metrics", "containerPort": common.METRICS_PORT},
+                ],
                 probes=common.http_probes("http"),
                 mounts=[common.config_mount()],
             )

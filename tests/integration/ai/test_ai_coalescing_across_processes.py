@@ -38,6 +38,8 @@ async def api_process(
         STARKMATTER_REDIS_URL=str(config.redis_url),
         STARKMATTER_JWT_PRIVATE_KEY=config.jwt_private_key.get_secret_value(),
         STARKMATTER_API_PORT=str(port),
+        # each process its own probe listener, as each pod has
+        STARKMATTER_METRICS_PORT=str(embedded.free_port()),
         STARKMATTER_DB_POOL_MIN="1",
         STARKMATTER_AI_BACKOFF_BASE_S="0.01",
         ANTHROPIC_API_KEY="test-anthropic-key",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import httpx
+
 from starkmatter.core import embedded, settings
 from tests.support import LiveServer, serve_api, sign_up
 
@@ -25,12 +27,15 @@ async def test_readyz_is_503_and_names_redis_when_redis_is_unreachable(
 
 
 async def test_metrics_expose_latency_per_route_template_db_time_and_errors(
-    api: LiveServer,
+    config: settings.Settings,
 ) -> None:
-    user = await sign_up(api.client)
-    await api.client.get("/auth/me", headers=user.headers)
-    await api.client.get("/auth/me")
-    text = (await api.client.get("/metrics")).text
+    probes_port = embedded.free_port()
+    async with serve_api(config, probes_port=probes_port) as api:
+        user = await sign_up(api.client)
+        await api.client.get("/auth/me", headers=user.headers)
+        await api.client.get("/auth/me")
+        async with httpx.AsyncClient(timeout=10) as probes:
+            text = (await probes.get(f"http://127.0.0.1:{probes_port}/metrics")).text
     assert 'starkmatter_http_request_duration_seconds_count{method="GET",route="/auth/me"' in text
     assert "starkmatter_db_query_duration_seconds_count" in text
     assert 'starkmatter_http_errors_total{code="unauthenticated",route="/auth/me"}' in text

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio import client as ws_client
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 async def test_the_gateway_command_serves_on_uvloop_and_stops_gracefully_on_sigterm(
     config: settings.Settings, redis: aioredis.Redis
 ) -> None:
-    port = embedded.free_port()
+    port, metrics_port = embedded.free_port(), embedded.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}
     env.update(
         {
@@ -31,6 +32,7 @@ async def test_the_gateway_command_serves_on_uvloop_and_stops_gracefully_on_sigt
             "STARKMATTER_JWT_PRIVATE_KEY": config.private_key_pem() or "",
             "STARKMATTER_DATA_DIR": str(config.data_dir),
             "STARKMATTER_LOG_JSON": "true",
+            "STARKMATTER_METRICS_PORT": str(metrics_port),
         }
     )
     process = await asyncio.create_subprocess_exec(
@@ -48,6 +50,10 @@ async def test_the_gateway_command_serves_on_uvloop_and_stops_gracefully_on_sigt
                 if b"gateway.started" in line:
                     started = json.loads(line)
         assert started["loop"] == "uvloop" and started["port"] == port
+        async with httpx.AsyncClient(timeout=5) as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/metrics")).status_code == 404
+            metrics = await http.get(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert "starkmatter_gateway_connections" in metrics.text
         await redis.set("quote:AAPL", b'{"bid": "1"}')
         token = await sign_in(config, redis, "u1")
         async with ws_client.connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from typing import Any
@@ -16,7 +17,7 @@ from websockets.client import ClientProtocol
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from starkmatter.core import settings
+from starkmatter.core import embedded, settings
 from starkmatter.gateway import connections, server
 from tests.integration.market.gateway_support import recv_json, running_gateway, sign_in
 
@@ -337,16 +338,33 @@ async def test_graceful_shutdown_tells_clients_to_reconnect(
         assert ws.close_code == 1012
 
 
-async def test_health_and_metrics_are_served_on_the_same_port(
+async def test_health_is_served_on_the_client_port_and_metrics_only_on_the_probe_listener(
     config: settings.Settings, redis: aioredis.Redis
 ) -> None:
-    async with running_gateway(config) as gateway, httpx.AsyncClient(timeout=5) as http:
-        base = f"http://127.0.0.1:{gateway.port}"
-        assert (await http.get(base + "/healthz")).status_code == 200
-        assert (await http.get(base + "/readyz")).status_code == 200
-        text = (await http.get(base + "/metrics")).text
-        assert "starkmatter_gateway_connections" in text
-        assert (await http.get(base + "/nope")).status_code == 404
+    port, probes_port = embedded.free_port(), embedded.free_port()
+    started = asyncio.Event()
+    running = asyncio.create_task(
+        server.run(config, host="127.0.0.1", port=port, probes_port=probes_port, started=started)
+    )
+    try:
+        async with asyncio.timeout(10):
+            await started.wait()
+        async with httpx.AsyncClient(timeout=5) as http:
+            base = f"http://127.0.0.1:{port}"
+            assert (await http.get(base + "/healthz")).status_code == 200
+            assert (await http.get(base + "/readyz")).status_code == 200
+            assert (await http.get(base + "/metrics")).status_code == 404
+            assert (await http.get(base + "/nope")).status_code == 404
+            probes = f"http://127.0.0.1:{probes_port}"
+            metrics = await http.get(probes + "/metrics")
+            assert metrics.status_code == 200
+            assert "starkmatter_gateway_connections" in metrics.text
+            ready = await http.get(probes + "/readyz")
+            assert ready.status_code == 200, ready.text
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
 
 async def _frames_until(reader: Any, protocol: ClientProtocol, until: Any) -> list[Any]:

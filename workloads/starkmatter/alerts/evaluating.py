@@ -540,7 +540,7 @@ async def main() -> int:
         redis_conn,
         rules_dir=Path(rules_dir) if rules_dir else None,
         metrics_url=os.environ.get(
-            "STARKMATTER_ALERTS_METRICS_URL", f"http://{cfg.api_host}:{cfg.api_port}/metrics"
+            "STARKMATTER_ALERTS_METRICS_URL", f"http://{cfg.api_host}:{cfg.metrics_port}/metrics"
         ),
         freshness=Freshness.from_env(dict(os.environ)),
     )

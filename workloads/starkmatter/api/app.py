@@ -12,7 +12,7 @@ from starkmatter.ai import routes as ai_routes
 from starkmatter.alerts import routes as alert_routes
 from starkmatter.api import failing, observing, resources
 from starkmatter.api.routes import auth, health
-from starkmatter.core import db, heap, migrating, redis_client, settings
+from starkmatter.core import db, heap, migrating, probes, redis_client, settings
 from starkmatter.core.auth import keys
 from starkmatter.market import routes as market_routes
 from starkmatter.news import routes as news_routes
@@ -36,10 +36,18 @@ COMPONENT_ROUTERS = (
 
 
 def create_app(
-    config: settings.Settings, *, migrate: bool = True, settle: bool = False
+    config: settings.Settings,
+    *,
+    migrate: bool = True,
+    settle: bool = False,
+    probes_port: int | None = None,
 ) -> fastapi.FastAPI:
     """The app; ``settle`` freezes the heap once started (``core.heap``), as the ``starkmatter
-    api`` process does; tests serve apps inside pytest, whose heap is not the app's."""
+    api`` process does; tests serve apps inside pytest, whose heap is not the app's.
+
+    ``probes_port``: serve ``/metrics`` (with ``/healthz`` and ``/readyz``) there while the
+    app runs, never on the app itself, whose port the Ingress exposes. One listener per
+    process (``starkmatter api`` runs one uvicorn worker; dev mode one API app)."""
     keypair = keys.load(config)
 
     @contextlib.asynccontextmanager
@@ -52,10 +60,17 @@ def create_app(
                     await migrating.apply(conn)
             app.state.resources = resources.build(config, pool, redis, keypair)
             following = asyncio.create_task(app.state.resources.open_sessions.follow(redis))
-            if settle:
-                heap.settle()
             try:
-                yield
+                async with contextlib.AsyncExitStack() as stack:
+                    if probes_port is not None:
+                        await stack.enter_async_context(
+                            probes.listening(
+                                config.api_host, probes_port, probes.storage_check(pool, redis)
+                            )
+                        )
+                    if settle:
+                        heap.settle()
+                    yield
             finally:
                 following.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -69,7 +84,8 @@ def create_app(
         title="StarkMatter API",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs",
+        openapi_url="/openapi.json" if config.api_docs else None,
+        docs_url="/docs" if config.api_docs else None,
         redoc_url=None,
         # Metrics are Prometheus (core.metrics) and logs structlog; FastAPI's native
         # OpenTelemetry would otherwise look up the global providers on every request.

@@ -1,18 +1,25 @@
-"""``/healthz``, ``/readyz`` and ``/metrics`` for workers that serve no HTTP of their own.
+"""``/healthz``, ``/readyz`` and ``/metrics`` on a listener of their own.
 
-Kubernetes probes and Prometheus need the same three endpoints on every pod; a worker runs
-:func:`serve` beside its main loop, on ``STARKMATTER_METRICS_PORT``.
+Kubernetes probes and Prometheus need the same three endpoints on every pod, on
+``STARKMATTER_METRICS_PORT``: a worker runs :func:`serve` beside its main loop, and a
+process with a public port (the API, the gateway) runs :func:`listening` beside it, so that
+its metrics are never served where the Ingress or clients reach it. One listener per
+process: the registry it serves is the process's.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette import applications, requests, responses, routing
 
-from starkmatter.core import metrics, serving
+from starkmatter.core import logs, metrics, serving
+
+log = logs.get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
 """Returns a map of check name to "ok" or a reason; ready when every value is "ok"."""
@@ -71,3 +78,28 @@ async def serve(host: str, port: int, ready: ReadinessCheck) -> None:
         await instance.serve()
     finally:
         instance.should_exit = True
+
+
+@contextlib.asynccontextmanager
+async def listening(host: str, port: int, ready: ReadinessCheck) -> AsyncIterator[int]:
+    """Serve the probe endpoints while the block runs; yields the bound port.
+
+    The socket is bound before the block starts, so a port already in use raises
+    ``OSError`` here, in the caller, rather than uvicorn's ``sys.exit`` from a task."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    instance = serving.server(build_app(ready), host, port)
+    task = asyncio.create_task(instance.serve(sockets=[sock]), name="probes")
+    try:
+        while not instance.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the probe listener stopped before it started")
+            await asyncio.sleep(0.01)
+        bound = int(sock.getsockname()[1])
+        log.info("probes.listening", host=host, port=bound)
+        yield bound
+    finally:
+        instance.should_exit = True
+        await task
+        sock.close()

@@ -47,6 +47,12 @@ class Settings(pydantic_settings.BaseSettings):
     api_port: int = pydantic.Field(default=8000, ge=0, le=65535)
     gateway_port: int = pydantic.Field(default=8001, ge=0, le=65535)
     metrics_port: int = pydantic.Field(default=9100, ge=0, le=65535)
+    """where ``/metrics`` (and ``/healthz``, ``/readyz``) are served, apart from any public
+    port: Prometheus and the alert evaluator scrape it; the Ingress never routes to it"""
+
+    api_docs: bool = False
+    """Serve ``/docs`` and ``/openapi.json`` on the API's public port. Off unless set (on in
+    ``starkmatter dev``): the schema maps every route for whoever reaches the port."""
 
     db_pool_min: int = pydantic.Field(default=2, ge=1)
     db_pool_max: int = pydantic.Field(default=10, ge=1)
@@ -139,9 +145,12 @@ def load(**overrides: object) -> Settings:
 
 
 def for_command(command: str) -> Settings:
-    """Settings for one entry point: ``dev`` runs in dev mode, and each command names its
-    PostgreSQL and Redis clients after itself unless STARKMATTER_SERVICE_NAME is set."""
+    """Settings for one entry point: ``dev`` runs in dev mode with the API docs on (unless
+    STARKMATTER_API_DOCS says otherwise), and each command names its PostgreSQL and Redis
+    clients after itself unless STARKMATTER_SERVICE_NAME is set."""
     overrides: dict[str, object] = {"env": "dev"} if command == "dev" else {}
+    if command == "dev" and ENV_PREFIX + "API_DOCS" not in os.environ:
+        overrides["api_docs"] = True
     if ENV_PREFIX + "SERVICE_NAME" not in os.environ:
         overrides["service_name"] = command
     return load(**overrides)

@@ -1,10 +1,12 @@
-"""The gateway server (``starkmatter gateway``): ``/ws``, ``/sse``, health and metrics.
+"""The gateway server (``starkmatter gateway``): ``/ws``, ``/sse`` and health.
 
 One asyncio protocol per TCP connection reads the HTTP request with the ``websockets``
 sans-I/O parser, then either upgrades to WebSocket (``/ws``), streams Server-Sent Events
-(``/sse``) or answers a plain request (``/healthz``, ``/readyz``, ``/metrics``). Owning the
-transport lets fan-out write one pre-encoded frame to every socket without a task switch
-per client, and see backpressure (``pause_writing``) to conflate for slow clients.
+(``/sse``) or answers a plain request (``/healthz``, ``/readyz``). Owning the transport
+lets fan-out write one pre-encoded frame to every socket without a task switch per client,
+and see backpressure (``pause_writing``) to conflate for slow clients. ``/metrics`` is
+served only on the probe listener (``core.probes``, ``STARKMATTER_METRICS_PORT``), never
+on the port clients reach.
 
 WebSocket protocol (JSON text frames):
 
@@ -30,14 +32,13 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-import prometheus_client
 import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
 from websockets import frames as ws_frames
 from websockets import http11
 from websockets import server as ws_server
 
-from starkmatter.core import errors, heap, logs, loops
+from starkmatter.core import errors, heap, logs, loops, probes
 from starkmatter.core.auth import tokens
 from starkmatter.gateway import connections, fanout, metrics, revoking, topics
 
@@ -232,10 +233,6 @@ class _Connection(asyncio.Protocol):
         elif url.path == "/readyz":
             ready = self.gateway.hub.ready and not self.gateway.closing
             self._respond(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
-        elif url.path == "/metrics":
-            self._respond(
-                200, prometheus_client.generate_latest(), prometheus_client.CONTENT_TYPE_LATEST
-            )
         elif url.path == "/ws":
             self._upgrade(request, query)
         elif url.path == "/sse":
@@ -672,10 +669,13 @@ async def run(
     host: str | None = None,
     port: int | None = None,
     started: asyncio.Event | None = None,
+    probes_port: int | None = None,
     settle: bool = False,
 ) -> None:
     """Serve until cancelled or SIGTERM, then shut down gracefully (``starkmatter gateway``;
-    ``settle``: freeze the heap once started, :func:`starkmatter.core.heap.settle`)."""
+    ``probes_port``: serve ``/healthz``, ``/readyz`` and ``/metrics`` there too, as the CLI
+    does; dev mode gives none, its API serves the process's one registry; ``settle``: freeze
+    the heap once started, :func:`starkmatter.core.heap.settle`)."""
     import signal
 
     from starkmatter.core import redis_client
@@ -683,21 +683,32 @@ async def run(
     redis = redis_client.create_redis(config)
     limits = connections.Limits(token_leeway_s=config.jwt_leeway_s)
     gateway = Gateway(fanout.Hub(redis), token_verifier(config, redis), redis=redis, limits=limits)
-    await gateway.start(host or config.api_host, config.gateway_port if port is None else port)
-    if settle:
-        heap.settle()
-    loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    log.info("gateway.started", port=gateway.port, loop=loop_kind)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-    if started is not None:
-        started.set()
+    bind = host or config.api_host
+
+    async def ready() -> dict[str, str]:
+        return {
+            "fanout": "ok" if gateway.hub.ready else "not ready",
+            "gateway": "stopping" if gateway.closing else "ok",
+        }
+
     try:
-        await stop.wait()
+        async with contextlib.AsyncExitStack() as stack:
+            if probes_port is not None:
+                await stack.enter_async_context(probes.listening(bind, probes_port, ready))
+            await gateway.start(bind, config.gateway_port if port is None else port)
+            stack.push_async_callback(gateway.stop)
+            if settle:
+                heap.settle()
+            loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+            log.info("gateway.started", port=gateway.port, loop=loop_kind)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGTERM, stop.set)
+            if started is not None:
+                started.set()
+            await stop.wait()
     finally:
-        await gateway.stop()
         await redis.aclose()
 
 
@@ -717,4 +728,12 @@ def main(argv: list[str] | None = None) -> None:
         contextlib.suppress(KeyboardInterrupt),
         asyncio.Runner(loop_factory=loops.new_event_loop) as runner,
     ):
-        runner.run(run(config, host=args.host, port=args.port, settle=True))
+        runner.run(
+            run(
+                config,
+                host=args.host,
+                port=args.port,
+                probes_port=config.metrics_port,
+                settle=True,
+            )
+        )

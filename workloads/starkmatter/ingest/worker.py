@@ -234,14 +234,26 @@ async def _replay_finished(pipe: pipeline.Pipeline, redis: aioredis.Redis, deliv
     )
 
 
+def probes_port(config: settings.Settings) -> int | None:
+    """``STARKMATTER_METRICS_PORT`` when it is set (the operator's ingest pod sets it), else
+    none: ingest processes started by hand beside other services would otherwise all want
+    the same default port."""
+    return config.metrics_port if settings.ENV_PREFIX + "METRICS_PORT" in os.environ else None
+
+
 async def run(
-    config: settings.Settings, feed: str, *, spec_path: str | None = None, settle: bool = False
+    config: settings.Settings,
+    feed: str,
+    *,
+    spec_path: str | None = None,
+    probes_port: int | None = None,
+    settle: bool = False,
 ) -> None:
     """Entry point used by the CLI and dev mode: connect, migrate, ingest until cancelled.
 
     A finished replay does not end the process (see run_feed). The probes (/healthz,
-    /readyz, /metrics) are served on ``STARKMATTER_METRICS_PORT`` when it is set, as the
-    operator's ingest pod sets it.
+    /readyz, /metrics) are served on ``probes_port`` when given (the CLI gives
+    :func:`probes_port`); dev mode gives none: its API serves the process's one registry.
     """
     spec = load_spec(feed, spec_path)
     pool = await db.create_pool(config)
@@ -249,11 +261,9 @@ async def run(
     probe_task: asyncio.Task[None] | None = None
 
     try:
-        if settings.ENV_PREFIX + "METRICS_PORT" in os.environ:
+        if probes_port is not None:
             probe_task = asyncio.create_task(
-                probes.serve(
-                    config.api_host, config.metrics_port, probes.storage_check(pool, redis)
-                )
+                probes.serve(config.api_host, probes_port, probes.storage_check(pool, redis))
             )
         async with pool.acquire() as conn:
             await migrating.apply(conn)
@@ -280,4 +290,12 @@ def main(argv: list[str] | None = None) -> None:
     config = settings.get_settings()
     logs.configure(config.log_level, json=config.log_json)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config, args.feed, spec_path=args.config, settle=True))
+        asyncio.run(
+            run(
+                config,
+                args.feed,
+                spec_path=args.config,
+                probes_port=probes_port(config),
+                settle=True,
+            )
+        )

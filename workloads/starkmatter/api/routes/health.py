@@ -1,4 +1,7 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness and readiness on the public port, where the Deployment's probes ask.
+
+``/metrics`` is not here: the process serves it on its probe listener
+(``core.probes.listening``, ``STARKMATTER_METRICS_PORT``), which no Ingress reaches."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import fastapi
 from fastapi import responses
 
 from starkmatter.api import deps
-from starkmatter.core import metrics
 
 router = fastapi.APIRouter(tags=["health"], dependencies=[deps.Public])
 
@@ -40,9 +42,3 @@ async def readyz(res: deps.ResourcesDep) -> responses.JSONResponse:
         {"status": "ready" if ready else "not_ready", "checks": checks},
         status_code=200 if ready else 503,
     )
-
-
-@router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics() -> fastapi.Response:
-    body, content_type = metrics.exposition()
-    return fastapi.Response(body, media_type=content_type)
