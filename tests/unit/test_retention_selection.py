@@ -40,7 +40,26 @@ def test_user_hold_applies_only_where_rows_have_a_user() -> None:
     holds = [datasets.Hold("u1", None)]
     assert datasets.hold_filter(TICKS, holds, 3) == ("true", [])
     sql, params = datasets.hold_filter(ALERTS, holds, 3)
-    assert sql == "(user_id IS NULL OR user_id::text <> ALL($3::text[]))" and params == [["u1"]]
+    # coalesce: a row without a user is no one's on hold, and NOT NULL would keep it forever.
+    assert sql == "NOT coalesce(t.user_id::text = ANY($3::text[]), false)" and params == [["u1"]]
+
+
+def test_a_criterion_a_data_set_has_no_column_for_widens_the_hold_but_never_voids_it() -> None:
+    holds = [datasets.Hold("u1", "AAPL")]
+    snapshots = datasets.DATASETS["portfolio_snapshots"]
+    assert datasets.hold_filter(snapshots, holds, 3)[1] == [["u1"]]  # all the user's rows
+    assert datasets.hold_filter(TICKS, holds, 3)[1] == [["AAPL"]]  # all the symbol's rows
+    assert datasets.hold_filter(NEWS, holds, 3)[1] == [["AAPL"]]  # stories about it
+    assert datasets.hold_filter(datasets.DATASETS["audit"], holds, 3) == ("true", [])
+
+
+def test_executions_are_held_with_their_order_and_by_holds_on_orders() -> None:
+    executions = datasets.DATASETS["executions"]
+    assert "orders" in datasets.hold_datasets(executions)
+    assert "executions" in datasets.hold_datasets(datasets.DATASETS["orders"])
+    sql, params = datasets.hold_filter(executions, [datasets.Hold("u1", None)], 2)
+    assert "EXISTS (SELECT 1 FROM trading_orders AS p WHERE p.id = t.order_id" in sql
+    assert params == [["u1"], ["u1"]]
 
 
 def test_resumed_chunk_starts_after_the_last_key_in_key_order() -> None:

@@ -65,8 +65,8 @@ class DatasetReport:
 async def _holds(conn: asyncpg.Connection[Any], dataset: str) -> list[datasets.Hold]:
     rows = await conn.fetch(
         """SELECT user_id::text, symbol FROM retention_legal_holds
-           WHERE released_at IS NULL AND (dataset IS NULL OR dataset = $1)""",
-        dataset,
+           WHERE released_at IS NULL AND (dataset IS NULL OR dataset = ANY($1::text[]))""",
+        datasets.hold_datasets(datasets.DATASETS[dataset]),
     )
     return [datasets.Hold(r["user_id"], r["symbol"]) for r in rows]
 

@@ -30,6 +30,9 @@ class Dataset:
     purgeable: bool = True
     user_column: str | None = None
     symbol_column: str | None = None
+    symbols_column: str | None = None
+    """Instead of ``symbol_column``: a ``text[]`` of the symbols a row is about (a news story,
+    an AI analysis); a symbol hold holds the rows whose array has the symbol."""
     extra_where: str = ""
     """Rows that may not move yet whatever their age (e.g. orders still working); the
     table is aliased ``t``."""
@@ -37,6 +40,12 @@ class Dataset:
     """The archived JSON of one row ``t``: rows that a purge would cascade to travel in it."""
     default_years: int | None = None
     """The seed's age in calendar years (trade data 7, user activity 3, market data 2)."""
+    held_with: tuple[str, ...] = ()
+    """Data sets whose legal holds hold this one's rows too: an order and its executions are
+    one trade record, and a hold that kept one but purged the other would keep half of it."""
+    parent: tuple[str, str] | None = None
+    """(data set, column of ``t`` with its row's key): a row whose parent a hold covers is
+    held with it (an execution with its order), whatever its own user and symbol say."""
 
     @property
     def key_columns(self) -> list[str]:
@@ -58,9 +67,11 @@ DATASETS: dict[str, Dataset] = {
     for d in (
         Dataset("orders", "trading_orders", "created_at", (("id", "uuid"),), 7 * _D,
                 "trade data", user_column="user_id", symbol_column="symbol",
-                extra_where=_ORDER_DONE, document=_ORDER_WITH_EVENTS, default_years=7),
+                extra_where=_ORDER_DONE, document=_ORDER_WITH_EVENTS, default_years=7,
+                held_with=("executions",)),
         Dataset("executions", "trading_executions", "ts_event", (("id", "uuid"),), 7 * _D,
-                "trade data", user_column="user_id", symbol_column="symbol", default_years=7),
+                "trade data", user_column="user_id", symbol_column="symbol", default_years=7,
+                held_with=("orders",), parent=("orders", "order_id")),
         Dataset("portfolio_snapshots", "portfolio_snapshots", "ts", (("id", "bigint"),),
                 7 * _D, "trade data", user_column="user_id", default_years=7),
         Dataset("audit", "audit_log", "ts", (("seq", "bigint"),), 3 * _D, "user activity",
@@ -72,9 +83,9 @@ DATASETS: dict[str, Dataset] = {
                 (("symbol", "text"), ("interval", "text"), ("ts", "timestamptz")), 2 * _D,
                 "market data", symbol_column="symbol", default_years=2),
         Dataset("news", "news_articles", "published_at", (("id", "bigint"),), 2 * _D,
-                "market data", default_years=2),
+                "market data", symbols_column="symbols", default_years=2),
         Dataset("ai_analyses", "ai_analyses", "created_at", (("id", "uuid"),), 90, "logs",
-                user_column="user_id"),
+                user_column="user_id", symbols_column="symbols"),
         Dataset("alert_events", "alert_events", "created_at", (("id", "bigint"),), 90, "logs",
                 user_column="user_id"),
         Dataset("sessions", "refresh_tokens", "issued_at", (("id", "uuid"),), 30, "sessions",
@@ -89,39 +100,91 @@ class Hold:
     symbol: str | None
 
 
-def hold_filter(dataset: Dataset, holds: Sequence[Hold], first_param: int) -> tuple[str, list[Any]]:
-    """SQL excluding held rows, and its parameters. A hold on a column the data set does not
-    have (a user hold on ticks) cannot match any of its rows and is ignored; a hold naming
-    neither holds the whole data set. A row whose user (or symbol) is NULL, such as an
-    operational alert event, belongs to no one on hold: ``NULL <> ALL(...)`` is NULL, not
-    true, so it is tested for explicitly or such rows would never be purged."""
-    if any(h.user_id is None and h.symbol is None for h in holds):
-        return "false", []
-    users = sorted({h.user_id for h in holds if h.user_id and h.symbol is None})
-    symbols = sorted({h.symbol for h in holds if h.symbol and h.user_id is None})
-    clauses: list[str] = []
+def hold_datasets(dataset: Dataset) -> list[str]:
+    """The data sets whose holds apply to ``dataset``'s rows (holds naming no data set apply
+    to all)."""
+    return [dataset.name, *dataset.held_with]
+
+
+def _criteria(dataset: Dataset, hold: Hold) -> tuple[str | None, str | None] | None:
+    """(user, symbol) a hold asks of ``dataset``'s rows, or None if it holds none of them.
+
+    A criterion the data set has no column for is dropped, which widens the hold rather than
+    weakening it: a hold on a user's AAPL trading keeps all that user's portfolio snapshots
+    (any of them may show AAPL), and on bars all AAPL bars (the market the user traded in).
+    A hold left with no criterion it can apply holds nothing here, not everything: bars
+    belong to no user, so a hold on a user keeps none of them, just as it keeps no row
+    whose user is NULL. Migration 0360 refuses such a hold when it names this one data set.
+    """
+    user = hold.user_id if dataset.user_column else None
+    symbol = hold.symbol if dataset.symbol_column or dataset.symbols_column else None
+    if (hold.user_id or hold.symbol) and not (user or symbol):
+        return None
+    return user, symbol
+
+
+def _covered(
+    dataset: Dataset, alias: str, holds: Sequence[Hold], first_param: int
+) -> tuple[list[str], list[Any]]:
+    """Conditions (any one suffices) under which row ``alias`` of ``dataset`` is covered by
+    one of ``holds`` naming a user or a symbol, and their parameters. A NULL user or symbol
+    makes its condition NULL, never true: that row is no one's on hold."""
+    criteria = {c for h in holds if (c := _criteria(dataset, h)) is not None}
+    users = sorted({u for u, s in criteria if u and s is None})
+    symbols = sorted({s for u, s in criteria if s and u is None})
+    pairs = sorted({(u, s) for u, s in criteria if u and s})
+    user = f"{alias}.{dataset.user_column}::text"
+    conditions: list[str] = []
     params: list[Any] = []
     n = first_param
-    if users and dataset.user_column:
-        col = dataset.user_column
-        clauses.append(f"({col} IS NULL OR {col}::text <> ALL(${n}::text[]))")
+    if users:
+        conditions.append(f"{user} = ANY(${n}::text[])")
         params.append(users)
         n += 1
-    if symbols and dataset.symbol_column:
-        col = dataset.symbol_column
-        clauses.append(f"({col} IS NULL OR {col} <> ALL(${n}::text[]))")
+    if symbols:
+        if dataset.symbols_column:
+            conditions.append(f"{alias}.{dataset.symbols_column} && ${n}::text[]")
+        else:
+            conditions.append(f"{alias}.{dataset.symbol_column} = ANY(${n}::text[])")
         params.append(symbols)
         n += 1
-    for h in holds:
-        if h.user_id and h.symbol and dataset.user_column and dataset.symbol_column:
-            user, symbol = dataset.user_column, dataset.symbol_column
-            clauses.append(
-                f"({user} IS NULL OR {symbol} IS NULL"
-                f" OR NOT ({user}::text = ${n} AND {symbol} = ${n + 1}))"
+    if pairs:
+        if dataset.symbols_column:
+            symbol = f"h.symbol = ANY({alias}.{dataset.symbols_column})"
+        else:
+            symbol = f"h.symbol = {alias}.{dataset.symbol_column}"
+        conditions.append(
+            f"EXISTS (SELECT 1 FROM unnest(${n}::text[], ${n + 1}::text[]) AS h (user_id, symbol)"
+            f" WHERE h.user_id = {user} AND {symbol})"
+        )
+        params += [[u for u, _ in pairs], [s for _, s in pairs]]
+    return conditions, params
+
+
+def hold_filter(dataset: Dataset, holds: Sequence[Hold], first_param: int) -> tuple[str, list[Any]]:
+    """SQL true for the rows of ``dataset`` (aliased ``t``) that no hold covers, and its
+    parameters. ``holds`` are those of ``hold_datasets(dataset)`` and of no data set. A hold
+    naming neither user nor symbol holds the whole data set; otherwise see ``_criteria``
+    for criteria the data set cannot express. A row with a ``parent`` is also held when a
+    hold covers its parent row (an order's executions stay with it)."""
+    if any(h.user_id is None and h.symbol is None for h in holds):
+        return "false", []
+    conditions, params = _covered(dataset, "t", holds, first_param)
+    if dataset.parent is not None:
+        name, column = dataset.parent
+        parent = DATASETS[name]
+        via, via_params = _covered(parent, "p", holds, first_param + len(params))
+        if via:
+            conditions.append(
+                f"EXISTS (SELECT 1 FROM {parent.table} AS p"
+                f" WHERE p.{parent.key_columns[0]} = t.{column}"
+                f" AND ({' OR '.join(via)}))"
             )
-            params += [h.user_id, h.symbol]
-            n += 2
-    return (" AND ".join(clauses) or "true"), params
+            params += via_params
+    if not conditions:
+        return "true", []
+    # coalesce: NOT of a NULL condition (a row without a user) would keep the row forever.
+    return f"NOT coalesce({' OR '.join(conditions)}, false)", params
 
 
 def chunk_query(
@@ -163,7 +226,7 @@ def delete_query(dataset: Dataset, holds: Sequence[Hold] = ()) -> str:
     under ``holds`` (their parameters follow the keys', see ``hold_filter``): a hold placed
     after the part was selected keeps its rows in place."""
     held, _ = hold_filter(dataset, holds, len(dataset.key) + 1)
-    return f"DELETE FROM {dataset.table} WHERE {_part_keys(dataset)} AND {held}"
+    return f"DELETE FROM {dataset.table} AS t WHERE {_part_keys(dataset)} AND {held}"
 
 
 def count_query(dataset: Dataset) -> str:
