@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import asyncpg
 import httpx
 
 from starkmatter.api import app as api_app
+from starkmatter.api import hotpath
 from starkmatter.core import embedded, serving, settings
 
 
@@ -29,10 +30,12 @@ async def serve_api(
     config: settings.Settings,
     *,
     probes_port: int | None = None,
+    hot_routes: Mapping[tuple[str, str], hotpath.Direct] = api_app.HOT_ROUTES,
 ) -> AsyncIterator[LiveServer]:
-    """``probes_port``: the app's probe listener (``/metrics``) too, as ``starkmatter api``."""
+    """``probes_port``: the app's probe listener (``/metrics``) too, as ``starkmatter api``;
+    ``hot_routes``: what the app serves without FastAPI (``api.hotpath``)."""
     port = embedded.free_port()
-    app = api_app.create_app(config, probes_port=probes_port)
+    app = api_app.create_app(config, probes_port=probes_port, hot_routes=hot_routes)
     server = serving.server(app, "127.0.0.1", port, lifespan="on")
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import fastapi
 
 from starkmatter.ai import routes as ai_routes
 from starkmatter.alerts import routes as alert_routes
-from starkmatter.api import failing, observing, resources
+from starkmatter.api import failing, hotpath, observing, resources
 from starkmatter.api.routes import auth, health
 from starkmatter.core import db, heap, migrating, probes, redis_client, settings
 from starkmatter.core.auth import keys
@@ -34,6 +34,15 @@ COMPONENT_ROUTERS = (
     web_routes.router,
 )
 
+HOT_ROUTES: dict[tuple[str, str], hotpath.Direct] = {
+    ("POST", "/orders"): order_routes.place_order_direct,
+}
+"""routes served by their direct resolver (api.hotpath); empty, FastAPI serves them all"""
+
+MAX_BODY_BYTES = 1024 * 1024
+"""a larger request body is refused with 413 before it is read whole (the largest any route
+takes, an alert rule or an analysis request, is a few kilobytes)"""
+
 
 def create_app(
     config: settings.Settings,
@@ -41,6 +50,7 @@ def create_app(
     migrate: bool = True,
     settle: bool = False,
     probes_port: int | None = None,
+    hot_routes: Mapping[tuple[str, str], hotpath.Direct] = HOT_ROUTES,
 ) -> fastapi.FastAPI:
     """The app; ``settle`` freezes the heap once started (``core.heap``), as the ``starkmatter
     api`` process does; tests serve apps inside pytest, whose heap is not the app's.
@@ -87,11 +97,14 @@ def create_app(
         openapi_url="/openapi.json" if config.api_docs else None,
         docs_url="/docs" if config.api_docs else None,
         redoc_url=None,
+        max_body_size=MAX_BODY_BYTES,
         # Metrics are Prometheus (core.metrics) and logs structlog; FastAPI's native
         # OpenTelemetry would otherwise look up the global providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     failing.install(app)
+    # Added first, so it runs inside the observing middleware (access log, metrics).
+    app.add_middleware(hotpath.HotRoutes, routes=hot_routes, routers=COMPONENT_ROUTERS)
     app.add_middleware(observing.ObservingMiddleware)
     for router in (*COMPONENT_ROUTERS, health.router, auth.router):
         app.include_router(router)

@@ -19,7 +19,8 @@ from starkmatter.api import resources
 from starkmatter.core import errors
 from starkmatter.core.auth import sessions, tokens
 
-_bearer = security.HTTPBearer(auto_error=False)
+bearer = security.HTTPBearer(auto_error=False)
+"""the ``Authorization: Bearer`` credentials, or None (``authenticate`` answers 401)"""
 
 
 async def get_resources(request: fastapi.Request) -> resources.Resources:
@@ -52,7 +53,7 @@ async def public() -> None:
 Public = fastapi.Depends(public)
 
 
-Bearer = Annotated[security.HTTPAuthorizationCredentials | None, fastapi.Depends(_bearer)]
+Bearer = Annotated[security.HTTPAuthorizationCredentials | None, fastapi.Depends(bearer)]
 
 
 async def authenticate(
@@ -87,7 +88,9 @@ def require_roles(*roles: str) -> Callable[..., Awaitable[tokens.Principal]]:
 CurrentUser = Annotated[
     tokens.Principal, fastapi.Depends(require_roles("trader", "admin", "service"))
 ]
-TraderUser = Annotated[tokens.Principal, fastapi.Depends(require_roles("trader", "admin"))]
+trader = require_roles("trader", "admin")
+"""the dependency behind ``TraderUser``, also called by hand on the hot path (api.hotpath)"""
+TraderUser = Annotated[tokens.Principal, fastapi.Depends(trader)]
 AdminUser = Annotated[tokens.Principal, fastapi.Depends(require_roles("admin"))]
 ServiceUser = Annotated[tokens.Principal, fastapi.Depends(require_roles("service", "admin"))]
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import fastapi
 import pydantic
 
-from starkmatter.api import deps
+from starkmatter.api import deps, hotpath, resources
 from starkmatter.core import audit, errors, schemas
 from starkmatter.orders import commands, placing, storage
 from starkmatter.orders.config import get_config
@@ -208,6 +208,16 @@ async def place_order(
         status_code=201 if placed.created else 200,
         media_type="application/json",
     )
+
+
+async def place_order_direct(request: fastapi.Request) -> fastapi.Response:
+    """``place_order`` with its arguments resolved by hand, in FastAPI's order: the body is
+    read and decoded, then the caller authenticated, then the body validated
+    (:mod:`starkmatter.api.hotpath`)."""
+    body = await hotpath.json_body(request)
+    principal = await deps.trader(request, await deps.bearer(request))
+    res: resources.Resources = request.app.state.resources
+    return await place_order(hotpath.validated(OrderCreate, body), principal, res, request)
 
 
 def _encode_cursor(o: storage.OrderRecord) -> str:
