@@ -529,7 +529,7 @@ async def main() -> int:
     import os
     import signal as signals
 
-    from starkmatter.core import db, migrating, redis_client, settings
+    from starkmatter.core import db, migrating, probes, redis_client, settings
 
     cfg = settings.get_settings()
     pool = await db.create_pool(cfg)
@@ -552,7 +552,12 @@ async def main() -> int:
     try:
         async with pool.acquire() as conn:
             await migrating.apply(conn)
-        await run(evaluator, stop=stop)
+        # The Deployment's probes, Prometheus and the operator (which rules fire, from
+        # starkmatter_alerts_firing) all read this listener.
+        async with probes.listening(
+            cfg.api_host, cfg.metrics_port, probes.storage_check(pool, redis_conn)
+        ):
+            await run(evaluator, stop=stop)
         return 0
     finally:
         await evaluator.aclose()
