@@ -10,7 +10,7 @@ import fastapi
 
 from starkmatter.ai import routes as ai_routes
 from starkmatter.alerts import routes as alert_routes
-from starkmatter.api import failing, hotpath, observing, resources
+from starkmatter.api import failing, hotpath, limiting, observing, resources
 from starkmatter.api.routes import auth, health
 from starkmatter.core import db, heap, migrating, probes, redis_client, settings
 from starkmatter.core.auth import keys
@@ -97,14 +97,15 @@ def create_app(
         openapi_url="/openapi.json" if config.api_docs else None,
         docs_url="/docs" if config.api_docs else None,
         redoc_url=None,
-        max_body_size=MAX_BODY_BYTES,
         # Metrics are Prometheus (core.metrics) and logs structlog; FastAPI's native
         # OpenTelemetry would otherwise look up the global providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     failing.install(app)
-    # Added first, so it runs inside the observing middleware (access log, metrics).
+    # Added innermost first: the observing middleware (access log, metrics) sees every
+    # answer, the body limit applies to the hot routes too.
     app.add_middleware(hotpath.HotRoutes, routes=hot_routes, routers=COMPONENT_ROUTERS)
+    app.add_middleware(limiting.BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(observing.ObservingMiddleware)
     for router in (*COMPONENT_ROUTERS, health.router, auth.router):
         app.include_router(router)

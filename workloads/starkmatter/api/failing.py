@@ -53,7 +53,12 @@ async def on_validation_error(request: fastapi.Request, exc: Exception) -> respo
 
 async def on_http_error(request: fastapi.Request, exc: Exception) -> responses.JSONResponse:
     assert isinstance(exc, starlette_exceptions.HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}
+    codes = {
+        404: "not_found",
+        405: "method_not_allowed",
+        401: "unauthenticated",
+        413: "payload_too_large",
+    }
     error = errors.AppError(
         str(exc.detail),
         code=codes.get(exc.status_code, "http_error"),

@@ -68,7 +68,7 @@ class HotRoutes:
                     response = await failing.on_app_error(request, exc)
                 except exceptions.RequestValidationError as exc:
                     response = await failing.on_validation_error(request, exc)
-                except starlette_exceptions.HTTPException as exc:  # 413 from the body limit
+                except starlette_exceptions.HTTPException as exc:  # 413 from api.limiting
                     response = await failing.on_http_error(request, exc)
                 await response(scope, receive, send)
                 return
