@@ -68,6 +68,8 @@ def test_a_rendered_log_line_is_json_without_the_secret(capsys: pytest.CaptureFi
         ("apikey=abcd1234efgh5678", "abcd1234efgh5678"),
         ("access_key=abcd1234efgh5678 region=eu", "abcd1234efgh5678"),
         ("secret: abcd1234efgh5678", "abcd1234efgh5678"),
+        ("APCA-API-SECRET-KEY: abcd1234efgh5678", "abcd1234efgh5678"),
+        ("{'secret_key': 'abcd1234efgh5678'}", "abcd1234efgh5678"),
         ("fetching https://news.example/v2?client_secret=abcd1234efgh5678", "abcd1234efgh5678"),
         # An unencoded '@' in a URL's password: no tail of it may pass for the host.
         ("redis://default:p@ssw0rd@redis:6379/0", "ssw0rd"),
@@ -146,3 +148,23 @@ _PIECES = st.sampled_from(
 @given(st.lists(_PIECES, max_size=24).map("".join))
 def test_text_the_quick_check_passes_over_is_masked_as_by_every_pattern(text: str) -> None:
     assert logs.mask_text(text) == _every_pattern(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ('{"password": "hunter2 secret"}', "hunter2 secret"),
+        ("{'api_key': 'abcdefghijkl'}", "abcdefghijkl"),
+        ("user jane.doe@example.com", "jane.doe@example.com"),
+    ],
+)
+def test_text_kept_outside_a_log_is_masked_before_it_is_cut(text: str, secret: str) -> None:
+    # The cut falls inside the secret: cut first, the rest of its quoted or e-mail form
+    # would be gone, and the half before the cut left readable.
+    padding = 300 - text.index(secret) - 5
+    long_text = "x" * padding + text + "y" * 500
+    assert secret[:5] in logs.mask_text(long_text[:300])  # what cutting first would leave
+    kept = logs.masked(long_text, 300)
+    assert secret[:5] not in kept
+    assert kept == logs.mask_text(long_text)[:300] + f"...[cut, {len(long_text)} chars]"
+    assert logs.masked("short: password=hunter2", 300) == "short: password=***"

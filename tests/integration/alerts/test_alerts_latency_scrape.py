@@ -16,7 +16,7 @@ import uvicorn
 from starlette import responses
 
 from starkmatter.alerts import evaluating
-from starkmatter.core import embedded
+from starkmatter.core import embedded, logs
 
 T0 = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
 BOUNDS = ("0.005", "0.05", "0.5", "+Inf")
@@ -88,3 +88,38 @@ async def test_high_latency_fires_on_the_recent_p99_and_resolves_when_it_drops(
     await evaluator.aclose()
     await pool.close()
     assert states == [(2, "firing", "500.000"), (4, "resolved", "5.000")]
+
+
+async def test_a_failed_rules_error_reaches_the_log_whole_and_masked(
+    database_url: str,
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    metrics_server: tuple[str, list[str]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A bucket bound that is no number: the rule fails with the bound in its error, here
+    # a secret that straddles the 300th character, where the error text used to be cut.
+    url, script = metrics_server
+    (tmp_path / "latency.json").write_text(
+        json.dumps({"metadata": {"name": "api-p99"},
+                    "spec": {"condition": "HighLatency", "threshold": "100", "for": "30s"}})
+    )  # fmt: skip
+    described = "ValueError: could not convert string to float: \"{'password': '"
+    bound = "x" * (300 - len(described) - 5) + "{'password': 'hunter2 secret'}"
+    script.append(
+        "# TYPE starkmatter_http_request_duration_seconds histogram\n"
+        f'starkmatter_http_request_duration_seconds_bucket{{le="{bound}"}} 1\n'
+    )
+    logs.configure("INFO", json=True)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    evaluator = evaluating.Evaluator(pool, redis, rules_dir=tmp_path, metrics_url=url)
+    try:
+        assert await evaluator.evaluate_once(T0) == []
+    finally:
+        await evaluator.aclose()
+        await pool.close()
+    (line,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+               if '"alerts.rule_failed"' in line]  # fmt: skip
+    assert line["rule"] == "api-p99"
+    assert "hunter2" not in line["error"]
+    assert line["error"].endswith("{'password': '***'}\"")

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from websockets.asyncio import server as ws_server
 
 from starkmatter.core import settings
 from starkmatter.ingest import alpaca_server, pipeline, simulation, worker
@@ -100,6 +101,45 @@ async def test_alpaca_refused_credentials_stop_the_feed_instead_of_retrying(
         with pytest.raises(base.FatalProviderError, match="auth failed"):
             await provider.run(lambda batch: asyncio.sleep(0))
         assert provider.sessions == 1
+
+
+async def test_an_unexpected_alpaca_reply_echoing_the_secret_is_logged_masked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = "s3cr3t-value-of-the-feed"
+    connections = 0
+
+    def reply(request: dict[str, Any], note: str) -> list[dict[str, Any]]:
+        return [{"T": "success", "msg": "unexpected", "note": note, "request": request}]
+
+    async def handle(connection: ws_server.ServerConnection) -> None:
+        # A proxy that echoes the auth request instead of Alpaca's answer.
+        nonlocal connections
+        connections += 1
+        await connection.send(json.dumps([{"T": "success", "msg": "connected"}]))
+        request = json.loads(await connection.recv())
+        # The secret straddles the 200th character of the reply's text.
+        padding = 195 - str(reply(request, "")).index(secret)
+        await connection.send(json.dumps(reply(request, "x" * padding)))
+
+    async with ws_server.serve(handle, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        provider = alpaca.AlpacaProvider("alpaca", f"ws://127.0.0.1:{port}", ["AAPL"],
+                                         token=f"k:{secret}", backoff=FAST)  # fmt: skip
+        task = asyncio.create_task(provider.run(lambda batch: asyncio.sleep(0)))
+        try:
+            await eventually(lambda: _true(connections >= 2), within=10)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+             if '"ingest.provider_disconnected"' in line]  # fmt: skip
+    assert lines, "the failed session was not logged"
+    error = lines[0]["error"]
+    assert error.startswith("alpaca: expected 'authenticated', got [{'T': 'success'")
+    assert secret[:5] not in error
+    assert "'secret': '***'" in error
 
 
 @contextlib.asynccontextmanager

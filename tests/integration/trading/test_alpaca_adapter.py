@@ -16,6 +16,7 @@ import prometheus_client
 import pydantic
 import pytest
 import structlog
+from starlette import applications, requests, responses, routing
 
 from starkmatter.core import settings
 from starkmatter.orders import config as orders_config
@@ -115,6 +116,85 @@ async def test_broker_refusal_rejects_the_order_and_frees_its_cash(
     assert [e["target"] for e in got["events"]][-2:] == ["Submitted", "Rejected"]
     account = (await api.client.get("/account", headers=user.headers)).json()
     assert Decimal(account["reserved_cash"]) == 0 and Decimal(account["cash"]) == 100_000
+
+
+# What a proxy in front of the broker may answer with: the request's credentials echoed back.
+ECHOED = "Authorization: Bearer abc.def.ghi password=hunter2 APCA-API-SECRET-KEY: {secret}"
+
+
+class CredentialEchoingAlpaca(FakeAlpaca):
+    """Answers every order with ``status``, its message echoing the request's credentials."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__()
+        self.status = status
+
+    def app(self) -> applications.Starlette:
+        async def create(request: requests.Request) -> responses.Response:
+            echoed = ECHOED.format(secret=request.headers.get("APCA-API-SECRET-KEY"))
+            return responses.JSONResponse(
+                {"code": 40000000 + self.status, "message": f"refused: {echoed}"},
+                status_code=self.status,
+            )
+
+        return applications.Starlette(
+            routes=[routing.Route("/v2/orders", create, methods=["POST"])]
+        )
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in ("abc.def.ghi", "hunter2", SECRET):
+        assert secret not in text
+    assert "refused: Authorization: Bearer ***" in text
+
+
+async def test_a_broker_error_echoing_credentials_is_stored_on_its_event_masked(
+    api: LiveServer, config: settings.Settings, alpaca_env: Any, redis: Any, database_url: str
+) -> None:
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    async with alpaca_fake.running(CredentialEchoingAlpaca(502)) as url:
+        parks_at_once = alpaca_config(url).model_copy(update={"max_attempts": 1})
+        async with running_worker(config, parks_at_once):
+            r = await api.client.post(
+                "/orders",
+                headers=user.headers,
+                json={"client_order_id": "echo", "symbol": "AAPL", "side": "buy", "quantity": "1"},
+            )
+            assert r.status_code == 201
+            conn = await asyncpg.connect(database_url)
+            try:
+                for _ in range(500):
+                    error = await conn.fetchval(
+                        "SELECT last_error FROM trading_outbox WHERE parked"
+                    )
+                    if error is not None:
+                        break
+                    await asyncio.sleep(0.02)
+            finally:
+                await conn.close()
+    assert error is not None and "submit failed: HTTP 502" in error
+    assert_no_secret(error)
+
+
+async def test_a_broker_refusal_echoing_credentials_reaches_the_trader_masked(
+    api: LiveServer, config: settings.Settings, alpaca_env: Any, redis: Any
+) -> None:
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    async with (
+        alpaca_fake.running(CredentialEchoingAlpaca(403)) as url,
+        alpaca_worker(config, url),
+    ):
+        r = await api.client.post(
+            "/orders",
+            headers=user.headers,
+            json={"client_order_id": "echo", "symbol": "AAPL", "side": "buy", "quantity": "1"},
+        )
+        got = await wait_for_order(api.client, user.headers, r.json()["id"], "Rejected")
+    assert got["rejection"]["code"] == "broker_rejected"
+    assert_no_secret(got["rejection"]["message"])
+    assert_no_secret(got["events"][-1]["details"]["message"])
 
 
 async def test_partial_fill_then_cancel_goes_through_the_broker(

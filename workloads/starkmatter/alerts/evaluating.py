@@ -186,7 +186,7 @@ class Evaluator:
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             if symbol not in self._bad_quotes:
                 self._bad_quotes.add(symbol)
-                log.warning("alerts.quote_unreadable", symbol=symbol, error=str(exc)[:200])
+                log.warning("alerts.quote_unreadable", symbol=symbol, error=str(exc))
             return None
         self._bad_quotes.discard(symbol)
         if ts is not None and now - ts > self.freshness.quote_max_age:
@@ -470,7 +470,9 @@ def _price_event(
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:300]
+    # Whole: the log processor cuts it after masking; cut here, a secret cut in two would
+    # no longer be recognised.
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def latest_indicators(

@@ -21,9 +21,10 @@ _SENSITIVE_KEYS = re.compile(
 # A key whose name ends in one of these carries a secret when it heads a ``key=value`` or
 # ``key: value`` pair in free text (libpq DSNs, headers, dict and JSON dumps in exception
 # messages). Only the name's end counts, so ``token_expired`` or ``input_tokens`` stay readable.
+# ``secret-key`` is a broker's header (Alpaca's ``APCA-API-SECRET-KEY``), echoed in its errors.
 _CREDENTIAL_NAME_ENDS = (
-    r"password|passwd|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|authorization|credentials?"
+    r"password|passwd|passphrase|secret|secret[_-]?key|token|api[_-]?key|access[_-]?key"
+    r"|private[_-]?key|authorization|credentials?"
 )
 _KEY_VALUE = re.compile(
     r"(?i)(?<![\w.?&-])(?P<q>[\"']?)[\w.-]*?(?:"
@@ -76,9 +77,9 @@ _SENSITIVE_VALUES: tuple[tuple[re.Pattern[str], Any], ...] = (
 # A log line's string values are cut here, after masking: a call site that cut them itself
 # could cut a secret in two and leave a half the patterns no longer recognise.
 MAX_VALUE_CHARS = 1000
-# How much of a longer value is masked before the cut: far past it, so a secret straddling
-# the cut is still whole, but bounded, since masking a huge value costs more than its length.
-_MASKED_CHARS = 8 * MAX_VALUE_CHARS
+# How much of a longer value is masked past the cut: far past it, so a secret straddling the
+# cut is still whole, but bounded, since masking a huge value costs more than its length.
+_MASKED_BEYOND_CUT = 7 * MAX_VALUE_CHARS
 # Tracebacks are kept whole (masked all the same): the frames are what an operator needs.
 _UNCUT_KEYS = frozenset({"exception", "stack"})
 
@@ -98,11 +99,15 @@ def mask_text(text: str) -> str:
     return text
 
 
-def _masked_cut(text: str) -> str:
-    if len(text) <= MAX_VALUE_CHARS:
+def masked(text: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """``text`` masked, then cut to ``limit`` characters (and a note of its length).
+
+    For text kept or shown where no log processor masks it (a database column, a reply):
+    the cut comes after masking, as in a log line, so no half of a secret is left behind."""
+    if len(text) <= limit:
         return mask_text(text)
-    masked = mask_text(text[:_MASKED_CHARS])
-    return masked[:MAX_VALUE_CHARS] + f"...[cut, {len(text)} chars]"
+    shown = mask_text(text[: limit + _MASKED_BEYOND_CUT])
+    return shown[:limit] + f"...[cut, {len(text)} chars]"
 
 
 def mask(value: Any, key: str = "", *, cut: bool = False) -> Any:
@@ -110,7 +115,7 @@ def mask(value: Any, key: str = "", *, cut: bool = False) -> Any:
     if key and _SENSITIVE_KEYS.search(key):
         return MASK
     if isinstance(value, str):
-        return _masked_cut(value) if cut else mask_text(value)
+        return masked(value) if cut else mask_text(value)
     if isinstance(value, Mapping):
         return {k: mask(v, str(k), cut=cut) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -326,7 +326,8 @@ class _Connection(asyncio.Protocol):
                 line = bytes(self.buffer[:end])
                 del self.buffer[: end + 2]
                 if not line.startswith(b"+"):
-                    self._fail(ConnectionError(f"redis refused the subscriber: {line[:80]!r}"))
+                    # The reply whole: the log line it reaches is masked, then cut.
+                    self._fail(ConnectionError(f"redis refused the subscriber: {line!r}"))
                     return
                 self.replies -= 1
             self.greeted.set_result(None)

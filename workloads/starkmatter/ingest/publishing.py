@@ -95,7 +95,8 @@ class RedisWriter:
             if complete.startswith(b"-") or b"\n-" in complete:
                 bad = [line for line in complete.split(b"\r\n") if line.startswith(b"-")]
                 self.errors += len(bad)
-                log.warning("ingest.redis_error", error=bad[0][:200].decode("utf-8", "replace"))
+                # Whole: the log processor masks, then cuts (Redis echoes a bad command's args).
+                log.warning("ingest.redis_error", error=bad[0].decode("utf-8", "replace"))
             self.outstanding -= replies
             if self.outstanding <= 0:
                 self.outstanding = 0

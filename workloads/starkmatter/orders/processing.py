@@ -299,12 +299,15 @@ class Worker:
                 ack = await self.broker.submit(w.record)
                 failpoint(self.config, "after_broker_submit")
                 if isinstance(ack, base.Refused):
+                    # The broker's words are stored and shown to the trader: a proxy in
+                    # front of it may echo the request's credentials.
+                    message = logs.masked(ack.message)
                     w.move(
                         [S.SUBMITTED, S.REJECTED],
                         ["sent to broker", "broker_rejected"],
-                        {"message": ack.message},
+                        {"message": message},
                     )
-                    w.reject = (risk.Reason.BROKER_REJECTED.value, ack.message)
+                    w.reject = (risk.Reason.BROKER_REJECTED.value, message)
                     self._release(book, w, w.record.request.quantity, ends=True)
                     continue
                 w.broker_order_id = ack.broker_order_id
@@ -547,7 +550,8 @@ class Worker:
                        available_at = now() + least(attempts + 1, 30) * interval '1 second'
                    WHERE id = $1""",
                 outbox_id,
-                repr(one)[:2000],
+                # Operators read it: a broker's error may echo a key or an Authorization header.
+                logs.masked(repr(one), 2000),
                 self.config.max_attempts,
                 transient,
             )

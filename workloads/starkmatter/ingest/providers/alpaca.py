@@ -79,7 +79,8 @@ class AlpacaProvider(base.Provider):
                 message.get("T") == "success" and message.get("msg") == wanted
             ):
                 return list(reply) if isinstance(reply, list) else [reply]
-        raise base.ProviderError(f"alpaca: expected {wanted!r}, got {str(reply)[:200]}")
+        # The reply whole: the log line it reaches is masked, then cut.
+        raise base.ProviderError(f"alpaca: expected {wanted!r}, got {reply}")
 
     async def session(self, sink: base.Sink) -> None:
         async with ws_client.connect(
