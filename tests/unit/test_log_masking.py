@@ -78,6 +78,9 @@ def test_a_rendered_log_line_is_json_without_the_secret(capsys: pytest.CaptureFi
         ("OSError('connect postgresql://sm:hunter2secret@db:5432/sm')"[:45], "hunter2"),
         # A JWT cut before its signature still names its subject.
         ("token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1In0", "eyJzdWIiOiJ1In0"),
+        # Redis echoes an AUTH it does not know (renamed, or a proxy) with its password.
+        ("ERR unknown command `AUTH`, with args beginning with: `hunter2secret` ", "hunter2"),
+        ("ERR unknown command 'HELLO', with args beginning with: '3' 'AUTH' 'u' 'pw-1x'", "pw-1x"),
     ],
 )
 def test_secrets_after_a_key_or_inside_a_url_are_masked(text: str, secret: str) -> None:

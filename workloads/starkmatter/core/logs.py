@@ -73,6 +73,12 @@ _SENSITIVE_VALUES: tuple[tuple[re.Pattern[str], Any], ...] = (
         r"\1" + MASK,
     ),
     (_KEY_VALUE, _masked_pair),
+    # Redis echoes the arguments of a command it does not know: an AUTH (or HELLO ... AUTH)
+    # sent to a server or proxy that renamed it carries the password as a bare argument.
+    (
+        re.compile(r"(?i)(unknown command\W+(?:auth|hello)\W+with args beginning with:).*"),
+        r"\1 " + MASK,
+    ),
 )
 # A log line's string values are cut here, after masking: a call site that cut them itself
 # could cut a secret in two and leave a half the patterns no longer recognise.
