@@ -79,6 +79,8 @@ def _is_json(scope: Scope) -> bool:
     """A JSON content type, as FastAPI decides it (others take FastAPI's own path)."""
     for name, value in scope["headers"]:
         if name == b"content-type":
+            if value == b"application/json":
+                return True
             message = email.message.Message()
             message["content-type"] = value.decode("latin-1")
             subtype = message.get_content_subtype()
