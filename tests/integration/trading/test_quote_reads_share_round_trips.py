@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from starkmatter.orders import quoting
 
@@ -72,7 +74,11 @@ async def test_a_read_after_a_quote_changed_sees_the_new_quote(redis: aioredis.R
 
 
 async def test_every_waiting_read_gets_the_error_when_redis_fails() -> None:
-    broken = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    # No retries: redis-py's default backs off and reconnects for seconds, which on a busy
+    # machine outlasted the read's own timeout (a TimeoutError, not the refusal).
+    broken = aioredis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
     try:
         results = await asyncio.gather(
             *(quoting.of(broken).get(s) for s in _symbols(3)), return_exceptions=True
