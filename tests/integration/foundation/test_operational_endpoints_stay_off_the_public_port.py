@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from starkmatter.core import embedded, settings
+from starkmatter.core import embedded, probes, settings
 from tests.support import serve_api, sign_up
 
 OPERATIONAL_PATHS = ("/metrics", "/docs", "/openapi.json")
@@ -125,3 +125,18 @@ async def test_the_api_command_serves_metrics_on_the_metrics_port_only(
             assert (await http.get(public + path)).status_code == 404, path
         text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
         assert 'starkmatter_http_errors_total{code="unauthenticated",route="/auth/me"}' in text
+
+
+async def test_a_probe_listener_on_every_ipv6_address_answers_over_ipv4_too() -> None:
+    """As uvicorn's own "::" bind does: a scraper may reach the pod over either."""
+
+    async def ready() -> dict[str, str]:
+        return {"self": "ok"}
+
+    async with (
+        probes.listening("::", 0, ready) as port,
+        httpx.AsyncClient(timeout=5) as http,
+    ):
+        for address in ("127.0.0.1", "[::1]"):
+            answer = await http.get(f"http://{address}:{port}/readyz")
+            assert answer.status_code == 200, address

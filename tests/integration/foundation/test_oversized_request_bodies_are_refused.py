@@ -33,6 +33,8 @@ async def test_a_body_over_the_limit_is_refused_with_413_in_the_error_shape(
     body = chunks(size) if chunked else b"a" * size
     r = await api.client.post(path, headers={**JSON, **user.headers}, content=body)
     assert r.status_code == 413
+    if not chunked:  # refused unread: the connection cannot carry another request
+        assert r.headers["connection"] == "close"
     error = r.json()["error"]
     assert error["code"] == "payload_too_large"
     assert str(api_app.MAX_BODY_BYTES) in error["message"]

@@ -94,12 +94,12 @@ _NO_BODY = object()
 
 
 async def json_body(request: fastapi.Request) -> Any:
-    """The decoded JSON body, or the validation error FastAPI raises for it."""
-    raw = await request.body()
-    if not raw:
-        return _NO_BODY
+    """The decoded JSON body, or the error FastAPI answers for it: 422 for JSON that does not
+    parse, 400 for a body that cannot be read or decoded at all (bytes that are not UTF-8,
+    nesting too deep, a number too long, the client gone), the body limit's 413 as it is."""
     try:
-        return json.loads(raw)
+        raw = await request.body()
+        return json.loads(raw) if raw else _NO_BODY
     except json.JSONDecodeError as exc:
         raise exceptions.RequestValidationError(
             [
@@ -113,6 +113,12 @@ async def json_body(request: fastapi.Request) -> Any:
             ],
             body=exc.doc,
         ) from None
+    except starlette_exceptions.HTTPException:
+        raise
+    except Exception as exc:  # as FastAPI's own body read answers it
+        raise starlette_exceptions.HTTPException(
+            400, "There was an error parsing the body"
+        ) from exc
 
 
 def validated(model: type[M], body: Any) -> M:

@@ -30,6 +30,9 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 request = fastapi.Request(scope, receive)
                 response = await failing.on_http_error(request, self._too_large())
+                # The body is never read: a client that waits for "100 Continue" before
+                # sending it would otherwise find its next request read as that body.
+                response.headers["connection"] = "close"
                 await response(scope, receive, send)
                 return
         received = 0

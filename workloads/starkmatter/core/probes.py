@@ -87,7 +87,9 @@ async def listening(host: str, port: int, ready: ReadinessCheck) -> AsyncIterato
     The socket is bound before the block starts, so a port already in use raises
     ``OSError`` here, in the caller, rather than uvicorn's ``sys.exit`` from a task."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family)
+    # "::" serves IPv4 too, as the public port's uvicorn does (scrapers may use either).
+    dual = host == "::" and socket.has_dualstack_ipv6()
+    sock = socket.create_server((host, port), family=family, dualstack_ipv6=dual)
     instance = serving.server(build_app(ready), host, port)
     task = asyncio.create_task(instance.serve(sockets=[sock]), name="probes")
     try:
