@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import asyncpg
 import httpx
 
 from starkmatter.api import app as api_app
-from starkmatter.api import hotpath
+from starkmatter.api import deps, hotpath
 from starkmatter.core import embedded, serving, settings
 
 
@@ -31,11 +32,15 @@ async def serve_api(
     *,
     probes_port: int | None = None,
     hot_routes: Mapping[tuple[str, str], hotpath.Direct] = api_app.HOT_ROUTES,
+    extra_routes: Mapping[str, Callable[..., Any]] | None = None,
 ) -> AsyncIterator[LiveServer]:
     """``probes_port``: the app's probe listener (``/metrics``) too, as ``starkmatter api``;
-    ``hot_routes``: what the app serves without FastAPI (``api.hotpath``)."""
+    ``hot_routes``: what the app serves without FastAPI (``api.hotpath``); ``extra_routes``:
+    public GET routes a test adds (path -> endpoint)."""
     port = embedded.free_port()
     app = api_app.create_app(config, probes_port=probes_port, hot_routes=hot_routes)
+    for path, endpoint in (extra_routes or {}).items():
+        app.add_api_route(path, endpoint, dependencies=[deps.Public])
     server = serving.server(app, "127.0.0.1", port, lifespan="on")
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -8,6 +8,7 @@ import fastapi
 from fastapi import exceptions, responses
 from starlette import exceptions as starlette_exceptions
 
+from starkmatter.api import observing
 from starkmatter.core import errors, logs, metrics
 
 _log = logs.get_logger("starkmatter.api.errors")
@@ -20,10 +21,17 @@ def _route(request: fastapi.Request) -> str:
 def _respond(request: fastapi.Request, error: errors.AppError) -> responses.JSONResponse:
     metrics.HTTP_ERRORS.labels(route=_route(request), code=error.code).inc()
     body = error.body()
+    headers = dict(error.headers)
     rid = logs.request_id.get()
+    if not rid:
+        # An unhandled error is answered outside the observing middleware, which would
+        # otherwise name the request in the body and the header.
+        rid = request.scope.get(observing.REQUEST_ID_KEY)
+        if rid:
+            headers["x-request-id"] = rid
     if rid:
         body["error"]["request_id"] = rid
-    return responses.JSONResponse(body, status_code=error.status, headers=error.headers)
+    return responses.JSONResponse(body, status_code=error.status, headers=headers)
 
 
 async def on_app_error(request: fastapi.Request, exc: Exception) -> responses.JSONResponse:
@@ -73,6 +81,7 @@ async def on_unexpected(request: fastapi.Request, exc: Exception) -> responses.J
         "http.unhandled",
         route=_route(request),
         error_type=type(exc).__name__,
+        request_id=request.scope.get(observing.REQUEST_ID_KEY),
         exc_info=exc,
     )
     return _internal(request)

@@ -11,6 +11,9 @@ from starkmatter.core import logs, metrics
 
 _log = logs.get_logger("starkmatter.api.access")
 _REQUEST_ID_HEADER = b"x-request-id"
+REQUEST_ID_KEY = "starkmatter.request_id"
+"""the request's id in its ASGI scope, for the answer to an unhandled error: that one is
+sent after this middleware has returned (by Starlette's outermost error layer)"""
 
 
 def _incoming_request_id(scope: Scope) -> str:
@@ -30,7 +33,7 @@ class ObservingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming_request_id(scope)
+        rid = scope[REQUEST_ID_KEY] = _incoming_request_id(scope)
         token = logs.request_id.set(rid)
         started = time.perf_counter()
         status = 500
