@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Callable, Mapping
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -111,3 +114,55 @@ async def sign_up_admin(live: LiveServer, db_url: str) -> SignedIn:
         await live.client.post("/auth/login", json={"email": email, "password": password})
     ).json()
     return SignedIn(user.id, email, password, tokens["access_token"], tokens["refresh_token"])
+
+
+def command_env(config: settings.Settings, **extra: str) -> dict[str, str]:
+    """The environment of a ``starkmatter`` command as its Deployment runs it (prod mode), on
+    the test's PostgreSQL, Redis and key; the test run's own STARKMATTER_ and ANTHROPIC_
+    variables left out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STARKMATTER_", "ANTHROPIC_"))}
+    env.update(
+        STARKMATTER_ENV="prod",
+        STARKMATTER_DATABASE_URL=str(config.database_url),
+        STARKMATTER_REDIS_URL=str(config.redis_url),
+        STARKMATTER_JWT_PRIVATE_KEY=config.private_key_pem() or "",
+        STARKMATTER_DB_POOL_MIN="1",
+        **extra,
+    )
+    return env
+
+
+@contextlib.asynccontextmanager
+async def running_command(
+    args: Sequence[str], env: dict[str, str], log_path: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python -m starkmatter.cli ARGS`` (output to ``log_path``) until the block ends:
+    then SIGTERM, and SIGKILL if it has not stopped 20 s later."""
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "starkmatter.cli", *args, env=env, stdout=log, stderr=log
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def until_healthy(
+    client: httpx.AsyncClient, proc: asyncio.subprocess.Process, log_path: Path
+) -> None:
+    """Wait (30 s at most) until the command behind ``client`` answers ``/healthz``."""
+    for _ in range(600):
+        if proc.returncode is not None:
+            raise AssertionError(f"the command exited; its log is {log_path}")
+        with contextlib.suppress(httpx.TransportError):
+            if (await client.get("/healthz")).status_code == 200:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the command never answered /healthz; its log is {log_path}")

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import redis.asyncio as aioredis
 
 from starkmatter.core import embedded, settings
 from tests.integration.ai import anthropic_server
-from tests.support import SignedIn, sign_up
+from tests.support import SignedIn, command_env, running_command, sign_up, until_healthy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,48 +28,22 @@ async def api_process(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.subprocess.Process]]:
     """``python -m starkmatter.cli api`` on a free port, with the SDK pointed at ``fake_url``."""
     port = embedded.free_port()
-    assert config.jwt_private_key is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STARKMATTER_", "ANTHROPIC_"))}
-    env.update(
-        STARKMATTER_ENV="prod",
-        STARKMATTER_DATABASE_URL=str(config.database_url),
-        STARKMATTER_REDIS_URL=str(config.redis_url),
-        STARKMATTER_JWT_PRIVATE_KEY=config.jwt_private_key.get_secret_value(),
+    env = command_env(
+        config,
         STARKMATTER_API_PORT=str(port),
         # each process its own probe listener, as each pod has
         STARKMATTER_METRICS_PORT=str(embedded.free_port()),
-        STARKMATTER_DB_POOL_MIN="1",
         STARKMATTER_AI_BACKOFF_BASE_S="0.01",
         ANTHROPIC_API_KEY="test-anthropic-key",
         ANTHROPIC_BASE_URL=fake_url,
         **extra_env,
     )
-    with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "starkmatter.cli", "api", env=env, stdout=log, stderr=log
-        )
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
-            for _ in range(600):
-                if proc.returncode is not None:
-                    raise AssertionError(f"API process exited; its log is {log_path}")
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("API process never became healthy")
-            yield client, proc
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+    async with (
+        running_command(["api"], env, log_path) as proc,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as client,
+    ):
+        await until_healthy(client, proc, log_path)
+        yield client, proc
 
 
 async def _analyze(client: httpx.AsyncClient, user: SignedIn, body: dict[str, Any]) -> str:

@@ -4,10 +4,7 @@ Prometheus metrics are on the probe listener (``STARKMATTER_METRICS_PORT``) only
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import httpx
 import pytest
 
 from starkmatter.core import embedded, probes, settings
-from tests.support import serve_api, sign_up
+from tests.support import command_env, running_command, serve_api, sign_up, until_healthy
 
 OPERATIONAL_PATHS = ("/metrics", "/docs", "/openapi.json")
 
@@ -74,40 +71,15 @@ async def api_command(
     config: settings.Settings, log_path: Path, port: int, metrics_port: int
 ) -> AsyncIterator[None]:
     """``starkmatter api`` as a Deployment runs it (prod mode), until it answers /healthz."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}
-    env.update(
-        STARKMATTER_ENV="prod",
-        STARKMATTER_DATABASE_URL=str(config.database_url),
-        STARKMATTER_REDIS_URL=str(config.redis_url),
-        STARKMATTER_JWT_PRIVATE_KEY=config.private_key_pem() or "",
-        STARKMATTER_API_PORT=str(port),
-        STARKMATTER_METRICS_PORT=str(metrics_port),
-        STARKMATTER_DB_POOL_MIN="1",
+    env = command_env(
+        config, STARKMATTER_API_PORT=str(port), STARKMATTER_METRICS_PORT=str(metrics_port)
     )
-    with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "starkmatter.cli", "api", env=env, stdout=log, stderr=log
-        )
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            for _ in range(600):
-                if proc.returncode is not None:
-                    raise AssertionError(f"starkmatter api exited; its log is {log_path}")
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError(f"starkmatter api never answered; its log is {log_path}")
+    async with (
+        running_command(["api"], env, log_path) as proc,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client,
+    ):
+        await until_healthy(client, proc, log_path)
         yield
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 @pytest.mark.timeout(90)
