@@ -142,6 +142,18 @@ class CredentialEchoingAlpaca(FakeAlpaca):
         )
 
 
+class ListRefusingAlpaca(FakeAlpaca):
+    """Refuses every order with a JSON body that is a list (a proxy's, not Alpaca's shape)."""
+
+    def app(self) -> applications.Starlette:
+        async def create(request: requests.Request) -> responses.Response:
+            return responses.JSONResponse(["order refused", "by the gateway"], status_code=422)
+
+        return applications.Starlette(
+            routes=[routing.Route("/v2/orders", create, methods=["POST"])]
+        )
+
+
 def assert_no_secret(text: str) -> None:
     for secret in ("abc.def.ghi", "hunter2", SECRET):
         assert secret not in text
@@ -195,6 +207,24 @@ async def test_a_broker_refusal_echoing_credentials_reaches_the_trader_masked(
     assert got["rejection"]["code"] == "broker_rejected"
     assert_no_secret(got["rejection"]["message"])
     assert_no_secret(got["events"][-1]["details"]["message"])
+
+
+async def test_a_refusal_whose_body_is_not_an_object_rejects_the_order_with_that_body(
+    api: LiveServer, config: settings.Settings, alpaca_env: Any, redis: Any
+) -> None:
+    user = await sign_up(api.client)
+    await publish_market(redis, "AAPL", bid="99.99", ask="100.01")
+    async with alpaca_fake.running(ListRefusingAlpaca()) as url, alpaca_worker(config, url):
+        r = await api.client.post(
+            "/orders",
+            headers=user.headers,
+            json={"client_order_id": "list", "symbol": "AAPL", "side": "buy", "quantity": "1"},
+        )
+        got = await wait_for_order(
+            api.client, user.headers, r.json()["id"], "Rejected", within_s=10
+        )
+    assert got["rejection"]["code"] == "broker_rejected"
+    assert got["rejection"]["message"] == '["order refused","by the gateway"]'
 
 
 async def test_partial_fill_then_cancel_goes_through_the_broker(

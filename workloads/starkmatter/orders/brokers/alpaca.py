@@ -207,10 +207,14 @@ def _half_unit(reported: Decimal) -> Decimal:
 
 
 def _message(response: httpx.Response) -> str:
+    """Alpaca's ``message``, or the whole body when it has none (any JSON, or none at all)."""
     try:
-        return str(response.json().get("message", response.text))
+        body = response.json()
     except ValueError:
         return response.text
+    if isinstance(body, dict) and "message" in body:
+        return str(body["message"])
+    return response.text
 
 
 def _update(
