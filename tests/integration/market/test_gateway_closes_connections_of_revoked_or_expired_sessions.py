@@ -80,6 +80,17 @@ def _expiring_token(
     return token, expires.timestamp()
 
 
+async def _session(
+    config: settings.Settings, redis: aioredis.Redis, token_s: int
+) -> tuple[str, str, str, float]:
+    """A new user's open session (600 s) and a token of it expiring in ``token_s``: the
+    user, the session, the token and when it expires (epoch)."""
+    user_id, session_id = str(uuid.uuid4()), uuid.uuid4().hex
+    await sessions.open_session(redis, session_id, user_id, 600)
+    token, expires = _expiring_token(config, user_id, session_id, token_s)
+    return user_id, session_id, token, expires
+
+
 async def test_a_websocket_is_closed_as_session_revoked_on_logout(
     api: LiveServer, config: settings.Settings, redis: aioredis.Redis
 ) -> None:
@@ -168,9 +179,7 @@ async def test_a_private_subscribe_of_a_session_gone_unannounced_is_refused(
 ) -> None:
     # The session key is gone and no revocation arrives (pub/sub lost it): a private topic
     # is granted only after Redis confirms the session.
-    user_id, session_id = str(uuid.uuid4()), uuid.uuid4().hex
-    await sessions.open_session(redis, session_id, user_id, 600)
-    token, _ = _expiring_token(config, user_id, session_id, 600)
+    user_id, session_id, token, _ = await _session(config, redis, 600)
     async with (
         running_gateway(config) as gateway,
         ws_client.connect(f"ws://127.0.0.1:{gateway.port}/ws?token={token}") as ws,
@@ -186,9 +195,7 @@ async def test_a_private_subscribe_of_a_session_gone_unannounced_is_refused(
 async def test_a_session_gone_unannounced_is_found_by_the_periodic_recheck(
     config: settings.Settings, redis: aioredis.Redis
 ) -> None:
-    user_id, session_id = str(uuid.uuid4()), uuid.uuid4().hex
-    await sessions.open_session(redis, session_id, user_id, 600)
-    token, _ = _expiring_token(config, user_id, session_id, 600)
+    user_id, session_id, token, _ = await _session(config, redis, 600)
     limits = connections.Limits(heartbeat_s=1.0)
     async with (
         running_gateway(config, limits) as gateway,
@@ -203,9 +210,7 @@ async def test_a_session_gone_unannounced_is_found_by_the_periodic_recheck(
 async def test_a_websocket_is_closed_as_token_expired_at_expiry_plus_leeway(
     config: settings.Settings, redis: aioredis.Redis
 ) -> None:
-    user_id, session_id = str(uuid.uuid4()), uuid.uuid4().hex
-    await sessions.open_session(redis, session_id, user_id, 600)
-    token, expires = _expiring_token(config, user_id, session_id, 3)
+    user_id, _, token, expires = await _session(config, redis, 3)
     async with (
         running_gateway(config, LEEWAY) as gateway,
         ws_client.connect(f"ws://127.0.0.1:{gateway.port}/ws?token={token}") as ws,
@@ -219,9 +224,7 @@ async def test_a_websocket_is_closed_as_token_expired_at_expiry_plus_leeway(
 async def test_an_sse_stream_ends_as_token_expired_at_expiry_plus_leeway(
     config: settings.Settings, redis: aioredis.Redis
 ) -> None:
-    user_id, session_id = str(uuid.uuid4()), uuid.uuid4().hex
-    await sessions.open_session(redis, session_id, user_id, 600)
-    token, expires = _expiring_token(config, user_id, session_id, 3)
+    user_id, _, token, expires = await _session(config, redis, 3)
     async with (
         running_gateway(config, LEEWAY) as gateway,
         httpx.AsyncClient(timeout=10) as client,
@@ -243,9 +246,7 @@ async def test_an_sse_stream_ends_as_token_expired_at_expiry_plus_leeway(
 async def test_a_fresh_token_of_the_same_user_keeps_a_websocket_open_past_expiry(
     config: settings.Settings, redis: aioredis.Redis
 ) -> None:
-    user_id, session_id = str(uuid.uuid4()), uuid.uuid4().hex
-    await sessions.open_session(redis, session_id, user_id, 600)
-    token, expires = _expiring_token(config, user_id, session_id, 2)
+    user_id, session_id, token, expires = await _session(config, redis, 2)
     fresh, fresh_expires = _expiring_token(config, user_id, session_id, 600)
     other_id, other_session = str(uuid.uuid4()), uuid.uuid4().hex
     await sessions.open_session(redis, other_session, other_id, 600)
@@ -270,9 +271,7 @@ async def test_sessions_are_checked_again_once_the_subscriber_reconnects(
 ) -> None:
     # An announcement published while the subscriber is disconnected is lost: once it has
     # re-subscribed, the gateway asks Redis (long before the periodic check, 15 s away).
-    user_id, session_id = str(uuid.uuid4()), uuid.uuid4().hex
-    await sessions.open_session(redis, session_id, user_id, 600)
-    token, _ = _expiring_token(config, user_id, session_id, 600)
+    user_id, session_id, token, _ = await _session(config, redis, 600)
     async with (
         running_gateway(config) as gateway,
         ws_client.connect(f"ws://127.0.0.1:{gateway.port}/ws?token={token}") as ws,
