@@ -17,6 +17,20 @@ from starkmatter.core import embedded, settings
 from starkmatter.ingest import simulator
 
 
+def ingest_env(config: settings.Settings, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``starkmatter ingest`` process on the test's PostgreSQL and Redis
+    (dev mode, its data under ``tmp_path``); the test run's STARKMATTER_ variables left out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}
+    env.update(
+        STARKMATTER_ENV="dev",
+        STARKMATTER_DATABASE_URL=config.database_url or "",
+        STARKMATTER_REDIS_URL=config.redis_url or "",
+        STARKMATTER_DATA_DIR=str(tmp_path / "data"),
+        **extra,
+    )
+    return env
+
+
 async def run_until_sigterm(
     config: settings.Settings,
     db: asyncpg.Connection[Any],
@@ -37,13 +51,7 @@ async def run_until_sigterm(
     spec = tmp_path / "feed.json"
     spec.write_text(json.dumps({"provider": "simulator", "url": f"ws://127.0.0.1:{port}/",
                                 "symbols": list(symbols)}))  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}
-    env.update(
-        STARKMATTER_ENV="dev",
-        STARKMATTER_DATABASE_URL=config.database_url or "",
-        STARKMATTER_REDIS_URL=config.redis_url or "",
-        STARKMATTER_DATA_DIR=str(tmp_path / "data"),
-    )
+    env = ingest_env(config, tmp_path)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "starkmatter.cli", "ingest", "--feed", feed, "--config",
         str(spec), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
 import time
@@ -18,20 +17,14 @@ import pytest
 
 from starkmatter.core import embedded, settings
 from starkmatter.ingest import simulator
-from tests.integration.market import bar_checks
+from tests.integration.market import bar_checks, ingest_process
 
 pytestmark = pytest.mark.timeout(300)
 SYMBOLS = {"AAPL": "227.50", "MSFT": "415.20"}
 
 
 async def _start_worker(spec: Path, config: settings.Settings, tmp_path: Path) -> Any:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}
-    env.update(
-        STARKMATTER_ENV="dev",
-        STARKMATTER_DATABASE_URL=config.database_url or "",
-        STARKMATTER_REDIS_URL=config.redis_url or "",
-        STARKMATTER_DATA_DIR=str(tmp_path / "data"),
-    )
+    env = ingest_process.ingest_env(config, tmp_path)
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "starkmatter.cli", "ingest", "--feed", "killed", "--config",
         str(spec), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
 import urllib.request
@@ -21,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from starkmatter.core import embedded, settings
+from tests.integration.market import ingest_process
 
 pytestmark = pytest.mark.timeout(90)
 CSV = """type,symbol,ts,price,size,trade_id
@@ -47,14 +47,8 @@ async def _ingest(
     spec.write_text(json.dumps({"provider": "csv", "symbols": ["AAPL"], "speed": speed,
                                 "referencePrices": {"AAPL": "185.64"},
                                 "path": str(tmp_path / "aapl.csv")}))  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STARKMATTER_")}
-    env.update(
-        STARKMATTER_ENV="dev",
-        STARKMATTER_DATABASE_URL=config.database_url or "",
-        STARKMATTER_REDIS_URL=config.redis_url or "",
-        STARKMATTER_DATA_DIR=str(tmp_path / "data"),
-        STARKMATTER_API_HOST="0.0.0.0",  # as the operator's pod sets it
-    )
+    # STARKMATTER_API_HOST as the operator's pod sets it
+    env = ingest_process.ingest_env(config, tmp_path, STARKMATTER_API_HOST="0.0.0.0")
     if port:
         env["STARKMATTER_METRICS_PORT"] = str(port)
     proc = await asyncio.create_subprocess_exec(
