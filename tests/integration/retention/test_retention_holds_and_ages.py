@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from starkmatter.retention import archiving, objectstore, policies
+from tests.integration.retention import rows
 
 pytestmark = pytest.mark.timeout(90)
 NOW = dt.datetime(2026, 12, 3, 12, tzinfo=dt.UTC)
@@ -24,14 +25,6 @@ def _policy(url: str, *rules: dict[str, Any], part_rows: int = 1000) -> policies
     return policies.Policy.model_validate(
         {"name": "test", "rules": list(rules), "partRows": part_rows, "archive": {"url": url}}
     )
-
-
-async def _user(db: asyncpg.Connection[Any]) -> uuid.UUID:
-    user: uuid.UUID = await db.fetchval(
-        "INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id",
-        f"{uuid.uuid4().hex[:8]}@example.com",
-    )
-    return user
 
 
 async def _events(
@@ -75,7 +68,7 @@ class HoldDuringRun(objectstore.LocalStore):
 async def test_a_hold_placed_during_a_run_keeps_the_users_rows_even_those_already_archived(
     db: asyncpg.Connection[Any], database_url: str, tmp_path: Path
 ) -> None:
-    held, other = await _user(db), await _user(db)
+    held, other = await rows.new_user(db), await rows.new_user(db)
     await _events(db, held, 6, OLD, "held")  # parts 1 to 3
     await _events(db, other, 2, OLD, "other")  # part 4
     policy = _policy(tmp_path.as_uri(), PURGE_ALERTS, part_rows=2)
@@ -93,7 +86,7 @@ async def test_a_hold_placed_during_a_run_keeps_the_users_rows_even_those_alread
 async def test_operational_alert_events_are_purged_while_an_unrelated_user_is_on_hold(
     db: asyncpg.Connection[Any], tmp_path: Path
 ) -> None:
-    await _hold(db, await _user(db))
+    await _hold(db, await rows.new_user(db))
     await _events(db, None, 5, OLD, "ops")  # operational: no user
     policy = _policy(tmp_path.as_uri(), PURGE_ALERTS)
     store = objectstore.LocalStore(tmp_path)
@@ -122,7 +115,7 @@ async def test_dry_run_of_an_archive_only_rule_counts_only_rows_aged_since_the_l
 async def test_a_hold_on_a_data_set_that_does_not_exist_is_refused(
     db: asyncpg.Connection[Any],
 ) -> None:
-    user = await _user(db)
+    user = await rows.new_user(db)
     with pytest.raises(asyncpg.CheckViolationError):
         await db.execute(
             """INSERT INTO retention_legal_holds (dataset, user_id, reason, created_by)

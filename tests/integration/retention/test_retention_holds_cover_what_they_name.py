@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from starkmatter.retention import archiving, datasets, objectstore, policies
+from tests.integration.retention import rows
 
 pytestmark = pytest.mark.timeout(90)
 NOW = dt.datetime(2026, 12, 3, 12, tzinfo=dt.UTC)
@@ -29,14 +30,6 @@ def _policy(url: str, *names: str, part_rows: int = 1000) -> policies.Policy:
     return policies.Policy.model_validate(
         {"name": "test", "rules": rules, "partRows": part_rows, "archive": {"url": url}}
     )
-
-
-async def _user(db: asyncpg.Connection[Any]) -> uuid.UUID:
-    user: uuid.UUID = await db.fetchval(
-        "INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id",
-        f"{uuid.uuid4().hex[:8]}@example.com",
-    )
-    return user
 
 
 async def _hold(
@@ -86,7 +79,7 @@ async def _left(db: asyncpg.Connection[Any], sql: str) -> list[Any]:
 async def test_a_hold_on_a_users_orders_keeps_their_executions(
     db: asyncpg.Connection[Any], tmp_path: Path
 ) -> None:
-    held, other = await _user(db), await _user(db)
+    held, other = await rows.new_user(db), await rows.new_user(db)
     held_order = await _order(db, held, FILLED)
     await _order(db, other, FILLED)
     await _hold(db, "orders", held, None)
@@ -104,7 +97,7 @@ async def test_a_hold_on_a_users_orders_keeps_their_executions(
 async def test_a_hold_on_a_users_executions_keeps_their_orders_filled_or_not(
     db: asyncpg.Connection[Any], tmp_path: Path
 ) -> None:
-    held, other = await _user(db), await _user(db)
+    held, other = await rows.new_user(db), await rows.new_user(db)
     filled, cancelled = await _order(db, held, FILLED), await _order(db, held, CANCELLED)
     await _order(db, other, CANCELLED)
     await _hold(db, "executions", held, None)
@@ -136,7 +129,7 @@ class HoldOnOrdersDuringRun(objectstore.LocalStore):
 async def test_a_hold_on_orders_placed_during_a_run_keeps_their_fills_counted_as_kept(
     db: asyncpg.Connection[Any], database_url: str, tmp_path: Path
 ) -> None:
-    held, other = await _user(db), await _user(db)
+    held, other = await rows.new_user(db), await rows.new_user(db)
     await _order(db, held, FILLED)
     await _order(db, held, FILLED, symbol="MSFT")
     await _order(db, other, FILLED)
@@ -195,7 +188,11 @@ async def _analysis(db: asyncpg.Connection[Any], user: uuid.UUID, symbols: list[
 async def test_a_user_and_symbol_hold_keeps_all_the_users_rows_where_rows_have_no_symbol(
     db: asyncpg.Connection[Any], tmp_path: Path
 ) -> None:
-    held, everywhere, other = await _user(db), await _user(db), await _user(db)
+    held, everywhere, other = (
+        await rows.new_user(db),
+        await rows.new_user(db),
+        await rows.new_user(db),
+    )
     for user in (held, everywhere, other):
         await _snapshot(db, user)
         await _alert_event(db, user)
@@ -217,7 +214,7 @@ async def test_a_user_and_symbol_hold_keeps_all_the_users_rows_where_rows_have_n
 async def test_a_user_and_symbol_hold_keeps_the_symbols_rows_where_rows_have_no_user(
     db: asyncpg.Connection[Any], tmp_path: Path
 ) -> None:
-    held, other = await _user(db), await _user(db)
+    held, other = await rows.new_user(db), await rows.new_user(db)
     for symbol in ("AAPL", "MSFT"):
         await _bar(db, symbol)
     await _analysis(db, held, ["AAPL", "MSFT"])
@@ -236,7 +233,7 @@ async def test_a_user_and_symbol_hold_keeps_the_symbols_rows_where_rows_have_no_
 async def test_a_hold_that_would_hold_none_of_its_data_sets_rows_is_refused(
     db: asyncpg.Connection[Any],
 ) -> None:
-    user = await _user(db)
+    user = await rows.new_user(db)
     for name, spec in datasets.DATASETS.items():
         has_symbol = bool(spec.symbol_column or spec.symbols_column)
         for hold_user, symbol, holds_some in (
@@ -257,7 +254,7 @@ async def test_a_hold_that_would_hold_none_of_its_data_sets_rows_is_refused(
 async def test_a_hold_placed_before_holds_were_checked_can_still_be_released(
     db: asyncpg.Connection[Any],
 ) -> None:
-    user = await _user(db)
+    user = await rows.new_user(db)
     await db.execute("ALTER TABLE retention_legal_holds DISABLE TRIGGER USER")
     await _hold(db, "bars", user, None)
     await db.execute("ALTER TABLE retention_legal_holds ENABLE TRIGGER USER")
