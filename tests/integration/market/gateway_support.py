@@ -51,6 +51,19 @@ async def running_gateway(
         await redis.aclose()
 
 
+async def kill_subscriber(redis: aioredis.Redis, gateway: server.Gateway) -> int:
+    """Have Redis cut ``gateway``'s subscriber connection, found by its address: the
+    server is shared, and another gateway's (a replica's, a browser test's) must survive.
+    How many connections Redis cut."""
+    transport = gateway.hub._subscriber._transport
+    assert transport is not None, "the gateway's subscriber is not connected"
+    host, port = transport.get_extra_info("sockname")[:2]
+    killed = await redis.execute_command(
+        "CLIENT", "KILL", "ADDR", f"{host}:{port}", "TYPE", "pubsub"
+    )
+    return int(killed)
+
+
 async def recv_json(ws: ws_client.ClientConnection) -> dict[str, Any]:
     message = await ws.recv()
     frame: dict[str, Any] = json.loads(message)

@@ -21,7 +21,12 @@ from websockets.asyncio import client as ws_client
 from starkmatter.core import settings
 from starkmatter.core.auth import sessions, tokens
 from starkmatter.gateway import connections
-from tests.integration.market.gateway_support import SseStream, recv_json, running_gateway
+from tests.integration.market.gateway_support import (
+    SseStream,
+    kill_subscriber,
+    recv_json,
+    running_gateway,
+)
 from tests.support import LiveServer, sign_up
 
 pytestmark = pytest.mark.timeout(30)
@@ -279,5 +284,5 @@ async def test_sessions_are_checked_again_once_the_subscriber_reconnects(
         await ws.send(json.dumps({"op": "subscribe", "topics": [f"orders:{user_id}"]}))
         assert (await _frame(ws))["type"] == "snapshot"
         await redis.delete(sessions.key(session_id))  # as if its announcement was lost
-        assert int(await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")) == 1
+        assert await kill_subscriber(redis, gateway) == 1
         await _assert_ended(ws, "session_revoked", ENDED_WITHIN_S)

@@ -20,6 +20,7 @@ from starkmatter.gateway import fanout, server
 from tests.integration.market.gateway_support import (
     SseEvent,
     SseStream,
+    kill_subscriber,
     recv_json,
     running_gateway,
     sign_in,
@@ -174,8 +175,7 @@ async def test_a_replay_starts_only_once_redis_has_confirmed_the_live_subscripti
         subscriber = gateway.hub._subscriber
         subscriber.subscribe("alerts:u5")
         await subscriber.subscribed("alerts:u5")
-        killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
-        assert int(killed) == 1
+        assert await kill_subscriber(redis, gateway) == 1
         subscriber.subscribe("alerts:u4")
         async with asyncio.timeout(10):
             await subscriber.subscribed("alerts:u4")

@@ -16,6 +16,7 @@ from starkmatter.core import embedded, settings
 from starkmatter.gateway import server
 from tests.integration.market.gateway_support import (
     SseStream,
+    kill_subscriber,
     recv_data,
     recv_json,
     running_gateway,
@@ -131,8 +132,7 @@ async def test_the_gateway_resubscribes_when_redis_kills_its_subscriber_connecti
         assert {(await recv_json(ws))["topic"] for _ in topics} == set(topics)
         await redis.set("quote:AAPL", b'{"bid": "2"}')  # changed while no update flows
         reconnects = counted("starkmatter_gateway_redis_reconnects_total")
-        killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
-        assert int(killed) == 1
+        assert await kill_subscriber(redis, gateway) == 1
         await _wait_for_reconnects(gateway, 1)
         fresh = [await recv_json(ws) for _ in topics]
         assert counted("starkmatter_gateway_redis_reconnects_total") == reconnects + 1
