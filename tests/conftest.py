@@ -23,6 +23,8 @@ from starkmatter.core import embedded, migrating, settings
 from starkmatter.core.auth import keys
 from tests.support import LiveServer, serve_api
 
+pytest_plugins = ["tests.watchdog"]
+
 TEMPLATE_DB = "starkmatter_template"
 _db_numbers = itertools.count(1)
 
