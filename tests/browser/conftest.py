@@ -159,29 +159,33 @@ async def running_orders(config: settings.Settings) -> AsyncIterator[None]:
         await pool.close()
 
 
+TEARDOWN_S = 60
+"""A platform stops in well under a second. One that hangs fails its test naming the await
+that hung (the timeout's traceback), and its parts are still stopped: pytest-timeout would
+abandon them running into the tests after it, all in the one session loop."""
+
+
 @pytest.fixture
 async def platform(config: settings.Settings) -> AsyncIterator[Platform]:
-    pool = await db.create_pool(config)
-    # The feed writes through a plain pool, as tests/integration/market does: with the
-    # platform's jsonb codec, storing.py's json.dumps(indicators) is encoded twice and
-    # /market/bars then fails (reported to the market-data owner).
-    feed_pool = await asyncpg.create_pool(config.database_url, min_size=1, max_size=4)
-    redis = redis_client.create_redis(config)
+    parts = contextlib.AsyncExitStack()
     try:
-        async with (
-            running_gateway(config) as gateway,
-            running_market(feed_pool, redis),
-            running_orders(config),
-        ):
-            app = platform_app(config)
-            ws_url = f"ws://127.0.0.1:{gateway.port}/ws"
-            app.state.web_ws_url = ws_url
-            async with serving_app(app) as base_url:
-                yield Platform(base_url, ws_url, config, redis, pool, gateway)
+        pool = await db.create_pool(config)
+        parts.push_async_callback(pool.close)
+        feed_pool = await db.create_pool(config)  # the ingest process's own, as deployed
+        parts.push_async_callback(feed_pool.close)
+        redis = redis_client.create_redis(config)
+        parts.push_async_callback(redis.aclose)
+        gateway = await parts.enter_async_context(running_gateway(config))
+        await parts.enter_async_context(running_market(feed_pool, redis))
+        await parts.enter_async_context(running_orders(config))
+        app = platform_app(config)
+        ws_url = f"ws://127.0.0.1:{gateway.port}/ws"
+        app.state.web_ws_url = ws_url
+        base_url = await parts.enter_async_context(serving_app(app))
+        yield Platform(base_url, ws_url, config, redis, pool, gateway)
     finally:
-        await redis.aclose()
-        await feed_pool.close()
-        await pool.close()
+        async with asyncio.timeout(TEARDOWN_S):
+            await parts.aclose()
 
 
 @pytest.fixture(scope="session")
