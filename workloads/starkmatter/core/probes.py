@@ -71,15 +71,6 @@ def build_app(ready: ReadinessCheck) -> applications.Starlette:
     )
 
 
-async def serve(host: str, port: int, ready: ReadinessCheck) -> None:
-    """Serve the probe endpoints until cancelled."""
-    instance = serving.server(build_app(ready), host, port)
-    try:
-        await instance.serve()
-    finally:
-        instance.should_exit = True
-
-
 @contextlib.asynccontextmanager
 async def listening(host: str, port: int, ready: ReadinessCheck) -> AsyncIterator[int]:
     """Serve the probe endpoints while the block runs; yields the bound port.

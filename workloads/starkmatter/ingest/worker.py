@@ -258,23 +258,20 @@ async def run(
     spec = load_spec(feed, spec_path)
     pool = await db.create_pool(config)
     redis = redis_client.create_redis(config)
-    probe_task: asyncio.Task[None] | None = None
-
     try:
-        if probes_port is not None:
-            probe_task = asyncio.create_task(
-                probes.serve(config.api_host, probes_port, probes.storage_check(pool, redis))
-            )
-        async with pool.acquire() as conn:
-            await migrating.apply(conn)
-        if settle:
-            heap.settle()
-        await run_feed(spec, pool, redis, idle_when_finished=True)
+        async with contextlib.AsyncExitStack() as stack:
+            if probes_port is not None:
+                await stack.enter_async_context(
+                    probes.listening(
+                        config.api_host, probes_port, probes.storage_check(pool, redis)
+                    )
+                )
+            async with pool.acquire() as conn:
+                await migrating.apply(conn)
+            if settle:
+                heap.settle()
+            await run_feed(spec, pool, redis, idle_when_finished=True)
     finally:
-        if probe_task is not None:
-            probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe_task
         await redis.aclose()
         await pool.close()
 

@@ -40,28 +40,23 @@ async def run(
     oc = orders_config or OrdersConfig()
     pool = await db.create_pool(config)
     redis = redis_client.create_redis(config)
-    probe_task: asyncio.Task[None] | None = None
     try:
         async with pool.acquire() as conn:
             await migrating.apply(conn)
         broker = make_broker(oc, redis)
         worker = processing.Worker(pool, redis, oc, broker)
-
-        if probes_port is not None:
-            probe_task = asyncio.create_task(
-                probes.serve(config.api_host, probes_port, probes.storage_check(pool, redis))
-            )
-        if settle:
-            heap.settle()
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(broker.aclose)
+            if probes_port is not None:
+                await stack.enter_async_context(
+                    probes.listening(
+                        config.api_host, probes_port, probes.storage_check(pool, redis)
+                    )
+                )
+            if settle:
+                heap.settle()
             await worker.run(asyncio.Event())
-        finally:
-            await broker.aclose()
     finally:
-        if probe_task is not None:
-            probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe_task
         await redis.aclose()
         await pool.close()
 
