@@ -441,7 +441,10 @@ class Pipeline:
         interval = self.config.flush_interval_s
         while True:
             try:
-                first = await asyncio.wait_for(queue.get(), interval)
+                # Not asyncio.wait_for: on Python 3.11 it returns a batch that arrives as the
+                # task is cancelled and drops the cancel, and this loop never ends by itself.
+                async with asyncio.timeout(interval):
+                    first = await queue.get()
             except TimeoutError:
                 await self._flush_if_due()
                 continue
@@ -738,7 +741,7 @@ class Pipeline:
         await self._store.join()
 
     async def _heartbeat(self) -> None:
-        key = heartbeat_key(self.feed)
+        key = heartbeat_key(self.feed).encode()
         last_accepted, last_rejected = self.accepted, self.rejected
         last_time = time.monotonic()
         while True:
@@ -746,7 +749,7 @@ class Pipeline:
             self.close_due_bars(time.time_ns())
             now = time.monotonic()
             elapsed = max(now - last_time, 1e-6)
-            mapping: dict[str | bytes, str | bytes] = {
+            mapping = {
                 "ticks_per_s": f"{(self.accepted - last_accepted) / elapsed:.1f}",
                 "rejected_per_s": f"{(self.rejected - last_rejected) / elapsed:.1f}",
                 "updated_ts": models.iso(time.time_ns()),
@@ -758,8 +761,12 @@ class Pipeline:
             if self.replay_finished_ns is not None:
                 mapping["replay_finished_ts"] = models.iso(self.replay_finished_ns)
             last_accepted, last_rejected, last_time = self.accepted, self.rejected, now
+            fields = [part.encode() for item in mapping.items() for part in item]
+            # Written as the pipeline's other updates are, not with redis-py: on Python 3.11 it
+            # sends through asyncio.wait_for, which drops a cancel landing meanwhile, and this
+            # loop never ends by itself.
             try:
-                await self.redis.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                await self.publisher.write([publishing.encode(b"HSET", key, *fields)])
                 await self.send_redis()
-            except OSError as exc:
+            except OSError as exc:  # ConnectionError included
                 log.warning("ingest.heartbeat_failed", feed=self.feed, error=str(exc))

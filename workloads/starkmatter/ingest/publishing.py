@@ -73,12 +73,16 @@ class RedisWriter:
         if kw.get("db"):
             handshake.append(encode(b"SELECT", str(kw["db"]).encode()))
         handshake.append(encode(b"CLIENT", b"SETNAME", b"starkmatter-ingest-publisher"))
-        writer.write(b"".join(handshake))
-        for _ in handshake:
-            line = await reader.readline()
-            if line.startswith(b"-"):
-                writer.close()
-                raise ConnectionError(f"redis refused the publisher: {line.decode().strip()}")
+        try:
+            writer.write(b"".join(handshake))
+            for _ in handshake:
+                line = await reader.readline()
+                if line.startswith(b"-"):
+                    raise ConnectionError(f"redis refused the publisher: {line.decode().strip()}")
+        except BaseException:
+            # Refused, failed or cancelled (a stopping pipeline): nothing else holds it yet.
+            writer.close()
+            raise
         self._reader, self._writer = reader, writer
         self._replies = asyncio.create_task(self._count_replies(reader), name="redis-replies")
 

@@ -10,7 +10,6 @@ The stream has no sequence numbers, so gaps cannot be detected, only reconnects 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -68,7 +67,7 @@ class AlpacaProvider(base.Provider):
         self.bars = bars
 
     async def _expect(self, ws: ws_client.ClientConnection, wanted: str) -> list[Any]:
-        reply = json.loads(await asyncio.wait_for(ws.recv(), self.heartbeat_timeout_s))
+        reply = json.loads(await self.receive(ws))
         for message in reply if isinstance(reply, list) else [reply]:
             if message.get("T") == "error":
                 code = message.get("code")
@@ -100,7 +99,7 @@ class AlpacaProvider(base.Provider):
             await self._expect(ws, "subscription")
             self.mark_connected()
             while True:
-                frame = await asyncio.wait_for(ws.recv(), self.heartbeat_timeout_s)
+                frame = await self.receive(ws)
                 batch = self.decode(frame)
                 if batch:
                     self.delivered += len(batch)

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import websockets
+from websockets.asyncio import client as ws_client
 
 from starkmatter.core import logs
 from starkmatter.ingest import metrics
@@ -156,6 +157,14 @@ class Provider(abc.ABC):
             attempt = 0 if self.delivered > before else attempt + 1
             metrics.RECONNECTS.labels(feed=self.feed, cause=cause).inc()
             await asyncio.sleep(self.backoff.delay(attempt, self.rng))
+
+    async def receive(self, ws: ws_client.ClientConnection) -> str | bytes:
+        """The next frame; TimeoutError after ``heartbeat_timeout_s`` without one."""
+        # Not asyncio.wait_for: on Python 3.11 it returns a frame that arrives as the task is
+        # cancelled and drops the cancel, so a stopping feed would read on (and its owner,
+        # waiting for it, wait for ever).
+        async with asyncio.timeout(self.heartbeat_timeout_s):
+            return await ws.recv()
 
     def mark_connected(self) -> None:
         self.connected.set()

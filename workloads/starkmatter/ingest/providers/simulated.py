@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -24,7 +23,7 @@ class SimulatorProvider(base.Provider):
         async with ws_client.connect(
             self.url, compression=None, ping_interval=5, ping_timeout=10, max_size=2**24
         ) as ws:
-            hello = json.loads(await asyncio.wait_for(ws.recv(), self.heartbeat_timeout_s))
+            hello = json.loads(await self.receive(ws))
             if not isinstance(hello, dict) or hello.get("type") != "hello":
                 raise base.ProviderError("simulator did not say hello")
             now = time.time_ns()
@@ -43,7 +42,7 @@ class SimulatorProvider(base.Provider):
             )
             self.mark_connected()
             while True:
-                frame = await asyncio.wait_for(ws.recv(), self.heartbeat_timeout_s)
+                frame = await self.receive(ws)
                 batch = self.decode(frame)
                 if batch:
                     self.delivered += len(batch)
