@@ -230,7 +230,8 @@ class Evaluator:
     ) -> decimal.Decimal | None:
         if rule.condition == "CacheFailure":
             try:
-                await asyncio.wait_for(self.redis.ping(), timeout=2)
+                async with asyncio.timeout(2):
+                    await self.redis.ping()
             except (redis.exceptions.RedisError, OSError, TimeoutError):
                 return _D(1)
             return _D(0)
@@ -523,7 +524,8 @@ async def run(
         if failures:
             delay = min(interval_s * 2**failures, max(MAX_BACKOFF_S, interval_s))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=delay)
+            async with asyncio.timeout(delay):
+                await stop.wait()
 
 
 async def main() -> int:

@@ -49,7 +49,8 @@ def build_app(ready: ReadinessCheck) -> applications.Starlette:
 
     async def readyz(_: requests.Request) -> responses.Response:
         try:
-            checks = await asyncio.wait_for(ready(), timeout=2.0)
+            async with asyncio.timeout(2.0):
+                checks = await ready()
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             checks = {"readiness": f"failed ({type(exc).__name__})"}
         ok = all(value == "ok" for value in checks.values())

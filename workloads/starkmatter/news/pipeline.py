@@ -120,4 +120,5 @@ async def run(
             if once:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=source.poll_interval_s)
+                async with asyncio.timeout(source.poll_interval_s):
+                    await stop.wait()

@@ -696,4 +696,5 @@ class Worker:
             pause = pause_after(handled, self.config, empty_in_a_row)
             if pause:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), pause)
+                    async with asyncio.timeout(pause):
+                        await stop.wait()

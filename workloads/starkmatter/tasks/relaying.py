@@ -74,7 +74,8 @@ async def run(pool: asyncpg.Pool, deliver: events.Deliver, stop: asyncio.Event) 
             wait = IDLE_WAIT_S
         if moved == 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await stop.wait()
 
 
 async def run_dev(config: settings.Settings) -> None:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import fastapi
 from fastapi import responses
@@ -26,9 +27,10 @@ async def readyz(res: deps.ResourcesDep) -> responses.JSONResponse:
     """PostgreSQL and Redis both answer within a second."""
     checks: dict[str, str] = {}
 
-    async def check(name: str, probe: asyncio.Future[object] | object) -> None:
+    async def check(name: str, probe: Awaitable[object]) -> None:
         try:
-            await asyncio.wait_for(probe, timeout=1.0)  # type: ignore[arg-type]
+            async with asyncio.timeout(1.0):
+                await probe
             checks[name] = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             checks[name] = f"unreachable ({type(exc).__name__})"
