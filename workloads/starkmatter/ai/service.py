@@ -12,7 +12,6 @@ that subscribes after the first events still gets everything so far.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -25,7 +24,7 @@ import prometheus_client
 import redis.asyncio as aioredis
 
 from starkmatter.ai import checking, config, contexting, models, offline, streaming, upstream
-from starkmatter.core import errors, logs, metrics
+from starkmatter.core import errors, logs, loops, metrics
 from starkmatter.core.auth import sessions, tokens
 
 log = logs.get_logger(__name__)
@@ -451,9 +450,7 @@ class AnalysisService:
                 await pipe.execute()
             return outcome
         finally:
-            holding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await holding
+            await loops.stopped(holding)
             # Release only our own lock (compare-and-delete).
             await self._release(keys=[lock_key], args=[token])
 

@@ -12,7 +12,7 @@ from starkmatter.ai import routes as ai_routes
 from starkmatter.alerts import routes as alert_routes
 from starkmatter.api import failing, hotpath, limiting, observing, resources
 from starkmatter.api.routes import auth, health
-from starkmatter.core import db, heap, migrating, probes, redis_client, settings
+from starkmatter.core import db, heap, loops, migrating, probes, redis_client, settings
 from starkmatter.core.auth import keys
 from starkmatter.market import routes as market_routes
 from starkmatter.news import routes as news_routes
@@ -82,9 +82,7 @@ def create_app(
                         heap.settle()
                     yield
             finally:
-                following.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await following
+                await loops.stopped(following)
         finally:
             await ai_routes.shutdown(app)
             await redis.aclose()

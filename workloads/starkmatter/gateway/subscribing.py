@@ -13,7 +13,6 @@ was published in between is lost).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import ssl
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from starkmatter.core import logs
+from starkmatter.core import logs, loops
 
 log = logs.get_logger(__name__)
 
@@ -166,9 +165,7 @@ class Subscriber:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await loops.stopped(self._task)
         if self._transport is not None:
             self._transport.close()
 

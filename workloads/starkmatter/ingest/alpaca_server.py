@@ -8,7 +8,6 @@ the key and secret, answers subscriptions, and streams the simulation's trades a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import websockets
 from websockets.asyncio import server as ws_server
 
+from starkmatter.core import loops
 from starkmatter.ingest import simulation
 
 
@@ -81,9 +81,7 @@ class AlpacaServer:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await loops.stopped(self._task)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -20,7 +20,6 @@ closed is stored and its bar rebuilt from storage (``_rebuild``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -32,7 +31,7 @@ from typing import Any, TypeVar
 import asyncpg
 import redis.asyncio as aioredis
 
-from starkmatter.core import events, logs
+from starkmatter.core import events, logs, loops
 from starkmatter.ingest import metrics, publishing, refusals
 from starkmatter.ingest.providers import base
 from starkmatter.market import bars as bars_mod
@@ -429,12 +428,10 @@ class Pipeline:
                 task.result()
             raise RuntimeError("an ingest pipeline task ended unexpectedly")
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self.publisher.close()
+            try:
+                await loops.stopped(*tasks)
+            finally:
+                await self.publisher.close()
 
     async def _consume(self) -> None:
         queue = self.incoming

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from starkmatter.core import logs
+from starkmatter.core import logs, loops
 
 log = logs.get_logger(__name__)
 
@@ -144,7 +144,5 @@ class RedisWriter:
             with contextlib.suppress(OSError, ConnectionError):
                 await self._writer.wait_closed()
         if self._replies is not None:
-            self._replies.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._replies
+            await loops.stopped(self._replies)
         self._writer = None

@@ -23,6 +23,7 @@ from typing import Any
 import websockets
 from websockets.asyncio import server as ws_server
 
+from starkmatter.core import loops
 from starkmatter.ingest import simulation
 
 _HEARTBEAT_S = 1.0
@@ -76,9 +77,7 @@ class SimulatorServer:
 
     async def stop(self) -> None:
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            await loops.stopped(self._loop_task)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

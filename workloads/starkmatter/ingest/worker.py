@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from starkmatter.core import db, heap, logs, migrating, probes, redis_client, settings
+from starkmatter.core import db, heap, logs, loops, migrating, probes, redis_client, settings
 from starkmatter.ingest import metrics, pipeline
 from starkmatter.ingest.providers import base
 from starkmatter.market import models, validation
@@ -208,10 +208,7 @@ async def run_feed(
             log.warning("ingest.drain_on_stop_failed", feed=spec.name, error=repr(exc))
         raise
     finally:
-        for task in (producer, consumer):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await loops.stopped(producer, consumer)
 
 
 async def _replay_finished(pipe: pipeline.Pipeline, redis: aioredis.Redis, delivered: int) -> None:
