@@ -89,6 +89,28 @@ async def _sink(batch: list[base.Incoming]) -> None:
     return None
 
 
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Cancelled until it ends: a task that ran on must not outlive its test."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+
+
+async def _cancelled_after(task: asyncio.Task[None], yields: int, what: str) -> None:
+    """Cancel the pipeline ``task`` ``yields`` loop iterations from now: it must end."""
+    try:
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+        assert task.done(), (
+            f"the pipeline went on after its cancel, {yields} loop iterations after {what}"
+        )
+        assert task.cancelled()
+    finally:
+        await _ended(task)
+
+
 @pytest.mark.parametrize("vendor", [_simulator, _alpaca], ids=["simulator", "alpaca"])
 async def test_a_provider_cancelled_as_a_frame_arrives_stops(
     vendor: Callable[[], Vendor],
@@ -118,9 +140,7 @@ async def test_a_provider_cancelled_as_a_frame_arrives_stops(
                 )
                 assert task.cancelled()
             finally:
-                while not task.done():  # a provider that read on must not outlive the test
-                    task.cancel()
-                    await asyncio.wait({task}, timeout=0.1)
+                await _ended(task)
 
 
 async def test_a_pipeline_cancelled_as_it_takes_a_batch_stops(
@@ -131,22 +151,9 @@ async def test_a_pipeline_cancelled_as_it_takes_a_batch_stops(
     for yields in range(YIELDS):
         pipe = pipeline.Pipeline(f"stop-{yields}", validation.Validator(rules), pool, redis)
         task = asyncio.create_task(pipe.run())
-        try:
-            await asyncio.sleep(0.05)  # the pipeline waits for its next batch
-            pipe.incoming.put_nowait([base.Incoming({**trade, "ts": time.time_ns()})])
-            for _ in range(yields):
-                await asyncio.sleep(0)
-            task.cancel()
-            await asyncio.wait({task}, timeout=5)
-            assert task.done(), (
-                f"the pipeline went on after its cancel, {yields} loop iterations after a "
-                f"batch arrived: {pipe.accepted} messages taken"
-            )
-            assert task.cancelled()
-        finally:
-            while not task.done():  # a pipeline that went on must not outlive the test
-                task.cancel()
-                await asyncio.wait({task}, timeout=0.1)
+        await asyncio.sleep(0.05)  # the pipeline waits for its next batch
+        pipe.incoming.put_nowait([base.Incoming({**trade, "ts": time.time_ns()})])
+        await _cancelled_after(task, yields, "a batch arrived")
 
 
 class Beating(pipeline.Pipeline):
@@ -169,18 +176,5 @@ async def test_a_pipeline_cancelled_as_its_heartbeat_is_written_stops(
     for yields in range(YIELDS):
         pipe = Beating(f"beat-{yields}", validation.Validator(rules), pool, redis, config)
         task = asyncio.create_task(pipe.run())
-        try:
-            await asyncio.wait_for(pipe.beat.wait(), 10)
-            for _ in range(yields):
-                await asyncio.sleep(0)
-            task.cancel()
-            await asyncio.wait({task}, timeout=5)
-            assert task.done(), (
-                f"the pipeline went on after its cancel, {yields} loop iterations after its "
-                "heartbeat began"
-            )
-            assert task.cancelled()
-        finally:
-            while not task.done():  # a pipeline that went on must not outlive the test
-                task.cancel()
-                await asyncio.wait({task}, timeout=0.1)
+        await asyncio.wait_for(pipe.beat.wait(), 10)
+        await _cancelled_after(task, yields, "its heartbeat began")

@@ -71,13 +71,8 @@ def create_app(
             app.state.resources = resources.build(config, pool, redis, keypair)
             following = asyncio.create_task(app.state.resources.open_sessions.follow(redis))
             try:
-                async with contextlib.AsyncExitStack() as stack:
-                    if probes_port is not None:
-                        await stack.enter_async_context(
-                            probes.listening(
-                                config.api_host, probes_port, probes.storage_check(pool, redis)
-                            )
-                        )
+                ready = probes.storage_check(pool, redis)
+                async with probes.listening_on(config.api_host, probes_port, ready):
                     if settle:
                         heap.settle()
                     yield

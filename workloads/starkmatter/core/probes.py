@@ -97,3 +97,11 @@ async def listening(host: str, port: int, ready: ReadinessCheck) -> AsyncIterato
         instance.should_exit = True
         await task
         sock.close()
+
+
+def listening_on(
+    host: str, port: int | None, ready: ReadinessCheck
+) -> contextlib.AbstractAsyncContextManager[int | None]:
+    """:func:`listening` when ``port`` is given, else nothing: dev mode runs every service in
+    one process, whose one registry its API's probe listener serves."""
+    return contextlib.nullcontext() if port is None else listening(host, port, ready)

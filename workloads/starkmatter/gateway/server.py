@@ -693,8 +693,7 @@ async def run(
 
     try:
         async with contextlib.AsyncExitStack() as stack:
-            if probes_port is not None:
-                await stack.enter_async_context(probes.listening(bind, probes_port, ready))
+            await stack.enter_async_context(probes.listening_on(bind, probes_port, ready))
             await gateway.start(bind, config.gateway_port if port is None else port)
             stack.push_async_callback(gateway.stop)
             if settle:

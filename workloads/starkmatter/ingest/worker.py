@@ -256,13 +256,8 @@ async def run(
     pool = await db.create_pool(config)
     redis = redis_client.create_redis(config)
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            if probes_port is not None:
-                await stack.enter_async_context(
-                    probes.listening(
-                        config.api_host, probes_port, probes.storage_check(pool, redis)
-                    )
-                )
+        ready = probes.storage_check(pool, redis)
+        async with probes.listening_on(config.api_host, probes_port, ready):
             async with pool.acquire() as conn:
                 await migrating.apply(conn)
             if settle:

@@ -45,17 +45,14 @@ async def run(
             await migrating.apply(conn)
         broker = make_broker(oc, redis)
         worker = processing.Worker(pool, redis, oc, broker)
-        async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(broker.aclose)
-            if probes_port is not None:
-                await stack.enter_async_context(
-                    probes.listening(
-                        config.api_host, probes_port, probes.storage_check(pool, redis)
-                    )
-                )
-            if settle:
-                heap.settle()
-            await worker.run(asyncio.Event())
+        ready = probes.storage_check(pool, redis)
+        try:
+            async with probes.listening_on(config.api_host, probes_port, ready):
+                if settle:
+                    heap.settle()
+                await worker.run(asyncio.Event())
+        finally:
+            await broker.aclose()
     finally:
         await redis.aclose()
         await pool.close()
