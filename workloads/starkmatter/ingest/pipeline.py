@@ -759,8 +759,8 @@ class Pipeline:
                 mapping["replay_finished_ts"] = models.iso(self.replay_finished_ns)
             last_accepted, last_rejected, last_time = self.accepted, self.rejected, now
             fields = [part.encode() for item in mapping.items() for part in item]
-            # Written as the pipeline's other updates are, not with redis-py: on Python 3.11 it
-            # sends through asyncio.wait_for, which drops a cancel landing meanwhile, and this
+            # Through the pipeline's own writer, as its other updates are: a client made
+            # elsewhere (redis-py's own send) could drop a cancel landing as it wrote, and this
             # loop never ends by itself.
             try:
                 await self.publisher.write([publishing.encode(b"HSET", key, *fields)])
