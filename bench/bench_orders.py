@@ -158,7 +158,8 @@ def serve_api() -> None:
 
     config = settings.load()
     logs.configure(config.log_level, json=config.log_json)
-    app = api_app.create_app(config, settle=True)  # as ``starkmatter api`` does
+    # As ``starkmatter api`` does: /metrics on a probe listener of its own (argv[3]).
+    app = api_app.create_app(config, settle=True, probes_port=int(sys.argv[3]))
     paths = {getattr(r, "path", "") for r in app.routes}
     if "/orders" not in paths:
         app.include_router(order_routes.router)
@@ -355,7 +356,8 @@ async def _paced(clients: list[RawClient], users: list[dict[str, str]]) -> tuple
 
 
 async def _served(ports: list[int]) -> collections.Counter[str]:
-    """Cumulative POST /orders latency buckets (``le`` -> count) the API processes report."""
+    """Cumulative POST /orders latency buckets (``le`` -> count) the API processes report on
+    their metrics ports."""
     out: collections.Counter[str] = collections.Counter()
     async with httpx.AsyncClient() as scrape:
         for port in ports:
@@ -471,10 +473,11 @@ async def main() -> None:
             key_file.write_text(keys.generate_private_pem())
             env = _env(url, rd.url, key_file)
             ports = [embedded.free_port() for _ in range(API_PROCESSES)]
-            for port in ports:
+            metrics_ports = [embedded.free_port() for _ in range(API_PROCESSES)]
+            for port, metrics_port in zip(ports, metrics_ports, strict=True):
                 procs.append(
                     subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
-                        [sys.executable, __file__, "serve-api", str(port)],
+                        [sys.executable, __file__, "serve-api", str(port), str(metrics_port)],
                         env=env,
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
@@ -579,7 +582,7 @@ async def main() -> None:
                 )
                 stop = asyncio.Event()
                 sampler = asyncio.create_task(_sample_waits(url, stop)) if diag else None
-                served_before = await _served(ports)
+                served_before = await _served(metrics_ports)
                 pg_before = await _postgres_cpu(url, groups["postgres"][0]) if diag else {}
                 spies = _spy(groups) if spying and spy_phase == "paced" else []
                 cpu_before = _cpu_seconds(groups)
@@ -591,7 +594,9 @@ async def main() -> None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(30)
                 pg_after = await _postgres_cpu(url, groups["postgres"][0]) if diag else {}
-                served = {k: v - served_before[k] for k, v in (await _served(ports)).items()}
+                served = {
+                    k: v - served_before[k] for k, v in (await _served(metrics_ports)).items()
+                }
                 stop.set()
                 waits = await sampler if sampler else collections.Counter()
                 if diag:
